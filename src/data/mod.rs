@@ -1,0 +1,1 @@
+//! Data: BraTS cases, slices, the embedded phantom, slice stores, splits, augmentation.

@@ -1,0 +1,11 @@
+//! brainsynth: synthetic brain-tumor MR images (Progressive GAN, StyleGAN 1/2/3, diffusion) and the
+//! segmentation study that measures whether they can stand in for real patient scans.
+//!
+//! Built from scratch: a tensor and autograd core with gradients of gradients ([`tensor`],
+//! [`autograd`], [`ops`]), a CPU reference path that is the ground truth of every numerical test,
+//! a fast CPU path, and handwritten CUDA kernels behind the `cuda` feature.
+
+pub mod error;
+pub mod data;
+
+pub use error::{Error, Result};
