@@ -5,7 +5,13 @@
 //! [`autograd`], [`ops`]), a CPU reference path that is the ground truth of every numerical test,
 //! a fast CPU path, and handwritten CUDA kernels behind the `cuda` feature.
 
-pub mod error;
+pub mod autograd;
+pub mod backend;
 pub mod data;
+pub mod error;
+pub mod ops;
+pub mod tensor;
+pub mod testing;
 
 pub use error::{Error, Result};
+pub use tensor::{DType, Device, Tensor};

@@ -1,0 +1,118 @@
+//! CPU kernels: `reference` (plain loops, obviously right, the ground truth of every test) and
+//! `fast` (GEMM-based, all cores, used by default), plus the small threading helpers they share.
+
+pub mod fast;
+pub mod reference;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Which CPU kernels heavy ops (conv, matmul) use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuKernels {
+    /// Plain loops: slow, obviously right.
+    Reference,
+    /// im2col + GEMM over all cores (the default).
+    Fast,
+}
+
+static KERNELS: AtomicU8 = AtomicU8::new(1);
+
+/// Choose the kernels heavy CPU ops use, process-wide.
+pub fn set_kernels(k: CpuKernels) {
+    KERNELS.store(if k == CpuKernels::Fast { 1 } else { 0 }, Ordering::Relaxed);
+}
+
+pub fn kernels() -> CpuKernels {
+    if KERNELS.load(Ordering::Relaxed) == 1 {
+        CpuKernels::Fast
+    } else {
+        CpuKernels::Reference
+    }
+}
+
+/// Worker threads for CPU kernels: `BRAINSYNTH_THREADS` or all cores.
+pub fn num_threads() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("BRAINSYNTH_THREADS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+    })
+}
+
+/// Below this many elements, threads cost more than they save.
+const PAR_MIN: usize = 1 << 15;
+
+/// `out[i] = f(x[i])`, split over threads for large inputs.
+pub fn par_map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
+    x: &[T],
+    f: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
+    let mut out = vec![U::default(); x.len()];
+    par_chunks_mut(&mut out, PAR_MIN, |start, chunk| {
+        for (o, &v) in chunk.iter_mut().zip(&x[start..]) {
+            *o = f(v);
+        }
+    });
+    out
+}
+
+/// `out[i] = f(a[i], b[i])`, split over threads for large inputs.
+pub fn par_zip<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
+    a: &[T],
+    b: &[T],
+    f: impl Fn(T, T) -> U + Sync,
+) -> Vec<U> {
+    let mut out = vec![U::default(); a.len()];
+    par_chunks_mut(&mut out, PAR_MIN, |start, chunk| {
+        for ((o, &p), &q) in chunk.iter_mut().zip(&a[start..]).zip(&b[start..]) {
+            *o = f(p, q);
+        }
+    });
+    out
+}
+
+/// Split `out` into contiguous chunks (at least `min_chunk` long) and run `f(start, chunk)` on
+/// each in its own scoped thread.
+pub fn par_chunks_mut<U: Send>(
+    out: &mut [U],
+    min_chunk: usize,
+    f: impl Fn(usize, &mut [U]) + Sync,
+) {
+    let n = out.len();
+    let threads = num_threads().min(n.div_ceil(min_chunk.max(1))).max(1);
+    if threads == 1 {
+        f(0, out);
+        return;
+    }
+    let chunk = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (i, c) in out.chunks_mut(chunk).enumerate() {
+            let f = &f;
+            s.spawn(move || f(i * chunk, c));
+        }
+    });
+}
+
+/// Run `f(i)` for i in 0..n over threads, each thread taking a contiguous range. `f` must only
+/// touch state it owns per index (callers pass disjoint output regions).
+pub fn par_for(n: usize, f: impl Fn(usize) + Sync) {
+    let threads = num_threads().min(n).max(1);
+    if threads == 1 {
+        (0..n).for_each(f);
+        return;
+    }
+    let per = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let f = &f;
+            s.spawn(move || (t * per..((t + 1) * per).min(n)).for_each(f));
+        }
+    });
+}

@@ -1,0 +1,4 @@
+//! Compute backends. The CPU reference kernels are the ground truth; the fast CPU kernels and the
+//! CUDA kernels are tested against them.
+
+pub mod cpu;

@@ -1,0 +1,590 @@
+//! Elementwise math: unary functions, broadcasting binary arithmetic, where, clamp, lerp.
+//! Backward rules are written with these same ops, so they differentiate again.
+
+use std::sync::Arc;
+
+use crate::Result;
+use crate::autograd::{GradFn, record};
+use crate::tensor::shape::{broadcast_shape, contiguous_strides};
+use crate::tensor::{Float, Kernel, StorageElem, Tensor};
+
+/// Pointwise functions of one tensor (parameters fixed at construction).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Recip,
+    Sqr,
+    Sin,
+    Cos,
+    Abs,
+    Tanh,
+    Sigmoid,
+    Erf,
+    Relu,
+    Silu,
+    Gelu,
+    Softplus,
+    /// x^p for a fixed exponent.
+    Powf(f64),
+    /// x for x > 0, slope·x otherwise.
+    LeakyRelu(f64),
+    /// min(max(x, lo), hi).
+    Clamp(f64, f64),
+    /// a·x + b.
+    Affine(f64, f64),
+    /// 1 where x > 0 else 0 (no gradient): masks for backward rules.
+    StepPos,
+    /// sign(x) in {-1, 0, 1} (no gradient).
+    Sign,
+    /// 1 where lo <= x <= hi else 0 (no gradient).
+    InRange(f64, f64),
+    /// 1 where x >= c else 0 (no gradient).
+    Ge(f64),
+}
+
+#[inline]
+fn apply_unary<T: Float>(op: Unary, x: T) -> T {
+    let f = T::from_f64;
+    match op {
+        Unary::Neg => -x,
+        Unary::Exp => x.exp(),
+        Unary::Log => x.ln(),
+        Unary::Sqrt => x.sqrt(),
+        Unary::Rsqrt => T::one() / x.sqrt(),
+        Unary::Recip => T::one() / x,
+        Unary::Sqr => x * x,
+        Unary::Sin => x.sin(),
+        Unary::Cos => x.cos(),
+        Unary::Abs => x.abs(),
+        Unary::Tanh => x.tanh(),
+        Unary::Sigmoid => T::one() / (T::one() + (-x).exp()),
+        Unary::Erf => x.erf(),
+        Unary::Relu => {
+            if x > T::zero() {
+                x
+            } else {
+                T::zero()
+            }
+        }
+        Unary::Silu => x / (T::one() + (-x).exp()),
+        Unary::Gelu => f(0.5) * x * (T::one() + (x * f(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+        Unary::Softplus => {
+            // log(1 + e^x) without overflow
+            if x > f(20.0) {
+                x
+            } else {
+                x.max(T::zero()) + (T::one() + (-(x.abs())).exp()).ln()
+            }
+        }
+        Unary::Powf(p) => x.powf(f(p)),
+        Unary::LeakyRelu(s) => {
+            if x > T::zero() {
+                x
+            } else {
+                x * f(s)
+            }
+        }
+        Unary::Clamp(lo, hi) => x.max(f(lo)).min(f(hi)),
+        Unary::Affine(a, b) => x * f(a) + f(b),
+        Unary::StepPos => {
+            if x > T::zero() {
+                T::one()
+            } else {
+                T::zero()
+            }
+        }
+        Unary::Sign => {
+            if x > T::zero() {
+                T::one()
+            } else if x < T::zero() {
+                -T::one()
+            } else {
+                T::zero()
+            }
+        }
+        Unary::InRange(lo, hi) => {
+            if x >= f(lo) && x <= f(hi) {
+                T::one()
+            } else {
+                T::zero()
+            }
+        }
+        Unary::Ge(c) => {
+            if x >= f(c) {
+                T::one()
+            } else {
+                T::zero()
+            }
+        }
+    }
+}
+
+struct UnaryKernel(Unary);
+impl Kernel for UnaryKernel {
+    fn run<T: StorageElem>(&self, x: &[&[T]]) -> Result<Vec<T>> {
+        let op = self.0;
+        Ok(crate::backend::cpu::par_map(x[0], |v| apply_unary(op, v)))
+    }
+}
+
+struct UnaryBackward {
+    op: Unary,
+    x: Tensor,
+}
+
+impl GradFn for UnaryBackward {
+    fn name(&self) -> &'static str {
+        "unary"
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.x.clone()]
+    }
+    fn backward(&self, out: &Tensor, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let x = &self.x;
+        let gx = match self.op {
+            Unary::Neg => g.neg()?,
+            Unary::Exp => g.mul(out)?,
+            Unary::Log => g.div(x)?,
+            Unary::Sqrt => g.div(out)?.affine(0.5, 0.0)?,
+            Unary::Rsqrt => g.mul(&out.powf(3.0)?)?.affine(-0.5, 0.0)?,
+            Unary::Recip => g.mul(&out.sqr()?)?.neg()?,
+            Unary::Sqr => g.mul(x)?.affine(2.0, 0.0)?,
+            Unary::Sin => g.mul(&x.cos()?)?,
+            Unary::Cos => g.mul(&x.sin()?)?.neg()?,
+            Unary::Abs => g.mul(&x.unary(Unary::Sign)?)?,
+            Unary::Tanh => g.mul(&out.sqr()?.affine(-1.0, 1.0)?)?,
+            Unary::Sigmoid => g.mul(&out.mul(&out.affine(-1.0, 1.0)?)?)?,
+            Unary::Erf => g.mul(
+                &x.sqr()?
+                    .neg()?
+                    .exp()?
+                    .affine(std::f64::consts::FRAC_2_SQRT_PI, 0.0)?,
+            )?,
+            Unary::Relu => g.mul(&x.unary(Unary::StepPos)?)?,
+            Unary::LeakyRelu(s) => {
+                // the derivative is a constant mask, so the second derivative re-applies it
+                let m = x.unary(Unary::StepPos)?.affine(1.0 - s, s)?;
+                g.mul(&m)?
+            }
+            Unary::Silu => {
+                // d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x)))
+                let s = x.sigmoid()?;
+                let d = s.mul(&x.mul(&s.affine(-1.0, 1.0)?)?.affine(1.0, 1.0)?)?;
+                g.mul(&d)?
+            }
+            Unary::Gelu => {
+                // Φ(x) + x·φ(x)
+                let cdf = x
+                    .affine(std::f64::consts::FRAC_1_SQRT_2, 0.0)?
+                    .erf()?
+                    .affine(0.5, 0.5)?;
+                let pdf = x
+                    .sqr()?
+                    .affine(-0.5, 0.0)?
+                    .exp()?
+                    .affine(1.0 / (2.0 * std::f64::consts::PI).sqrt(), 0.0)?;
+                g.mul(&cdf.add(&x.mul(&pdf)?)?)?
+            }
+            Unary::Softplus => g.mul(&x.sigmoid()?)?,
+            Unary::Powf(p) => g.mul(&x.powf(p - 1.0)?)?.affine(p, 0.0)?,
+            Unary::Clamp(lo, hi) => g.mul(&x.unary(Unary::InRange(lo, hi))?)?,
+            Unary::Affine(a, _) => g.affine(a, 0.0)?,
+            Unary::StepPos | Unary::Sign | Unary::InRange(..) | Unary::Ge(_) => g.zeros_like(),
+        };
+        Ok(vec![Some(gx)])
+    }
+}
+
+/// How two values combine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    /// 1 where a >= b else 0 (no gradient).
+    GeMask,
+}
+
+#[inline]
+fn apply_binary<T: Float>(op: Binary, a: T, b: T) -> T {
+    match op {
+        Binary::Add => a + b,
+        Binary::Sub => a - b,
+        Binary::Mul => a * b,
+        Binary::Div => a / b,
+        Binary::Max => a.max(b),
+        Binary::Min => a.min(b),
+        Binary::GeMask => {
+            if a >= b {
+                T::one()
+            } else {
+                T::zero()
+            }
+        }
+    }
+}
+
+/// Strides of `shape` viewed as broadcast to `out` (0 where broadcast).
+pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let st = contiguous_strides(shape);
+    let off = out.len() - shape.len();
+    (0..out.len())
+        .map(|i| {
+            if i < off || shape[i - off] == 1 {
+                0
+            } else {
+                st[i - off]
+            }
+        })
+        .collect()
+}
+
+struct BinaryKernel {
+    op: Binary,
+    a_shape: Vec<usize>,
+    b_shape: Vec<usize>,
+    out: Vec<usize>,
+}
+
+impl Kernel for BinaryKernel {
+    fn run<T: StorageElem>(&self, x: &[&[T]]) -> Result<Vec<T>> {
+        let (a, b, op) = (x[0], x[1], self.op);
+        if self.a_shape == self.b_shape {
+            return Ok(crate::backend::cpu::par_zip(a, b, |p, q| {
+                apply_binary(op, p, q)
+            }));
+        }
+        if b.len() == 1 {
+            let q = b[0];
+            return Ok(crate::backend::cpu::par_map(a, |p| apply_binary(op, p, q)));
+        }
+        if a.len() == 1 {
+            let p = a[0];
+            return Ok(crate::backend::cpu::par_map(b, |q| apply_binary(op, p, q)));
+        }
+        let out = &self.out;
+        let n: usize = out.iter().product();
+        let sa = broadcast_strides(&self.a_shape, out);
+        let sb = broadcast_strides(&self.b_shape, out);
+        let rank = out.len();
+        let inner = out[rank - 1];
+        let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
+        let mut res = Vec::with_capacity(n);
+        let mut idx = vec![0usize; rank];
+        let (mut pa, mut pb) = (0usize, 0usize);
+        if n == 0 {
+            return Ok(res);
+        }
+        loop {
+            let (mut qa, mut qb) = (pa, pb);
+            for _ in 0..inner {
+                res.push(apply_binary(op, a[qa], b[qb]));
+                qa += ia;
+                qb += ib;
+            }
+            let mut d = rank - 1;
+            loop {
+                if d == 0 {
+                    return Ok(res);
+                }
+                d -= 1;
+                idx[d] += 1;
+                pa += sa[d];
+                pb += sb[d];
+                if idx[d] < out[d] {
+                    break;
+                }
+                pa -= sa[d] * idx[d];
+                pb -= sb[d] * idx[d];
+                idx[d] = 0;
+            }
+        }
+    }
+}
+
+struct BinaryBackward {
+    op: Binary,
+    a: Tensor,
+    b: Tensor,
+}
+
+impl GradFn for BinaryBackward {
+    fn name(&self) -> &'static str {
+        match self.op {
+            Binary::Add => "add",
+            Binary::Sub => "sub",
+            Binary::Mul => "mul",
+            Binary::Div => "div",
+            Binary::Max => "maximum",
+            Binary::Min => "minimum",
+            Binary::GeMask => "ge",
+        }
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.a.clone(), self.b.clone()]
+    }
+    fn backward(&self, _out: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (a, b) = (&self.a, &self.b);
+        let (ga, gb) = match self.op {
+            Binary::Add => (
+                if needs[0] { Some(g.clone()) } else { None },
+                if needs[1] { Some(g.clone()) } else { None },
+            ),
+            Binary::Sub => (
+                if needs[0] { Some(g.clone()) } else { None },
+                if needs[1] { Some(g.neg()?) } else { None },
+            ),
+            Binary::Mul => (
+                if needs[0] { Some(g.mul(b)?) } else { None },
+                if needs[1] { Some(g.mul(a)?) } else { None },
+            ),
+            Binary::Div => (
+                if needs[0] { Some(g.div(b)?) } else { None },
+                // d(a/b)/db = −a/b²
+                if needs[1] {
+                    Some(g.mul(a)?.div(&b.sqr()?)?.neg()?)
+                } else {
+                    None
+                },
+            ),
+            Binary::Max | Binary::Min => {
+                let m = if self.op == Binary::Max {
+                    a.binary(b, Binary::GeMask)?
+                } else {
+                    b.binary(a, Binary::GeMask)?
+                };
+                (
+                    if needs[0] { Some(g.mul(&m)?) } else { None },
+                    if needs[1] {
+                        Some(g.mul(&m.affine(-1.0, 1.0)?)?)
+                    } else {
+                        None
+                    },
+                )
+            }
+            Binary::GeMask => (None, None),
+        };
+        Ok(vec![
+            match ga {
+                Some(t) => Some(t.sum_to(a.shape())?),
+                None => None,
+            },
+            match gb {
+                Some(t) => Some(t.sum_to(b.shape())?),
+                None => None,
+            },
+        ])
+    }
+}
+
+struct WhereKernel;
+impl Kernel for WhereKernel {
+    fn run<T: StorageElem>(&self, x: &[&[T]]) -> Result<Vec<T>> {
+        Ok(x[0]
+            .iter()
+            .zip(x[1])
+            .zip(x[2])
+            .map(|((&c, &a), &b)| if c != T::zero() { a } else { b })
+            .collect())
+    }
+}
+
+impl Tensor {
+    /// Apply a pointwise function (see [`Unary`]).
+    pub fn unary(&self, op: Unary) -> Result<Tensor> {
+        let out = Tensor::run_kernel("unary", &[self], self.shape(), &UnaryKernel(op))?;
+        let differentiable = !matches!(
+            op,
+            Unary::StepPos | Unary::Sign | Unary::InRange(..) | Unary::Ge(_)
+        );
+        if !differentiable {
+            return Ok(out);
+        }
+        Ok(record(out, &[self], || {
+            Arc::new(UnaryBackward {
+                op,
+                x: self.clone(),
+            })
+        }))
+    }
+
+    /// Combine with broadcasting (see [`Binary`]).
+    pub fn binary(&self, other: &Tensor, op: Binary) -> Result<Tensor> {
+        let name = BinaryBackward {
+            op,
+            a: self.clone(),
+            b: other.clone(),
+        }
+        .name();
+        let out_shape = broadcast_shape(name, self.shape(), other.shape())?;
+        let k = BinaryKernel {
+            op,
+            a_shape: self.shape().to_vec(),
+            b_shape: other.shape().to_vec(),
+            out: out_shape.clone(),
+        };
+        let out = Tensor::run_kernel(name, &[self, other], &out_shape, &k)?;
+        if op == Binary::GeMask {
+            return Ok(out);
+        }
+        Ok(record(out, &[self, other], || {
+            Arc::new(BinaryBackward {
+                op,
+                a: self.clone(),
+                b: other.clone(),
+            })
+        }))
+    }
+
+    pub fn add(&self, o: &Tensor) -> Result<Tensor> {
+        self.binary(o, Binary::Add)
+    }
+    pub fn sub(&self, o: &Tensor) -> Result<Tensor> {
+        self.binary(o, Binary::Sub)
+    }
+    pub fn mul(&self, o: &Tensor) -> Result<Tensor> {
+        self.binary(o, Binary::Mul)
+    }
+    pub fn div(&self, o: &Tensor) -> Result<Tensor> {
+        self.binary(o, Binary::Div)
+    }
+    pub fn maximum(&self, o: &Tensor) -> Result<Tensor> {
+        self.binary(o, Binary::Max)
+    }
+    pub fn minimum(&self, o: &Tensor) -> Result<Tensor> {
+        self.binary(o, Binary::Min)
+    }
+    /// 1 where self >= other else 0 (a constant mask).
+    pub fn ge_mask(&self, o: &Tensor) -> Result<Tensor> {
+        self.binary(o, Binary::GeMask)
+    }
+
+    pub fn neg(&self) -> Result<Tensor> {
+        self.unary(Unary::Neg)
+    }
+    pub fn exp(&self) -> Result<Tensor> {
+        self.unary(Unary::Exp)
+    }
+    pub fn log(&self) -> Result<Tensor> {
+        self.unary(Unary::Log)
+    }
+    pub fn sqrt(&self) -> Result<Tensor> {
+        self.unary(Unary::Sqrt)
+    }
+    pub fn rsqrt(&self) -> Result<Tensor> {
+        self.unary(Unary::Rsqrt)
+    }
+    pub fn recip(&self) -> Result<Tensor> {
+        self.unary(Unary::Recip)
+    }
+    pub fn sqr(&self) -> Result<Tensor> {
+        self.unary(Unary::Sqr)
+    }
+    pub fn sin(&self) -> Result<Tensor> {
+        self.unary(Unary::Sin)
+    }
+    pub fn cos(&self) -> Result<Tensor> {
+        self.unary(Unary::Cos)
+    }
+    pub fn abs(&self) -> Result<Tensor> {
+        self.unary(Unary::Abs)
+    }
+    pub fn tanh(&self) -> Result<Tensor> {
+        self.unary(Unary::Tanh)
+    }
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        self.unary(Unary::Sigmoid)
+    }
+    pub fn erf(&self) -> Result<Tensor> {
+        self.unary(Unary::Erf)
+    }
+    pub fn relu(&self) -> Result<Tensor> {
+        self.unary(Unary::Relu)
+    }
+    pub fn leaky_relu(&self, slope: f64) -> Result<Tensor> {
+        self.unary(Unary::LeakyRelu(slope))
+    }
+    pub fn silu(&self) -> Result<Tensor> {
+        self.unary(Unary::Silu)
+    }
+    /// Exact GELU: x·Φ(x) with the error function.
+    pub fn gelu(&self) -> Result<Tensor> {
+        self.unary(Unary::Gelu)
+    }
+    pub fn softplus(&self) -> Result<Tensor> {
+        self.unary(Unary::Softplus)
+    }
+    pub fn powf(&self, p: f64) -> Result<Tensor> {
+        self.unary(Unary::Powf(p))
+    }
+    pub fn clamp(&self, lo: f64, hi: f64) -> Result<Tensor> {
+        self.unary(Unary::Clamp(lo, hi))
+    }
+    /// a·x + b.
+    pub fn affine(&self, a: f64, b: f64) -> Result<Tensor> {
+        self.unary(Unary::Affine(a, b))
+    }
+    pub fn add_scalar(&self, b: f64) -> Result<Tensor> {
+        self.affine(1.0, b)
+    }
+    pub fn mul_scalar(&self, a: f64) -> Result<Tensor> {
+        self.affine(a, 0.0)
+    }
+
+    /// `a` where `cond` is non-zero, else `b` (broadcasting all three). `cond` gets no gradient.
+    pub fn where_cond(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let s = broadcast_shape("where", cond.shape(), a.shape())?;
+        let s = broadcast_shape("where", &s, b.shape())?;
+        let c = cond.detach().broadcast_as(&s)?;
+        let (ab, bb) = (a.broadcast_as(&s)?, b.broadcast_as(&s)?);
+        let out = Tensor::run_kernel("where", &[&c, &ab, &bb], &s, &WhereKernel)?;
+        Ok(record(out, &[&ab, &bb], || {
+            Arc::new(WhereBackward {
+                c,
+                a: ab.clone(),
+                b: bb.clone(),
+            })
+        }))
+    }
+
+    /// a + (b − a)·t.
+    pub fn lerp(&self, b: &Tensor, t: &Tensor) -> Result<Tensor> {
+        self.add(&b.sub(self)?.mul(t)?)
+    }
+}
+
+struct WhereBackward {
+    c: Tensor,
+    a: Tensor,
+    b: Tensor,
+}
+impl GradFn for WhereBackward {
+    fn name(&self) -> &'static str {
+        "where"
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.a.clone(), self.b.clone()]
+    }
+    fn backward(&self, _out: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let z = g.zeros_like();
+        Ok(vec![
+            if needs[0] {
+                Some(Tensor::where_cond(&self.c, g, &z)?)
+            } else {
+                None
+            },
+            if needs[1] {
+                Some(Tensor::where_cond(&self.c, &z, g)?)
+            } else {
+                None
+            },
+        ])
+    }
+}

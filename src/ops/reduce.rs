@@ -1,0 +1,259 @@
+//! Reductions over axes (sum, mean, var, max, logsumexp) and softmax / log-softmax.
+
+use std::sync::Arc;
+
+use crate::autograd::{GradFn, record};
+use crate::tensor::shape::{Layout, axis, contiguous_strides};
+use crate::tensor::{Kernel, StorageElem, Tensor};
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Red {
+    Sum,
+    Max,
+}
+
+struct ReduceKernel {
+    red: Red,
+    in_shape: Vec<usize>,
+    /// Strides into the output for each input dimension (0 on reduced axes).
+    out_strides: Vec<usize>,
+    out_len: usize,
+}
+
+impl Kernel for ReduceKernel {
+    fn run<T: StorageElem>(&self, x: &[&[T]]) -> Result<Vec<T>> {
+        let x = x[0];
+        let l = Layout {
+            shape: self.in_shape.clone(),
+            strides: self.out_strides.clone(),
+            offset: 0,
+        };
+        let mut k = 0;
+        match self.red {
+            Red::Sum => {
+                // accumulate in f64 so long f32 sums stay accurate
+                let mut acc = vec![0f64; self.out_len];
+                l.for_each_index(|o| {
+                    acc[o] += x[k].to_f64();
+                    k += 1;
+                });
+                Ok(acc.into_iter().map(T::from_f64).collect())
+            }
+            Red::Max => {
+                let mut acc = vec![None::<T>; self.out_len];
+                l.for_each_index(|o| {
+                    let v = x[k];
+                    acc[o] = Some(match acc[o] {
+                        Some(m) if !(v > m) && !v.to_f64().is_nan() => m,
+                        _ => v,
+                    });
+                    k += 1;
+                });
+                Ok(acc.into_iter().map(|v| v.unwrap_or_else(T::zero)).collect())
+            }
+        }
+    }
+}
+
+fn normalize_axes(op: &'static str, axes: &[isize], rank: usize) -> Result<Vec<usize>> {
+    let mut v = Vec::new();
+    for &a in axes {
+        let a = axis(op, a, rank)?;
+        if v.contains(&a) {
+            return Err(Error::invalid(op, format!("axis {a} given twice")));
+        }
+        v.push(a);
+    }
+    v.sort();
+    Ok(v)
+}
+
+fn reduced_shapes(shape: &[usize], axes: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let keep: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
+    let squeezed: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !axes.contains(i))
+        .map(|(_, &d)| d)
+        .collect();
+    (keep, squeezed)
+}
+
+impl Tensor {
+    fn reduce(&self, op: &'static str, red: Red, axes: &[usize], keepdim: bool) -> Result<Tensor> {
+        let (keep, squeezed) = reduced_shapes(self.shape(), axes);
+        if red == Red::Max && axes.iter().any(|&a| self.shape()[a] == 0) {
+            return Err(Error::shape(
+                op,
+                format!("max over an empty axis of {:?}", self.shape()),
+            ));
+        }
+        let ks = contiguous_strides(&keep);
+        let out_strides: Vec<usize> = (0..keep.len())
+            .map(|i| if axes.contains(&i) { 0 } else { ks[i] })
+            .collect();
+        let k = ReduceKernel {
+            red,
+            in_shape: self.shape().to_vec(),
+            out_strides,
+            out_len: keep.iter().product(),
+        };
+        let out_shape = if keepdim { keep } else { squeezed };
+        Tensor::run_kernel(op, &[self], &out_shape, &k)
+    }
+
+    /// Sum over `axes` (negative axes count from the end).
+    pub fn sum_axes(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let ax = normalize_axes("sum", axes, self.rank())?;
+        let out = self.reduce("sum", Red::Sum, &ax, keepdim)?;
+        Ok(record(out, &[self], || {
+            Arc::new(SumBackward {
+                x: self.clone(),
+                axes: ax,
+            })
+        }))
+    }
+
+    /// Sum of all elements, as a 0-d tensor.
+    pub fn sum_all(&self) -> Result<Tensor> {
+        let ax: Vec<isize> = (0..self.rank() as isize).collect();
+        self.sum_axes(&ax, false)
+    }
+
+    pub fn mean_axes(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let ax = normalize_axes("mean", axes, self.rank())?;
+        let n: usize = ax.iter().map(|&a| self.shape()[a]).product();
+        self.sum_axes(axes, keepdim)?
+            .affine(1.0 / n.max(1) as f64, 0.0)
+    }
+
+    pub fn mean_all(&self) -> Result<Tensor> {
+        let ax: Vec<isize> = (0..self.rank() as isize).collect();
+        self.mean_axes(&ax, false)
+    }
+
+    /// Variance over `axes`; `unbiased` divides by n − 1.
+    pub fn var_axes(&self, axes: &[isize], keepdim: bool, unbiased: bool) -> Result<Tensor> {
+        let ax = normalize_axes("var", axes, self.rank())?;
+        let n: usize = ax.iter().map(|&a| self.shape()[a]).product();
+        let mu = self.mean_axes(axes, true)?;
+        let d = self.sub(&mu)?.sqr()?.sum_axes(axes, keepdim)?;
+        let div = if unbiased {
+            n.saturating_sub(1).max(1)
+        } else {
+            n.max(1)
+        };
+        d.affine(1.0 / div as f64, 0.0)
+    }
+
+    /// Maximum over `axes`. Ties share the gradient equally.
+    pub fn max_axes(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let ax = normalize_axes("max", axes, self.rank())?;
+        let out = self.reduce("max", Red::Max, &ax, keepdim)?;
+        Ok(record(out, &[self], || {
+            Arc::new(MaxBackward {
+                x: self.clone(),
+                axes: ax,
+            })
+        }))
+    }
+
+    pub fn min_axes(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.neg()?.max_axes(axes, keepdim)?.neg()
+    }
+
+    /// log Σ exp over `axes`, shifted by the (constant) maximum for stability.
+    pub fn logsumexp(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let m = self.detach().max_axes(axes, true)?;
+        let s = self.sub(&m)?.exp()?.sum_axes(axes, true)?.log()?.add(&m)?;
+        if keepdim {
+            Ok(s)
+        } else {
+            let ax = normalize_axes("logsumexp", axes, self.rank())?;
+            s.reshape(&reduced_shapes(self.shape(), &ax).1)
+        }
+    }
+
+    pub fn softmax(&self, ax: isize) -> Result<Tensor> {
+        let m = self.detach().max_axes(&[ax], true)?;
+        let e = self.sub(&m)?.exp()?;
+        e.div(&e.sum_axes(&[ax], true)?)
+    }
+
+    pub fn log_softmax(&self, ax: isize) -> Result<Tensor> {
+        self.sub(&self.logsumexp(&[ax], true)?)
+    }
+
+    /// Sum broadcast dimensions away so the result has `shape` (the adjoint of broadcasting).
+    pub fn sum_to(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.shape() == shape {
+            return Ok(self.clone());
+        }
+        let rank = self.rank();
+        if shape.len() > rank {
+            return Err(Error::shape(
+                "sum_to",
+                format!("{:?} cannot be summed to {shape:?}", self.shape()),
+            ));
+        }
+        let off = rank - shape.len();
+        let mut axes = Vec::new();
+        for i in 0..rank {
+            if i < off {
+                axes.push(i as isize);
+            } else if shape[i - off] == 1 && self.shape()[i] != 1 {
+                axes.push(i as isize);
+            } else if shape[i - off] != self.shape()[i] {
+                return Err(Error::shape(
+                    "sum_to",
+                    format!("{:?} cannot be summed to {shape:?}", self.shape()),
+                ));
+            }
+        }
+        self.sum_axes(&axes, true)?.reshape(shape)
+    }
+}
+
+struct SumBackward {
+    x: Tensor,
+    axes: Vec<usize>,
+}
+impl GradFn for SumBackward {
+    fn name(&self) -> &'static str {
+        "sum"
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.x.clone()]
+    }
+    fn backward(&self, _out: &Tensor, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let keep = reduced_shapes(self.x.shape(), &self.axes).0;
+        Ok(vec![Some(g.reshape(&keep)?.broadcast_as(self.x.shape())?)])
+    }
+}
+
+struct MaxBackward {
+    x: Tensor,
+    axes: Vec<usize>,
+}
+impl GradFn for MaxBackward {
+    fn name(&self) -> &'static str {
+        "max"
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.x.clone()]
+    }
+    fn backward(&self, out: &Tensor, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let keep = reduced_shapes(self.x.shape(), &self.axes).0;
+        let m = out.detach().reshape(&keep)?;
+        let mask = self.x.detach().ge_mask(&m)?;
+        let ax: Vec<isize> = self.axes.iter().map(|&a| a as isize).collect();
+        let count = mask.sum_axes(&ax, true)?;
+        let w = mask.div(&count)?;
+        Ok(vec![Some(g.reshape(&keep)?.mul(&w)?)])
+    }
+}

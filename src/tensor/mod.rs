@@ -1,0 +1,475 @@
+//! The tensor: shared storage, a strided view of it, and (when gradients are needed) the op
+//! that made it.
+
+pub mod device;
+pub mod dtype;
+pub mod shape;
+pub mod storage;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use device::Device;
+pub use dtype::{DType, Float};
+pub use shape::Layout;
+pub use storage::{CpuStorage, Kernel, StorageElem};
+
+use crate::autograd::{self, GradFn};
+use crate::{Error, Result};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// An n-dimensional array of f32 or f64 with optional autograd history. Cloning is cheap
+/// (reference counted); views share storage.
+#[derive(Clone)]
+pub struct Tensor(Arc<Inner>);
+
+struct Inner {
+    id: u64,
+    storage: Arc<RwLock<CpuStorage>>,
+    layout: Layout,
+    device: Device,
+    /// A leaf whose gradient is wanted (a parameter, or an input of `grad`).
+    variable: bool,
+    grad_fn: Option<Arc<dyn GradFn>>,
+    /// Gradient accumulated by `backward()` (variables only).
+    grad: Mutex<Option<Tensor>>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor{{shape: {:?}, dtype: {}, device: {}",
+            self.shape(),
+            self.dtype().name(),
+            self.device()
+        )?;
+        if let Some(g) = &self.0.grad_fn {
+            write!(f, ", grad_fn: {}", g.name())?;
+        }
+        if self.elem_count() <= 16 {
+            if let Ok(v) = self.to_vec_f64() {
+                write!(f, ", data: {v:?}")?;
+            }
+        }
+        write!(f, "}}")
+    }
+}
+
+impl Tensor {
+    // ---- construction -------------------------------------------------------------------------
+
+    pub(crate) fn from_storage(
+        storage: CpuStorage,
+        shape: &[usize],
+        grad_fn: Option<Arc<dyn GradFn>>,
+    ) -> Tensor {
+        debug_assert_eq!(storage.len(), shape::elem_count(shape));
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage: Arc::new(RwLock::new(storage)),
+            layout: Layout::contiguous(shape),
+            device: Device::Cpu,
+            variable: false,
+            grad_fn,
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// A new view of the same storage (no history); callers attach history with `autograd::record`.
+    pub(crate) fn view_of(&self, layout: Layout) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage: self.0.storage.clone(),
+            layout,
+            device: self.0.device,
+            variable: false,
+            grad_fn: None,
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// The same data with history attached (used by `autograd::record`).
+    pub(crate) fn with_grad_fn(&self, grad_fn: Arc<dyn GradFn>) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage: self.0.storage.clone(),
+            layout: self.0.layout.clone(),
+            device: self.0.device,
+            variable: false,
+            grad_fn: Some(grad_fn),
+            grad: Mutex::new(None),
+        }))
+    }
+
+    pub fn from_vec<T: StorageElem>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        if data.len() != shape::elem_count(shape) {
+            return Err(Error::shape(
+                "from_vec",
+                format!(
+                    "{} values cannot fill shape {shape:?} ({} elements)",
+                    data.len(),
+                    shape::elem_count(shape)
+                ),
+            ));
+        }
+        Ok(Tensor::from_storage(T::wrap(data), shape, None))
+    }
+
+    pub fn from_slice<T: StorageElem>(data: &[T], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape)
+    }
+
+    /// Values given as f64, stored as `dtype`.
+    pub fn from_f64s(data: &[f64], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        match dtype {
+            DType::F32 => {
+                Tensor::from_vec(data.iter().map(|&v| v as f32).collect::<Vec<_>>(), shape)
+            }
+            DType::F64 => Tensor::from_vec(data.to_vec(), shape),
+        }
+    }
+
+    pub fn full(value: f64, shape: &[usize], dtype: DType) -> Tensor {
+        let n = shape::elem_count(shape);
+        let s = match dtype {
+            DType::F32 => CpuStorage::F32(vec![value as f32; n]),
+            DType::F64 => CpuStorage::F64(vec![value; n]),
+        };
+        Tensor::from_storage(s, shape, None)
+    }
+    pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {
+        Tensor::full(0.0, shape, dtype)
+    }
+    pub fn ones(shape: &[usize], dtype: DType) -> Tensor {
+        Tensor::full(1.0, shape, dtype)
+    }
+    pub fn scalar(value: f64, dtype: DType) -> Tensor {
+        Tensor::full(value, &[], dtype)
+    }
+    pub fn zeros_like(&self) -> Tensor {
+        Tensor::zeros(self.shape(), self.dtype())
+    }
+    pub fn ones_like(&self) -> Tensor {
+        Tensor::ones(self.shape(), self.dtype())
+    }
+    pub fn full_like(&self, v: f64) -> Tensor {
+        Tensor::full(v, self.shape(), self.dtype())
+    }
+    /// 0, 1, ..., n-1.
+    pub fn arange(n: usize, dtype: DType) -> Tensor {
+        let v: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        Tensor::from_f64s(&v, &[n], dtype).expect("length matches by construction")
+    }
+
+    /// Standard normal values from a seeded generator.
+    pub fn randn(shape: &[usize], dtype: DType, rng: &mut impl rand::Rng) -> Tensor {
+        use rand::RngExt;
+        let n = shape::elem_count(shape);
+        let v: Vec<f64> = (0..n)
+            .map(|_| rng.sample::<f64, _>(rand_distr::StandardNormal))
+            .collect();
+        Tensor::from_f64s(&v, shape, dtype).expect("length matches by construction")
+    }
+
+    /// Uniform values in [lo, hi) from a seeded generator.
+    pub fn rand_uniform(
+        shape: &[usize],
+        lo: f64,
+        hi: f64,
+        dtype: DType,
+        rng: &mut impl rand::Rng,
+    ) -> Tensor {
+        use rand::RngExt;
+        let n = shape::elem_count(shape);
+        let v: Vec<f64> = (0..n)
+            .map(|_| lo + (hi - lo) * rng.random::<f64>())
+            .collect();
+        Tensor::from_f64s(&v, shape, dtype).expect("length matches by construction")
+    }
+
+    // ---- facts ---------------------------------------------------------------------------------
+
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.0.layout.shape
+    }
+    pub fn dims(&self) -> &[usize] {
+        &self.0.layout.shape
+    }
+    pub fn rank(&self) -> usize {
+        self.0.layout.shape.len()
+    }
+    pub fn dim(&self, ax: isize) -> Result<usize> {
+        Ok(self.shape()[shape::axis("dim", ax, self.rank())?])
+    }
+    pub fn elem_count(&self) -> usize {
+        self.0.layout.elem_count()
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+    pub fn dtype(&self) -> DType {
+        self.0
+            .storage
+            .read()
+            .map(|s| s.dtype())
+            .unwrap_or(DType::F32)
+    }
+    pub fn device(&self) -> Device {
+        self.0.device
+    }
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+    pub fn grad_fn(&self) -> Option<&Arc<dyn GradFn>> {
+        self.0.grad_fn.as_ref()
+    }
+    pub fn is_variable(&self) -> bool {
+        self.0.variable
+    }
+    /// True when gradients flow to or through this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.0.variable || self.0.grad_fn.is_some()
+    }
+
+    // ---- autograd handles ----------------------------------------------------------------------
+
+    /// A leaf sharing this tensor's data whose gradient `backward()` accumulates.
+    pub fn variable(&self) -> Tensor {
+        let base = self.contiguous_detached();
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage: base.0.storage.clone(),
+            layout: base.0.layout.clone(),
+            device: base.0.device,
+            variable: true,
+            grad_fn: None,
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// Same data, no history.
+    pub fn detach(&self) -> Tensor {
+        if !self.requires_grad() {
+            return self.clone();
+        }
+        self.view_of(self.0.layout.clone())
+    }
+
+    /// Gradient accumulated by `backward()`, if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.lock().ok().and_then(|g| g.clone())
+    }
+    pub fn set_grad(&self, g: Option<Tensor>) {
+        if let Ok(mut slot) = self.0.grad.lock() {
+            *slot = g;
+        }
+    }
+    pub fn zero_grad(&self) {
+        self.set_grad(None)
+    }
+
+    /// Backpropagate from a scalar, accumulating into every variable it depends on.
+    pub fn backward(&self) -> Result<()> {
+        autograd::backward(self)
+    }
+
+    // ---- data access ---------------------------------------------------------------------------
+
+    pub(crate) fn storage_read(&self) -> RwLockReadGuard<'_, CpuStorage> {
+        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn storage_write(&self) -> RwLockWriteGuard<'_, CpuStorage> {
+        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A contiguous copy without history (or self when already contiguous from offset 0).
+    pub(crate) fn contiguous_detached(&self) -> Tensor {
+        let l = &self.0.layout;
+        let full =
+            l.is_contiguous() && l.offset == 0 && self.storage_read().len() == l.elem_count();
+        if full {
+            return self.detach();
+        }
+        let src = self.storage_read();
+        let out = match &*src {
+            CpuStorage::F32(v) => {
+                let mut o = Vec::with_capacity(l.elem_count());
+                l.for_each_index(|i| o.push(v[i]));
+                CpuStorage::F32(o)
+            }
+            CpuStorage::F64(v) => {
+                let mut o = Vec::with_capacity(l.elem_count());
+                l.for_each_index(|i| o.push(v[i]));
+                CpuStorage::F64(o)
+            }
+        };
+        Tensor::from_storage(out, &l.shape, None)
+    }
+
+    /// Run a kernel over the contiguous data of `inputs`; the result has `out_shape`.
+    pub(crate) fn run_kernel<K: Kernel>(
+        op: &'static str,
+        inputs: &[&Tensor],
+        out_shape: &[usize],
+        k: &K,
+    ) -> Result<Tensor> {
+        if let Some(t) = inputs.iter().find(|t| t.device() != Device::Cpu) {
+            return Err(Error::Device {
+                op,
+                msg: format!("this op has no kernel for {}", t.device()),
+            });
+        }
+        let contig: Vec<Tensor> = inputs.iter().map(|t| t.contiguous_detached()).collect();
+        let guards: Vec<_> = contig.iter().map(|t| t.storage_read()).collect();
+        let dtype = guards.first().map(|g| g.dtype()).unwrap_or(DType::F32);
+        if let Some(g) = guards.iter().find(|g| g.dtype() != dtype) {
+            return Err(Error::DType {
+                op,
+                msg: format!("{} and {}", dtype.name(), g.dtype().name()),
+            });
+        }
+        let out = match dtype {
+            DType::F32 => {
+                let xs: Vec<&[f32]> = guards
+                    .iter()
+                    .zip(&contig)
+                    .map(|(g, t)| {
+                        &f32::slice(g).unwrap_or(&[])
+                            [t.0.layout.offset..t.0.layout.offset + t.elem_count()]
+                    })
+                    .collect();
+                CpuStorage::F32(k.run(&xs)?)
+            }
+            DType::F64 => {
+                let xs: Vec<&[f64]> = guards
+                    .iter()
+                    .zip(&contig)
+                    .map(|(g, t)| {
+                        &f64::slice(g).unwrap_or(&[])
+                            [t.0.layout.offset..t.0.layout.offset + t.elem_count()]
+                    })
+                    .collect();
+                CpuStorage::F64(k.run(&xs)?)
+            }
+        };
+        if out.len() != shape::elem_count(out_shape) {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "kernel produced {} values for shape {out_shape:?}",
+                    out.len()
+                ),
+            ));
+        }
+        Ok(Tensor::from_storage(out, out_shape, None))
+    }
+
+    /// All values as f64, in row-major order.
+    pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        self.check_cpu("to_vec")?;
+        let t = self.contiguous_detached();
+        let s = t.storage_read();
+        let r = t.0.layout.offset..t.0.layout.offset + t.elem_count();
+        Ok(match &*s {
+            CpuStorage::F32(v) => v[r].iter().map(|&x| x as f64).collect(),
+            CpuStorage::F64(v) => v[r].to_vec(),
+        })
+    }
+    /// All values as f32, in row-major order.
+    pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
+        self.check_cpu("to_vec")?;
+        let t = self.contiguous_detached();
+        let s = t.storage_read();
+        let r = t.0.layout.offset..t.0.layout.offset + t.elem_count();
+        Ok(match &*s {
+            CpuStorage::F32(v) => v[r].to_vec(),
+            CpuStorage::F64(v) => v[r].iter().map(|&x| x as f32).collect(),
+        })
+    }
+    /// The value of a one-element tensor.
+    pub fn item(&self) -> Result<f64> {
+        if self.elem_count() != 1 {
+            return Err(Error::shape(
+                "item",
+                format!("needs one element, shape is {:?}", self.shape()),
+            ));
+        }
+        Ok(self.to_vec_f64()?[0])
+    }
+
+    fn check_cpu(&self, op: &'static str) -> Result<()> {
+        if self.device() != Device::Cpu {
+            return Err(Error::Device {
+                op,
+                msg: format!(
+                    "copy the tensor to the cpu first (it is on {})",
+                    self.device()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Move to a device. Only the CPU exists without the `cuda` feature.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        Err(Error::Device {
+            op: "to_device",
+            msg: format!(
+                "{device} is not available: this build has no GPU backend (build with --features cuda)"
+            ),
+        })
+    }
+
+    /// Overwrite this tensor's values with `src` (same shape), in place and without history:
+    /// how optimisers and checkpoint loading update parameters.
+    pub fn assign(&self, src: &Tensor) -> Result<()> {
+        if src.shape() != self.shape() {
+            return Err(Error::shape(
+                "assign",
+                format!("{:?} into {:?}", src.shape(), self.shape()),
+            ));
+        }
+        let vals = src.to_vec_f64()?;
+        let l = self.0.layout.clone();
+        let mut dst = self.storage_write();
+        let mut k = 0;
+        match &mut *dst {
+            CpuStorage::F32(v) => l.for_each_index(|i| {
+                v[i] = vals[k] as f32;
+                k += 1;
+            }),
+            CpuStorage::F64(v) => l.for_each_index(|i| {
+                v[i] = vals[k];
+                k += 1;
+            }),
+        }
+        Ok(())
+    }
+
+    /// Mutable access to the values of a contiguous tensor of element type `T` (optimisers).
+    pub fn update_data<T: StorageElem, R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        let l = self.0.layout.clone();
+        if !l.is_contiguous() {
+            return Err(Error::invalid("update_data", "tensor is not contiguous"));
+        }
+        let mut s = self.storage_write();
+        let dt = s.dtype();
+        let v = T::slice_mut(&mut s).ok_or(Error::DType {
+            op: "update_data",
+            msg: format!(
+                "tensor is {}, access asked for {}",
+                dt.name(),
+                T::DTYPE.name()
+            ),
+        })?;
+        Ok(f(&mut v[l.offset..l.offset + l.elem_count()]))
+    }
+}
