@@ -1,9 +1,11 @@
 //! Ops, one file per family: forward dispatch to the backend kernels plus the backward rule,
 //! written with differentiable ops.
 
+pub mod conv;
 pub mod elementwise;
 pub mod matmul;
 pub mod reduce;
 pub mod view;
 
+pub use conv::Conv2dParams;
 pub use elementwise::{Binary, Unary};

@@ -96,3 +96,189 @@ pub fn gemm<T: StorageElem>(
 fn extent(r: usize, c: usize, s: (isize, isize)) -> usize {
     (r - 1) * s.0 as usize + (c - 1) * s.1 as usize + 1
 }
+
+use super::reference::ConvGeom;
+
+/// Unfold one sample's group of input channels into columns [cig·kh·kw, oh·ow] (zero where the
+/// window leaves the image).
+fn im2col<T: StorageElem>(x: &[T], g: &ConvGeom, cols: &mut [T]) {
+    let cig = g.cin / g.groups;
+    let p = g.oh * g.ow;
+    for c in 0..cig {
+        let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &mut cols[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                for oy in 0..g.oh {
+                    let y = (oy * g.stride.0 + ky * g.dil.0) as isize - g.pad.0 as isize;
+                    let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
+                    if y < 0 || y as usize >= g.h {
+                        dst.iter_mut().for_each(|v| *v = T::zero());
+                        continue;
+                    }
+                    let src = &xc[y as usize * g.w..(y as usize + 1) * g.w];
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        let xx = (ox * g.stride.1 + kx * g.dil.1) as isize - g.pad.1 as isize;
+                        *d = if xx < 0 || xx as usize >= g.w {
+                            T::zero()
+                        } else {
+                            src[xx as usize]
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: add columns back into the image.
+fn col2im<T: StorageElem>(cols: &[T], g: &ConvGeom, x: &mut [T]) {
+    let cig = g.cin / g.groups;
+    let p = g.oh * g.ow;
+    for c in 0..cig {
+        let xc = &mut x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &cols[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                for oy in 0..g.oh {
+                    let y = (oy * g.stride.0 + ky * g.dil.0) as isize - g.pad.0 as isize;
+                    if y < 0 || y as usize >= g.h {
+                        continue;
+                    }
+                    let dst = &mut xc[y as usize * g.w..(y as usize + 1) * g.w];
+                    for ox in 0..g.ow {
+                        let xx = (ox * g.stride.1 + kx * g.dil.1) as isize - g.pad.1 as isize;
+                        if xx >= 0 && (xx as usize) < g.w {
+                            dst[xx as usize] += row[oy * g.ow + ox];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Split `out` into `n` equal per-sample blocks and run `f(sample, block)` over threads.
+fn per_sample<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    if n == 0 {
+        return;
+    }
+    let per = out.len() / n;
+    let threads = super::num_threads().min(n).max(1);
+    let samples_per_thread = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (t, chunk) in out
+            .chunks_mut((per * samples_per_thread).max(1))
+            .enumerate()
+        {
+            let f = &f;
+            s.spawn(move || {
+                for (i, block) in chunk.chunks_mut(per.max(1)).enumerate() {
+                    f(t * samples_per_thread + i, block);
+                }
+            });
+        }
+    });
+}
+
+/// conv2d forward by im2col + GEMM, samples over threads.
+pub fn conv2d<T: StorageElem>(x: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
+    let (k, p) = (cig * g.kh * g.kw, g.oh * g.ow);
+    let mut y = vec![T::zero(); g.n * g.cout * p];
+    per_sample(&mut y, g.n, |n, yn| {
+        let mut cols = vec![T::zero(); k * p];
+        for gi in 0..g.groups {
+            let xg = &x[(n * g.cin + gi * cig) * g.h * g.w..][..cig * g.h * g.w];
+            im2col(xg, g, &mut cols);
+            let wg = &w[gi * cog * k..(gi + 1) * cog * k];
+            gemm(
+                cog,
+                k,
+                p,
+                wg,
+                (k as isize, 1),
+                &cols,
+                (p as isize, 1),
+                &mut yn[gi * cog * p..(gi + 1) * cog * p],
+                false,
+            );
+        }
+    });
+    y
+}
+
+/// conv2d backward-data: columns = Wᵀ·dy, then col2im.
+pub fn conv2d_backward_data<T: StorageElem>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
+    let (k, p) = (cig * g.kh * g.kw, g.oh * g.ow);
+    let mut dx = vec![T::zero(); g.n * g.cin * g.h * g.w];
+    per_sample(&mut dx, g.n, |n, dxn| {
+        let mut cols = vec![T::zero(); k * p];
+        for gi in 0..g.groups {
+            let wg = &w[gi * cog * k..(gi + 1) * cog * k];
+            let dyg = &dy[(n * g.cout + gi * cog) * p..][..cog * p];
+            // Wᵀ: view W [cog, k] with strides (1, k)
+            gemm(
+                k,
+                cog,
+                p,
+                wg,
+                (1, k as isize),
+                dyg,
+                (p as isize, 1),
+                &mut cols,
+                false,
+            );
+            col2im(
+                &cols,
+                g,
+                &mut dxn[gi * cig * g.h * g.w..(gi + 1) * cig * g.h * g.w],
+            );
+        }
+    });
+    dx
+}
+
+/// conv2d backward-weight: dW = Σ_n dy·colsᵀ, partial sums per thread then added.
+pub fn conv2d_backward_weight<T: StorageElem>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
+    let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
+    let (k, p) = (cig * g.kh * g.kw, g.oh * g.ow);
+    let wlen = g.cout * k;
+    let threads = super::num_threads().min(g.n).max(1);
+    let mut partial = vec![T::zero(); threads * wlen];
+    let per_thread = g.n.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (t, dw) in partial.chunks_mut(wlen.max(1)).enumerate() {
+            s.spawn(move || {
+                let mut cols = vec![T::zero(); k * p];
+                for n in t * per_thread..((t + 1) * per_thread).min(g.n) {
+                    for gi in 0..g.groups {
+                        let xg = &x[(n * g.cin + gi * cig) * g.h * g.w..][..cig * g.h * g.w];
+                        im2col(xg, g, &mut cols);
+                        let dyg = &dy[(n * g.cout + gi * cog) * p..][..cog * p];
+                        // colsᵀ: view cols [k, p] with strides (1, p)
+                        gemm(
+                            cog,
+                            p,
+                            k,
+                            dyg,
+                            (p as isize, 1),
+                            &cols,
+                            (1, p as isize),
+                            &mut dw[gi * cog * k..(gi + 1) * cog * k],
+                            true,
+                        );
+                    }
+                }
+            });
+        }
+    });
+    let mut dw = vec![T::zero(); wlen];
+    for part in partial.chunks(wlen.max(1)) {
+        for (d, &v) in dw.iter_mut().zip(part) {
+            *d += v;
+        }
+    }
+    dw
+}
