@@ -44,8 +44,9 @@ impl Kernel for ReduceKernel {
                 let mut acc = vec![None::<T>; self.out_len];
                 l.for_each_index(|o| {
                     let v = x[k];
+                    // NaN propagates: once the running max is NaN it stays NaN
                     acc[o] = Some(match acc[o] {
-                        Some(m) if !(v > m) && !v.to_f64().is_nan() => m,
+                        Some(m) if m.to_f64().is_nan() || (v <= m) => m,
                         _ => v,
                     });
                     k += 1;
@@ -204,9 +205,7 @@ impl Tensor {
         let off = rank - shape.len();
         let mut axes = Vec::new();
         for i in 0..rank {
-            if i < off {
-                axes.push(i as isize);
-            } else if shape[i - off] == 1 && self.shape()[i] != 1 {
+            if i < off || (shape[i - off] == 1 && self.shape()[i] != 1) {
                 axes.push(i as isize);
             } else if shape[i - off] != self.shape()[i] {
                 return Err(Error::shape(
