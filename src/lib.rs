@@ -9,6 +9,7 @@ pub mod autograd;
 pub mod backend;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod ops;
 pub mod tensor;
 pub mod testing;
