@@ -1,0 +1,5 @@
+//! The networks: segmenters (U-Net, Swin + UperNet) and their shared layers.
+
+pub mod common;
+pub mod swin;
+pub mod unet;
