@@ -17,7 +17,10 @@ pub enum Error {
     /// Autograd misuse (backward of a non-scalar without a seed, ...).
     Autograd(String),
     /// A file that could not be read or written.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A file that was read but whose contents are wrong (malformed NIfTI, corrupt store, ...).
     Format { path: PathBuf, msg: String },
     /// A checkpoint that does not fit the model it is loaded into.
@@ -30,16 +33,28 @@ pub enum Error {
 
 impl Error {
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Shape { op, msg: msg.into() }
+        Error::Shape {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Invalid { op, msg: msg.into() }
+        Error::Invalid {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Format { path: path.into(), msg: msg.into() }
+        Error::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }
 
