@@ -7,5 +7,6 @@
 
 pub mod data;
 pub mod error;
+pub mod io;
 
 pub use error::{Error, Result};

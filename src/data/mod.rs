@@ -11,6 +11,7 @@ pub mod checksum;
 pub mod nifti_case;
 pub mod rng;
 pub mod slices;
+pub mod store;
 
 pub use nifti_case::{Case, Naming, Volume, read_case, read_volume, read_volume_bytes};
 pub use slices::{Slice, SliceConfig, slices_from_case};
