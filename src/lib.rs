@@ -5,6 +5,7 @@
 //! [`autograd`], [`ops`]), a CPU reference path that is the ground truth of every numerical test,
 //! a fast CPU path, and handwritten CUDA kernels behind the `cuda` feature.
 
+pub mod cli;
 pub mod data;
 pub mod error;
 pub mod io;

@@ -9,9 +9,13 @@
 pub mod annotation;
 pub mod checksum;
 pub mod nifti_case;
+pub mod phantom;
 pub mod rng;
 pub mod slices;
+pub mod split;
 pub mod store;
 
-pub use nifti_case::{Case, Naming, Volume, read_case, read_volume, read_volume_bytes};
+pub use nifti_case::{
+    Case, Naming, Volume, list_case_dirs, read_case, read_volume, read_volume_bytes,
+};
 pub use slices::{Slice, SliceConfig, slices_from_case};

@@ -393,6 +393,38 @@ pub fn find_case_files(dir: &Path) -> Result<(String, Naming, [PathBuf; 5])> {
     Ok((id, naming, files))
 }
 
+/// The case folders under `root`, sorted by name: its subfolders, or `root` itself when it holds
+/// NIfTI files directly. Hidden entries (starting with `.`) are ignored.
+pub fn list_case_dirs(root: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+    let root = root.as_ref();
+    let mut dirs = Vec::new();
+    let mut has_nifti = false;
+    for e in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+        let e = e.map_err(|e| Error::io(root, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = e.path();
+        if path.is_dir() {
+            dirs.push(path);
+        } else if nifti_stem(&name).is_some() {
+            has_nifti = true;
+        }
+    }
+    if has_nifti && dirs.is_empty() {
+        return Ok(vec![root.to_path_buf()]);
+    }
+    dirs.sort();
+    if dirs.is_empty() {
+        return Err(Error::format(
+            root,
+            "no case folders (and no NIfTI files) here",
+        ));
+    }
+    Ok(dirs)
+}
+
 /// Read one BraTS case folder (either naming, `.nii` or `.nii.gz`).
 ///
 /// Errors ([`Error::Format`] naming the offending file, or [`Error::Io`]): empty folder, missing
