@@ -7,6 +7,8 @@
 //! machines without the real data.
 
 pub mod annotation;
+pub mod augment;
+pub mod batch;
 pub mod checksum;
 pub mod nifti_case;
 pub mod phantom;
