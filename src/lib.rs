@@ -7,9 +7,11 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod cli;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod io;
 pub mod ops;
 pub mod tensor;
 pub mod testing;
