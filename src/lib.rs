@@ -9,7 +9,10 @@ pub mod autograd;
 pub mod backend;
 pub mod data;
 pub mod error;
+pub mod io;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 pub mod testing;
 

@@ -1,0 +1,4 @@
+//! Files in and out: checkpoints (safetensors).
+
+pub mod checkpoint;
+pub(crate) mod json;
