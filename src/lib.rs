@@ -12,7 +12,9 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod io;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 pub mod testing;
 

@@ -1,4 +1,7 @@
-//! Files other than the data pipeline's own: pictures, atomic writes.
+//! Files in and out beyond the data pipeline's own: checkpoints (safetensors), pictures, atomic
+//! writes.
 
 pub mod atomic;
+pub mod checkpoint;
+pub(crate) mod json;
 pub mod png;
