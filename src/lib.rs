@@ -12,11 +12,14 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod io;
+pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod study;
 pub mod tensor;
 pub mod testing;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Device, Tensor};

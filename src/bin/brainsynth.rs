@@ -1,12 +1,15 @@
 //! The `brainsynth` program. Subcommands live in `brainsynth::cli`; add yours to `COMMANDS`.
 
-use brainsynth::cli::{Command, data_cmds, run_main};
+use brainsynth::cli::{Command, data_cmds, run_main, seg_cmds};
 
 const COMMANDS: &[Command] = &[
     data_cmds::PHANTOM,
     data_cmds::PREPARE,
     data_cmds::SHOW,
     data_cmds::SPLIT,
+    seg_cmds::STUDY,
+    seg_cmds::TRAIN_SEG,
+    seg_cmds::EVAL_SEG,
 ];
 
 fn main() {

@@ -7,6 +7,7 @@
 //! usage mistakes and 1 for failures.
 
 pub mod data_cmds;
+pub mod seg_cmds;
 
 use std::str::FromStr;
 

@@ -1,4 +1,4 @@
-//! The small JSON subset a safetensors header needs: a recursive-descent parser with a depth
+//! The small JSON subset brainsynth needs (safetensors headers, results files): a recursive-descent parser with a depth
 //! limit (untrusted input must not overflow the stack) and a string escaper for the writer.
 //! Numbers are kept as their text; the caller converts the ones it expects.
 
@@ -297,4 +297,70 @@ pub fn quote(s: &str) -> String {
     }
     o.push('"');
     o
+}
+
+// ---- writing ------------------------------------------------------------------------------------
+
+impl Json {
+    /// A number; non-finite values become null (JSON has no NaN).
+    pub fn num(v: f64) -> Json {
+        if v.is_finite() { Json::Number(format!("{v}")) } else { Json::Null }
+    }
+    pub fn str(s: impl Into<String>) -> Json {
+        Json::String(s.into())
+    }
+    pub fn obj(fields: Vec<(&str, Json)>) -> Json {
+        Json::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    /// The value as indented JSON text.
+    pub fn to_pretty(&self) -> String {
+        let mut o = String::new();
+        self.write(&mut o, 0);
+        o.push('\n');
+        o
+    }
+
+    fn write(&self, o: &mut String, indent: usize) {
+        let pad = |o: &mut String, n: usize| o.extend(std::iter::repeat_n(' ', n));
+        match self {
+            Json::Null => o.push_str("null"),
+            Json::Bool(b) => o.push_str(if *b { "true" } else { "false" }),
+            Json::Number(n) => o.push_str(n),
+            Json::String(s) => o.push_str(&quote(s)),
+            Json::Array(items) => {
+                if items.iter().all(|i| matches!(i, Json::Number(_) | Json::Null | Json::Bool(_))) {
+                    o.push('[');
+                    for (k, i) in items.iter().enumerate() {
+                        if k > 0 {
+                            o.push_str(", ");
+                        }
+                        i.write(o, indent);
+                    }
+                    o.push(']');
+                    return;
+                }
+                o.push_str("[\n");
+                for (k, i) in items.iter().enumerate() {
+                    pad(o, indent + 2);
+                    i.write(o, indent + 2);
+                    o.push_str(if k + 1 < items.len() { ",\n" } else { "\n" });
+                }
+                pad(o, indent);
+                o.push(']');
+            }
+            Json::Object(fields) => {
+                o.push_str("{\n");
+                for (k, (name, v)) in fields.iter().enumerate() {
+                    pad(o, indent + 2);
+                    o.push_str(&quote(name));
+                    o.push_str(": ");
+                    v.write(o, indent + 2);
+                    o.push_str(if k + 1 < fields.len() { ",\n" } else { "\n" });
+                }
+                pad(o, indent);
+                o.push('}');
+            }
+        }
+    }
 }

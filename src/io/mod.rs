@@ -3,5 +3,6 @@
 
 pub mod atomic;
 pub mod checkpoint;
-pub(crate) mod json;
+pub mod json;
 pub mod png;
+pub mod plot;

@@ -1,0 +1,207 @@
+//! Subcommands of the segmentation study: `train-seg`, `eval-seg`, `study`.
+
+use std::path::PathBuf;
+
+use crate::cli::{Args, CliError, Command, usage};
+use crate::data::split::{SplitSpec, split_subjects};
+use crate::data::store::read_store;
+use crate::eval::dice::Region;
+use crate::study::{StudyData, StudyOptions, run_study};
+use crate::train::profile::SegProfile;
+use crate::train::seg::{SegKind, evaluate, load_segmenter, train_segmenter};
+
+pub const TRAIN_SEG: Command = Command {
+    name: "train-seg",
+    summary: "train a U-Net or Swin segmenter on the training subjects of a slice store",
+    help: "\
+Usage: brainsynth train-seg --store FILE --model unet|swin --out DIR [options]
+
+Train a segmenter on the slices of the training subjects of FILE (the test subjects of the
+subject split are left out; some training subjects are held out for validation). Loss: soft
+Dice + cross-entropy (U-Net: with deep supervision). Optimiser: U-Net SGD Nesterov 0.99 with
+poly learning rate; Swin AdamW with warm-up + poly. The best checkpoint by validation Dice is
+DIR/best.safetensors; DIR/last.safetensors resumes an interrupted run when the command is
+repeated. A progress line shows loss, validation Dice and images/s.
+
+Options:
+  --store FILE       slice store written by `prepare` (required)
+  --model M          unet or swin (required)
+  --out DIR          folder for checkpoints and curves.png (required)
+  --profile P        quick (64x64, small networks, CPU) or paper (256x256, the paper's
+                     networks) (default quick); see `brainsynth study --help` for the values
+  --iterations N     optimiser steps (default: the profile's)
+  --seed S           training seed (default 0)
+  --split-seed S     seed of the subject split (default 0)
+  -h, --help         this help",
+    run: cmd_train_seg,
+};
+
+pub const EVAL_SEG: Command = Command {
+    name: "eval-seg",
+    summary: "test a trained segmenter on the test subjects of a slice store (3-D Dice)",
+    help: "\
+Usage: brainsynth eval-seg --store FILE --model unet|swin --checkpoint FILE [options]
+
+Predict every slice of the test subjects of the subject split, stack each subject's slices into
+a volume and print Dice per subject in 3-D: enhancing, edema, necrotic core, their mean, whole
+tumour and tumour core, then the mean and standard deviation over subjects. Dice of an empty
+prediction against an empty truth is 1.
+
+Options:
+  --store FILE       slice store written by `prepare` (required)
+  --model M          unet or swin (required)
+  --checkpoint FILE  best.safetensors written by train-seg (required)
+  --profile P        the profile the model was trained with (default quick)
+  --split-seed S     seed of the subject split (default 0)
+  -h, --help         this help",
+    run: cmd_eval_seg,
+};
+
+pub const STUDY: Command = Command {
+    name: "study",
+    summary: "the segmentation study: phantom (or your BraTS data) -> both segmenters -> Dice table",
+    help: "\
+Usage: brainsynth study [options]
+
+Run the study end to end: write the embedded BraTS-like phantom (or read your BraTS cases or a
+slice store), cut 5-channel slices, split subjects into train / validation / test, train the
+U-Net and the Swin segmenter on real slices for each seed, and test each on the held-out
+subjects with Dice per subject in 3-D. Writes OUT/results.json, OUT/results.md (the table),
+OUT/predictions.png (test slices: truth, then each model), OUT/<model>/seed<k>/curves.png and
+the checkpoints.
+
+Profiles:
+  quick   64x64 slices of 24 phantom subjects (6 test, 3 validation), batch 8;
+          U-Net base 16, depth 4 (max 128), deep supervision, 1200 SGD steps, lr 0.01;
+          Swin patch 2, embed 24, depths 2-2-2-2, heads 1-2-4-8, window 4, UperNet 48,
+          1200 AdamW steps, lr 1e-3, warm-up 100; at most 10 minutes per model.
+  paper   256x256 slices (BraTS), batch 16; U-Net base 64, depth 6 (max 512);
+          Swin-B (embed 128, depths 2-2-18-2, heads 4-8-16-32, window 7), UperNet 512,
+          AdamW lr 6e-5; for GPUs.
+
+Options:
+  --out DIR          output folder (default runs/study)
+  --profile P        quick or paper (default quick)
+  --cases DIR        BraTS case folders to use instead of the phantom
+  --store FILE       a slice store (prepared at the profile's size) instead of the phantom
+  --subjects N       phantom subjects (default: the profile's)
+  --models LIST      comma-separated, from unet,swin (default unet,swin)
+  --seeds N          train each model with seeds 0..N-1; the table gives mean +- std over
+                     seeds (default 1: the std is over test subjects)
+  --iterations N     optimiser steps per model (default: the profile's)
+  --split-seed S     seed of the subject split (default 0)
+  -h, --help         this help",
+    run: cmd_study,
+};
+
+fn profile_arg(args: &mut Args) -> Result<SegProfile, CliError> {
+    let name = args.value("--profile")?.unwrap_or_else(|| "quick".into());
+    Ok(SegProfile::by_name(&name)?)
+}
+
+fn model_arg(args: &mut Args) -> Result<SegKind, CliError> {
+    Ok(SegKind::parse(&args.required("--model")?)?)
+}
+
+fn log_line(s: &str) {
+    eprintln!("{s}");
+}
+
+fn cmd_train_seg(mut args: Args) -> Result<(), CliError> {
+    let store_path = PathBuf::from(args.required("--store")?);
+    let kind = model_arg(&mut args)?;
+    let out = PathBuf::from(args.required("--out")?);
+    let profile = profile_arg(&mut args)?;
+    let iterations: Option<u64> = args.parse("--iterations")?;
+    let seed = args.parse_or("--seed", 0u64)?;
+    let split_seed = args.parse_or("--split-seed", 0u64)?;
+    args.finish()?;
+    let store = read_store(&store_path)?;
+    let subjects = store.subjects();
+    let split = split_subjects(&subjects, &SplitSpec::Counts { train: None, test: profile.test_subjects }, split_seed)?;
+    let tv = split_subjects(&split.train, &SplitSpec::Counts { train: None, test: profile.val_subjects }, split_seed + 1)?;
+    let pick = |ids: &[String]| store.slices.iter().filter(|s| ids.contains(&s.subject)).cloned().collect::<Vec<_>>();
+    let mut cfg = profile.train_config(kind, seed);
+    if let Some(n) = iterations {
+        cfg.iterations = n;
+    }
+    let o = train_segmenter(&cfg, &pick(&tv.train), &pick(&tv.test), &out, &mut log_line)?;
+    eprintln!(
+        "best validation Dice {:.3} at iteration {} -> {} ({:.0} s, {:.1} images/s)",
+        o.best_val_dice,
+        o.best_iteration,
+        o.best_checkpoint.display(),
+        o.seconds,
+        o.images_per_second
+    );
+    Ok(())
+}
+
+fn cmd_eval_seg(mut args: Args) -> Result<(), CliError> {
+    let store_path = PathBuf::from(args.required("--store")?);
+    let kind = model_arg(&mut args)?;
+    let ckpt = PathBuf::from(args.required("--checkpoint")?);
+    let profile = profile_arg(&mut args)?;
+    let split_seed = args.parse_or("--split-seed", 0u64)?;
+    args.finish()?;
+    let store = read_store(&store_path)?;
+    let split = split_subjects(&store.subjects(), &SplitSpec::Counts { train: None, test: profile.test_subjects }, split_seed)?;
+    let test: Vec<_> = store.slices.iter().filter(|s| split.test.contains(&s.subject)).cloned().collect();
+    let model = load_segmenter(&profile.train_config(kind, 0), &ckpt)?;
+    let d = evaluate(&model, &test, profile.batch * 2)?;
+    println!("subject\tenhancing\tedema\tnecrotic_core\tmean\twhole_tumor\ttumor_core");
+    for (id, c) in d.subjects() {
+        println!(
+            "{id}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{:.3}",
+            c.dice(Region::Enhancing),
+            c.dice(Region::Edema),
+            c.dice(Region::NecroticCore),
+            c.mean_class_dice(),
+            c.dice(Region::WholeTumor),
+            c.dice(Region::TumorCore)
+        );
+    }
+    println!(
+        "mean ± std\t{}\t{}\t{}\t{}\t{}\t{}",
+        d.summary(Region::Enhancing),
+        d.summary(Region::Edema),
+        d.summary(Region::NecroticCore),
+        d.summary_mean(),
+        d.summary(Region::WholeTumor),
+        d.summary(Region::TumorCore)
+    );
+    Ok(())
+}
+
+fn cmd_study(mut args: Args) -> Result<(), CliError> {
+    let out = PathBuf::from(args.value("--out")?.unwrap_or_else(|| "runs/study".into()));
+    let mut profile = profile_arg(&mut args)?;
+    let cases = args.value("--cases")?;
+    let store = args.value("--store")?;
+    let subjects = args.parse_or("--subjects", profile.phantom_subjects)?;
+    let models = args.value("--models")?.unwrap_or_else(|| "unet,swin".into());
+    let seeds: u64 = args.parse_or("--seeds", 1)?;
+    let iterations: Option<u64> = args.parse("--iterations")?;
+    let split_seed = args.parse_or("--split-seed", 0u64)?;
+    args.finish()?;
+    if seeds == 0 {
+        return Err(usage("--seeds must be at least 1"));
+    }
+    let data = match (cases, store) {
+        (Some(_), Some(_)) => return Err(usage("give --cases or --store, not both")),
+        (Some(c), None) => StudyData::Cases(c.into()),
+        (None, Some(s)) => StudyData::Store(s.into()),
+        (None, None) => StudyData::Phantom { subjects, seed: 0 },
+    };
+    if let Some(n) = iterations {
+        profile.unet_iterations = n;
+        profile.swin_iterations = n;
+    }
+    let models = models.split(',').map(|m| SegKind::parse(m.trim())).collect::<crate::Result<Vec<_>>>()?;
+    let opts = StudyOptions { profile, data, out, models, seeds: (0..seeds).collect(), split_seed };
+    let r = run_study(&opts, &mut log_line)?;
+    let table = std::fs::read_to_string(&r.results_md).map_err(|e| crate::Error::io(&r.results_md, e))?;
+    println!("{table}");
+    eprintln!("wrote {} and {}", r.results_json.display(), r.results_md.display());
+    Ok(())
+}
