@@ -43,7 +43,10 @@ fn ok1(name: &str, f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) {
 #[test]
 fn swin_index_mask_and_partition_match_official_code() {
     let fx = fixtures::load("attention.bin");
-    let idx: Vec<f64> = relative_position_index(4).iter().map(|&i| i as f64).collect();
+    let idx: Vec<f64> = relative_position_index(4)
+        .iter()
+        .map(|&i| i as f64)
+        .collect();
     assert_eq!(idx, fixtures::get(&fx, "rel_index").f64s());
 
     // H = W = 8, ws = 4, shift = 2: the official img_mask / slices algorithm
@@ -58,7 +61,12 @@ fn swin_index_mask_and_partition_match_official_code() {
     let img = t(fixtures::get(&fx, "img"));
     let shifted = img.roll(-2, 1).unwrap().roll(-2, 2).unwrap();
     let parts = window_partition(&shifted, 4).unwrap();
-    close("partition", &parts, &t(fixtures::get(&fx, "partitioned")), 0.0 + 1e-12);
+    close(
+        "partition",
+        &parts,
+        &t(fixtures::get(&fx, "partitioned")),
+        0.0 + 1e-12,
+    );
     let back = window_reverse(&parts, 4, 8, 8).unwrap();
     close("reverse", &back, &shifted, 1e-12);
 }
@@ -86,7 +94,14 @@ fn window_attention_matches_pytorch_with_gradients() {
 }
 
 /// The definition, with recorded primitive ops only.
-fn composite(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, mask: &Tensor, scale: f64) -> Tensor {
+fn composite(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> Tensor {
     let (bw, h, n, _) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let nw = mask.shape()[0];
     let s = q
@@ -122,7 +137,8 @@ fn fused_kernel_matches_composite_on_both_cpu_kernel_sets() {
     cpu::set_kernels(CpuKernels::Fast);
     close("reference", &reference.unwrap(), &want, 1e-12);
     // f32 too
-    let f = |x: &Tensor| Tensor::from_f64s(&x.to_vec_f64().unwrap(), x.shape(), DType::F32).unwrap();
+    let f =
+        |x: &Tensor| Tensor::from_f64s(&x.to_vec_f64().unwrap(), x.shape(), DType::F32).unwrap();
     let o32 = window_attention(&f(&q), &f(&k), &f(&v), &f(&bias), Some(&f(&mask)), 0.7).unwrap();
     assert_eq!(o32.dtype(), DType::F32);
     close("f32", &o32, &want, 1e-5);
@@ -166,7 +182,10 @@ fn plain_and_legacy_qkv_attention() {
             for ch in 0..c {
                 let want: f64 = (0..tt).map(|s| e[s] / z * at(2, ch, s)).sum();
                 let got = yv[(bh * c + ch) * tt + ti];
-                assert!((got - want).abs() < 1e-12, "legacy attention ({bh},{ch},{ti})");
+                assert!(
+                    (got - want).abs() < 1e-12,
+                    "legacy attention ({bh},{ch},{ti})"
+                );
             }
         }
     }
@@ -267,7 +286,16 @@ fn embeddings_values() {
     .to_vec_f64()
     .unwrap();
     let f1 = (-(10000f64).ln() / 2.0).exp(); // 0.01
-    let want = [1.0, 1.0, 0.0, 0.0, 1f64.cos(), f1.cos(), 1f64.sin(), f1.sin()];
+    let want = [
+        1.0,
+        1.0,
+        0.0,
+        0.0,
+        1f64.cos(),
+        f1.cos(),
+        1f64.sin(),
+        f1.sin(),
+    ];
     for (a, b) in e.iter().zip(want) {
         assert!((a - b).abs() < 1e-12);
     }
@@ -299,11 +327,29 @@ fn shape_errors_name_the_op() {
         attention(&q, &q, &rand_tensor(&[4, 2, 5, 3], 1), 1.0),
         "attention",
     );
-    expect(qkv_attention_legacy(&rand_tensor(&[1, 10, 3], 1), 2), "qkv_attention_legacy");
-    expect(window_partition(&rand_tensor(&[1, 5, 4, 2], 1), 2), "window_partition");
-    expect(window_reverse(&rand_tensor(&[3, 4, 2], 1), 2, 4, 4), "window_reverse");
-    expect(shifted_window_mask(8, 8, 4, 4, DType::F32), "shifted_window_mask");
-    expect(relative_position_bias(&rand_tensor(&[8, 2], 1), 2), "relative_position_bias");
+    expect(
+        qkv_attention_legacy(&rand_tensor(&[1, 10, 3], 1), 2),
+        "qkv_attention_legacy",
+    );
+    expect(
+        window_partition(&rand_tensor(&[1, 5, 4, 2], 1), 2),
+        "window_partition",
+    );
+    expect(
+        window_reverse(&rand_tensor(&[3, 4, 2], 1), 2, 4, 4),
+        "window_reverse",
+    );
+    expect(
+        shifted_window_mask(8, 8, 4, 4, DType::F32),
+        "shifted_window_mask",
+    );
+    expect(
+        relative_position_bias(&rand_tensor(&[8, 2], 1), 2),
+        "relative_position_bias",
+    );
     expect(embedding(&rand_tensor(&[3, 2], 1), &[3]), "embedding");
-    expect(timestep_embedding(&rand_tensor(&[2, 1], 1), 4, 1e4), "timestep_embedding");
+    expect(
+        timestep_embedding(&rand_tensor(&[2, 1], 1), 4, 1e4),
+        "timestep_embedding",
+    );
 }

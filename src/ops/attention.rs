@@ -206,13 +206,7 @@ impl GradFn for AttnBackward {
     }
     fn backward(&self, _out: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let a = self.a;
-        let p = probs(
-            &self.q,
-            &self.k,
-            self.bias.as_ref(),
-            self.mask.as_ref(),
-            a,
-        )?;
+        let p = probs(&self.q, &self.k, self.bias.as_ref(), self.mask.as_ref(), a)?;
         let gv = if needs[2] {
             Some(p.transpose(-1, -2)?.matmul(g)?)
         } else {
@@ -322,7 +316,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
     let bad = || {
         Error::shape(
             op,
-            format!("q {qs:?}, k {ks:?}, v {vs:?}: expected [..., Tq, d], [..., Tk, d], [..., Tk, dv]"),
+            format!(
+                "q {qs:?}, k {ks:?}, v {vs:?}: expected [..., Tq, d], [..., Tk, d], [..., Tk, dv]"
+            ),
         )
     };
     if r < 2 || ks.len() != r || vs.len() != r {

@@ -53,10 +53,7 @@ pub fn embedding(table: &Tensor, ids: &[usize]) -> Result<Tensor> {
     if let Some(&bad) = ids.iter().find(|&&i| i >= table.shape()[0]) {
         return Err(Error::invalid(
             "embedding",
-            format!(
-                "id {bad} outside a table of {} entries",
-                table.shape()[0]
-            ),
+            format!("id {bad} outside a table of {} entries", table.shape()[0]),
         ));
     }
     table.index_select(0, ids)
@@ -69,7 +66,10 @@ pub fn timestep_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<Ten
     if t.rank() != 1 || dim == 0 {
         return Err(Error::shape(
             "timestep_embedding",
-            format!("timesteps {:?} must be [N] and dim ({dim}) positive", t.shape()),
+            format!(
+                "timesteps {:?} must be [N] and dim ({dim}) positive",
+                t.shape()
+            ),
         ));
     }
     let half = dim / 2;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::autograd::grad;
+use crate::autograd::{grad, set_grad_enabled};
 use crate::ops::view::ZERO;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -92,7 +92,11 @@ pub fn mse_loss(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
     if pred.shape() != target.shape() {
         return Err(Error::shape(
             "mse_loss",
-            format!("prediction {:?} vs target {:?}", pred.shape(), target.shape()),
+            format!(
+                "prediction {:?} vs target {:?}",
+                pred.shape(),
+                target.shape()
+            ),
         ));
     }
     pred.sub(target)?.sqr()?.mean_all()
@@ -133,7 +137,11 @@ pub fn cross_entropy<'a>(
     if ids.len() != n * sp {
         return Err(Error::shape(
             op,
-            format!("{} targets for logits {s:?} ({} expected)", ids.len(), n * sp),
+            format!(
+                "{} targets for logits {s:?} ({} expected)",
+                ids.len(),
+                n * sp
+            ),
         ));
     }
     if let Some(w) = weights {
@@ -299,9 +307,21 @@ fn grad_sq_norms(op: &'static str, d_out: &Tensor, x: &Tensor) -> Result<Tensor>
             "the inputs were not tracked: make them a variable (`.variable()`) before running D",
         ));
     }
-    let g = grad(&[d_out.sum_all()?], None, std::slice::from_ref(x), true)?
-        .pop()
-        .ok_or_else(|| Error::Autograd(format!("{op}: no gradient returned")))?;
+    if !d_out.requires_grad() {
+        return Err(Error::invalid(
+            op,
+            "D's output has no recorded history (was D run under no_grad?)",
+        ));
+    }
+    // seeding with ones (rather than differentiating a recorded sum) works in any grad mode
+    let g = grad(
+        std::slice::from_ref(d_out),
+        Some(&[d_out.ones_like()]),
+        std::slice::from_ref(x),
+        true,
+    )?
+    .pop()
+    .ok_or_else(|| Error::Autograd(format!("{op}: no gradient returned")))?;
     let axes: Vec<isize> = (1..x.rank() as isize).collect();
     if axes.is_empty() {
         g.sqr()
@@ -341,7 +361,11 @@ pub fn wgan_gp_penalty_with(
     d: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let x = interpolates.detach().variable();
-    let out = d(&x)?;
+    // the penalty needs D's graph whatever the caller's grad mode
+    let out = {
+        let _mode = set_grad_enabled(true);
+        d(&x)?
+    };
     wgan_gp_penalty(&out, &x, lambda, target)
 }
 
@@ -361,7 +385,10 @@ pub fn r1_penalty_with(
     d: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let x = reals.detach().variable();
-    let out = d(&x)?;
+    let out = {
+        let _mode = set_grad_enabled(true);
+        d(&x)?
+    };
     r1_penalty(&out, &x, gamma)
 }
 
@@ -385,31 +412,46 @@ pub fn path_length_penalty(
     if s.len() != 4 || noise.shape() != s {
         return Err(Error::shape(
             op,
-            format!("images {s:?} and noise {:?} must be equal and [N, C, H, W]", noise.shape()),
+            format!(
+                "images {s:?} and noise {:?} must be equal and [N, C, H, W]",
+                noise.shape()
+            ),
         ));
     }
     if ws.rank() != 3 || ws.shape()[0] != s[0] {
         return Err(Error::shape(
             op,
-            format!("ws {:?} must be [N, num_ws, w_dim] with N = {}", ws.shape(), s[0]),
+            format!(
+                "ws {:?} must be [N, num_ws, w_dim] with N = {}",
+                ws.shape(),
+                s[0]
+            ),
         ));
     }
-    if !ws.requires_grad() {
+    if !ws.requires_grad() || !fake_images.requires_grad() {
         return Err(Error::invalid(
             op,
-            "ws were not tracked: make them a variable (or compute them from one) before synthesis",
+            "ws and the images made from them must be tracked: make ws a variable (or compute \
+             them from one) and run synthesis with grad mode on",
         ));
     }
-    let scaled = noise.detach().affine(1.0 / ((s[2] * s[3]) as f64).sqrt(), 0.0)?;
+    let scaled = noise
+        .detach()
+        .affine(1.0 / ((s[2] * s[3]) as f64).sqrt(), 0.0)?;
+    // ∂Σ(img·ñ)/∂ws is the backward of img seeded with ñ
     let g = grad(
-        &[fake_images.mul(&scaled)?.sum_all()?],
-        None,
+        std::slice::from_ref(fake_images),
+        Some(&[scaled]),
         std::slice::from_ref(ws),
         true,
     )?
     .pop()
     .ok_or_else(|| Error::Autograd(format!("{op}: no gradient returned")))?;
-    let lengths = g.sqr()?.sum_axes(&[2], false)?.mean_axes(&[1], false)?.sqrt()?;
+    let lengths = g
+        .sqr()?
+        .sum_axes(&[2], false)?
+        .mean_axes(&[1], false)?
+        .sqrt()?;
     let mean = lengths.mean_all()?.affine(decay, (1.0 - decay) * pl_mean)?;
     let new_mean = mean.item()?;
     let penalty = lengths
