@@ -174,7 +174,7 @@ pub fn cross_entropy<'a>(
         wv.push(weights.map_or(1.0, |w| w[y]));
     }
     let total: f64 = wv.iter().sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return Err(Error::invalid(
             op,
             "every target is ignored or has weight 0, so the weighted mean is undefined",
@@ -339,7 +339,7 @@ pub fn wgan_gp_penalty(
     lambda: f64,
     target: f64,
 ) -> Result<Tensor> {
-    if !(target != 0.0) {
+    if target == 0.0 || target.is_nan() {
         return Err(Error::invalid(
             "wgan_gp_penalty",
             format!("target norm must be non-zero, got {target}"),

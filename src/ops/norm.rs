@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::autograd::{GradFn, record};
+use crate::autograd::{GradFn, is_grad_enabled, record};
 use crate::backend::cpu::par_blocks_mut;
 use crate::tensor::{Kernel, StorageElem, Tensor};
 use crate::{Error, Result};
@@ -143,6 +143,135 @@ impl Kernel for RstdKernel {
     }
 }
 
+/// First-order backward of act(x̂·w + b) in two passes over the data, used when the gradient
+/// will not be differentiated again (no `create_graph`): inputs x, w, b, g; output the flat
+/// concatenation [gx (n·c·inner), gw (c), gb (c)]. The recorded rule in [`NormAffineBackward`]
+/// computes the same values with differentiable ops.
+struct NormBackwardKernel {
+    d: Dims,
+    eps: f64,
+    act: Act,
+}
+
+/// Per-row statistics of the backward: mean, rstd, mean(ĝ), mean(ĝ·x̂) (ĝ = ∂L/∂x̂), then the
+/// row's partial sums of gw and gb per channel.
+const ROW_STATS: usize = 4;
+
+impl NormBackwardKernel {
+    /// ∂L/∂z for pre-activation z given the upstream gradient.
+    #[inline]
+    fn dz<T: StorageElem>(&self, g: T, z: T) -> T {
+        match self.act {
+            Act::None => g,
+            Act::Silu => {
+                let s = T::one() / (T::one() + (-z).exp());
+                g * s * (T::one() + z * (T::one() - s))
+            }
+        }
+    }
+}
+
+impl Kernel for NormBackwardKernel {
+    fn run<T: StorageElem>(&self, xs: &[&[T]]) -> Result<Vec<T>> {
+        let (x, w, b, g) = (xs[0], xs[1], xs[2], xs[3]);
+        let d = self.d;
+        let (m, cpg, inner) = (d.row_len(), d.cpg(), d.inner);
+        let rows = d.n * d.groups;
+        let total = x.len();
+        let mut out = vec![T::zero(); total + 2 * d.c];
+        if m == 0 {
+            return Ok(out);
+        }
+        // pass 1: statistics and partial weight/bias sums per row, in f64
+        let per = ROW_STATS + 2 * cpg;
+        let mut stats = vec![0f64; rows * per];
+        par_blocks_mut(&mut stats, per, |first, st| {
+            for (i, srow) in st.chunks_mut(per).enumerate() {
+                let r = first + i;
+                let xr = &x[r * m..(r + 1) * m];
+                let gr = &g[r * m..(r + 1) * m];
+                let (mean, rstd) = row_stats(xr, self.eps);
+                let grp = r % d.groups;
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for ci in 0..cpg {
+                    let c = grp * cpg + ci;
+                    let (wc, bc) = (w[c].to_f64(), b[c].to_f64());
+                    let (mut pw, mut pb) = (0f64, 0f64);
+                    for k in ci * inner..(ci + 1) * inner {
+                        let xh = (xr[k].to_f64() - mean) * rstd;
+                        let gz = self.dz(gr[k], T::from_f64(xh * wc + bc)).to_f64();
+                        pw += gz * xh;
+                        pb += gz;
+                        sg += gz * wc;
+                        sgx += gz * wc * xh;
+                    }
+                    srow[ROW_STATS + ci] = pw;
+                    srow[ROW_STATS + cpg + ci] = pb;
+                }
+                let mf = m as f64;
+                srow[..ROW_STATS].copy_from_slice(&[mean, rstd, sg / mf, sgx / mf]);
+            }
+        });
+        // pass 2: gx = rstd · (ĝ − mean ĝ − x̂ · mean(ĝ·x̂))
+        let (gx, gwb) = out.split_at_mut(total);
+        par_blocks_mut(gx, m, |first, ys| {
+            for (i, y) in ys.chunks_mut(m).enumerate() {
+                let r = first + i;
+                let xr = &x[r * m..(r + 1) * m];
+                let gr = &g[r * m..(r + 1) * m];
+                let st = &stats[r * per..r * per + ROW_STATS];
+                let (mean, rstd, mg, mgx) = (st[0], st[1], st[2], st[3]);
+                let grp = r % d.groups;
+                for ci in 0..cpg {
+                    let c = grp * cpg + ci;
+                    let (wc, bc) = (w[c].to_f64(), b[c].to_f64());
+                    for k in ci * inner..(ci + 1) * inner {
+                        let xh = (xr[k].to_f64() - mean) * rstd;
+                        let gz = self.dz(gr[k], T::from_f64(xh * wc + bc)).to_f64();
+                        y[k] = T::from_f64(rstd * (gz * wc - mg - xh * mgx));
+                    }
+                }
+            }
+        });
+        // weight and bias gradients: sum the row partials over the batch
+        for r in 0..rows {
+            let grp = r % d.groups;
+            let srow = &stats[r * per..(r + 1) * per];
+            for ci in 0..cpg {
+                let c = grp * cpg + ci;
+                gwb[c] += T::from_f64(srow[ROW_STATS + ci]);
+                gwb[d.c + c] += T::from_f64(srow[ROW_STATS + cpg + ci]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// [gx, gw, gb] of act(x̂·w + b) by the fused kernel (values only, no history).
+fn norm_backward_fused(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+    d: Dims,
+    eps: f64,
+    act: Act,
+) -> Result<[Tensor; 3]> {
+    let total = x.elem_count();
+    let k = NormBackwardKernel { d, eps, act };
+    let flat = Tensor::run_kernel(
+        "group_norm_backward",
+        &[&x.detach(), &w.detach(), &b.detach(), &g.detach()],
+        &[total + 2 * d.c],
+        &k,
+    )?;
+    Ok([
+        flat.narrow(0, 0, total)?.reshape(&d.shape3())?,
+        flat.narrow(0, total, d.c)?,
+        flat.narrow(0, total + d.c, d.c)?,
+    ])
+}
+
 /// x̂ = (x − mean) · rstd per group, x given as [n, c, inner]. Differentiable to every order.
 fn normalize(x: &Tensor, d: Dims, eps: f64) -> Result<Tensor> {
     let k = NormKernel {
@@ -202,6 +331,15 @@ impl GradFn for NormalizeBackward {
         vec![self.x.clone()]
     }
     fn backward(&self, out: &Tensor, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        if !is_grad_enabled() {
+            // not differentiated again: the fused kernel gives the same values in two passes
+            let (w, b) = (
+                Tensor::ones(&[self.d.c], self.x.dtype()),
+                Tensor::zeros(&[self.d.c], self.x.dtype()),
+            );
+            let [gx, _, _] = norm_backward_fused(&self.x, &w, &b, g, self.d, self.eps, Act::None)?;
+            return Ok(vec![Some(gx)]);
+        }
         Ok(vec![Some(normalize_grad(
             &self.x, out, g, self.d, self.eps,
         )?)])
@@ -269,6 +407,13 @@ impl GradFn for NormAffineBackward {
     }
     fn backward(&self, _out: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let d = self.d;
+        if !is_grad_enabled() {
+            // not differentiated again: the fused kernel gives the same values in two passes
+            let [gx, gw, gb] =
+                norm_backward_fused(&self.x, &self.w, &self.b, g, d, self.eps, self.act)?;
+            let pick = |t: Tensor, i: usize| if needs[i] { Some(t) } else { None };
+            return Ok(vec![pick(gx, 0), pick(gw, 1), pick(gb, 2)]);
+        }
         // recompute x̂ (recorded, so the gradient differentiates again)
         let xhat = normalize(&self.x, d, self.eps)?;
         let w3 = self.w.reshape(&[1, d.c, 1])?;
@@ -325,7 +470,7 @@ fn run_norm(
     act: Act,
     op: &'static str,
 ) -> Result<Tensor> {
-    if !(eps >= 0.0) {
+    if eps.is_nan() || eps < 0.0 {
         return Err(Error::invalid(op, format!("eps must be >= 0, got {eps}")));
     }
     let x3 = x.reshape(&d.shape3())?;
