@@ -7,3 +7,4 @@ pub mod reduce;
 pub mod view;
 
 pub use elementwise::{Binary, Unary};
+pub mod upfirdn;
