@@ -7,4 +7,8 @@ pub mod reduce;
 pub mod view;
 
 pub use elementwise::{Binary, Unary};
+pub mod filter_design;
+pub mod grid_sample;
+pub mod resize;
+pub mod stylegan;
 pub mod upfirdn;
