@@ -39,7 +39,11 @@ pub fn load(file: &str) -> HashMap<String, Array> {
         .join(file);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut buf: &[u8] = &bytes;
-    assert_eq!(take(&mut buf, 6, file), b"BSFX1\n", "fixture {file}: bad magic");
+    assert_eq!(
+        take(&mut buf, 6, file),
+        b"BSFX1\n",
+        "fixture {file}: bad magic"
+    );
     let mut out = HashMap::new();
     while !buf.is_empty() {
         let n = u32_at(&mut buf, file) as usize;
