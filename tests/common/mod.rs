@@ -1,5 +1,8 @@
-//! Helpers shared by the data tests: unique temporary folders and hand-made NIfTI files.
+//! Helpers shared by the integration tests: unique temporary folders, hand-made NIfTI files,
+//! and the PyTorch fixture reader.
 #![allow(dead_code)]
+
+pub mod fixtures;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
