@@ -1,9 +1,13 @@
 //! Ops, one file per family: forward dispatch to the backend kernels plus the backward rule,
 //! written with differentiable ops.
 
+pub mod attention;
 pub mod conv;
 pub mod elementwise;
+pub mod embedding;
+pub mod loss;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
 pub mod view;
 
