@@ -247,6 +247,17 @@ fn shape_errors_name_the_op() {
         ),
         "{e}"
     );
+    let e = upfirdn2d(
+        &rand_tensor(&[1, 1, 4, 4], 1),
+        &f.variable(),
+        (1, 1),
+        (1, 1),
+        (0, 0, 0, 0),
+        1.0,
+        false,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("constant"), "{e}");
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> f64 {

@@ -341,6 +341,13 @@ pub fn upfirdn2d(
             format!("up {up:?} and down {down:?} must be at least 1"),
         ));
     }
+    if f.requires_grad() {
+        // As in NVlabs: filters are fixed buffers; a gradient for them is never computed.
+        return Err(Error::invalid(
+            OP,
+            "the filter must be a constant (detach it): upfirdn2d gives it no gradient",
+        ));
+    }
     let (mut taps, separable, fw, fh) = filter_taps(OP, f)?;
     let scale = if separable { gain.sqrt() } else { gain };
     // The kernel correlates; true convolution (the default) correlates with the flipped filter.
