@@ -5,10 +5,15 @@ pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod embedding;
+pub mod filter_design;
+pub mod grid_sample;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod reduce;
+pub mod resize;
+pub mod stylegan;
+pub mod upfirdn;
 pub mod view;
 
 pub use conv::Conv2dParams;

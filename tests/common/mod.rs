@@ -1,5 +1,7 @@
-//! Helpers shared by the data tests: unique temporary folders and hand-made NIfTI files.
+//! Helpers shared by the integration tests (PyTorch fixture reader in `fixtures`), and for the data tests: unique temporary folders and hand-made NIfTI files.
 #![allow(dead_code)]
+
+pub mod fixtures;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
