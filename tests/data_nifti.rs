@@ -54,7 +54,10 @@ fn phantom_is_deterministic_on_disk() {
         std::fs::read(db[0].join(name)).unwrap()
     );
     let other = PhantomConfig { seed: 6, ..cfg };
-    assert_ne!(phantom_case(&other, 0).unwrap().labels, phantom_case(&small_phantom(1), 0).unwrap().labels);
+    assert_ne!(
+        phantom_case(&other, 0).unwrap().labels,
+        phantom_case(&small_phantom(1), 0).unwrap().labels
+    );
 }
 
 #[test]
@@ -72,7 +75,11 @@ fn phantom_slices_pass_coverage_and_hold_tumour() {
     for i in 0..3 {
         let case = phantom_case(&cfg, i).unwrap();
         let slices = slices_from_case(&case, &sc).unwrap();
-        assert!(slices.len() >= 12, "subject {i}: only {} slices kept", slices.len());
+        assert!(
+            slices.len() >= 12,
+            "subject {i}: only {} slices kept",
+            slices.len()
+        );
         assert!(slices.iter().all(|s| s.h == 32 && s.w == 32));
         let with_tumour = slices.iter().filter(|s| s.tumour_pixels() > 0).count();
         assert!(with_tumour >= 3, "subject {i}: {with_tumour} tumour slices");
@@ -82,9 +89,21 @@ fn phantom_slices_pass_coverage_and_hold_tumour() {
 /// Test helper: rewrite a 2020-named case in 2023 naming (enhancing 4 → 3), uncompressed f32.
 fn rewrite_as_2023(src: &Path, dst_root: &Path) -> std::path::PathBuf {
     let case = read_case(src).unwrap();
-    let labels: Vec<f32> = case.labels.iter().map(|&l| if l == 4 { 3.0 } else { l as f32 }).collect();
+    let labels: Vec<f32> = case
+        .labels
+        .iter()
+        .map(|&l| if l == 4 { 3.0 } else { l as f32 })
+        .collect();
     let d = case.dims.map(|v| v as u16);
-    write_case(dst_root, &case.id, NAMES_2023, ".nii", d, &case.sequences, &labels)
+    write_case(
+        dst_root,
+        &case.id,
+        NAMES_2023,
+        ".nii",
+        d,
+        &case.sequences,
+        &labels,
+    )
 }
 
 #[test]
@@ -99,7 +118,10 @@ fn naming_2023_maps_enhancing_to_4() {
     assert_eq!(a.labels, b.labels);
     assert_eq!(a.sequences, b.sequences);
     // The phantom can also write 2023 naming itself.
-    let cfg23 = PhantomConfig { naming: Naming::Brats2023, ..small_phantom(1) };
+    let cfg23 = PhantomConfig {
+        naming: Naming::Brats2023,
+        ..small_phantom(1)
+    };
     let d = write_phantom_cases(t.path().join("p2023"), &cfg23).unwrap();
     assert!(d[0].join("Phantom_001-t2f.nii.gz").exists());
     assert_eq!(read_case(&d[0]).unwrap().labels, a.labels);
@@ -126,16 +148,41 @@ fn all_stored_datatypes_are_read() {
     let cases: Vec<(i16, i16, Vec<u8>)> = vec![
         (2, 8, vec![7, 9]),
         (256, 8, vec![7, 9]),
-        (512, 16, [7u16, 9].iter().flat_map(|v| v.to_le_bytes()).collect()),
-        (8, 32, [7i32, 9].iter().flat_map(|v| v.to_le_bytes()).collect()),
-        (768, 32, [7u32, 9].iter().flat_map(|v| v.to_le_bytes()).collect()),
-        (1024, 64, [7i64, 9].iter().flat_map(|v| v.to_le_bytes()).collect()),
-        (1280, 64, [7u64, 9].iter().flat_map(|v| v.to_le_bytes()).collect()),
-        (64, 64, [7f64, 9.0].iter().flat_map(|v| v.to_le_bytes()).collect()),
+        (
+            512,
+            16,
+            [7u16, 9].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        (
+            8,
+            32,
+            [7i32, 9].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        (
+            768,
+            32,
+            [7u32, 9].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        (
+            1024,
+            64,
+            [7i64, 9].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        (
+            1280,
+            64,
+            [7u64, 9].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        (
+            64,
+            64,
+            [7f64, 9.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
     ];
     for (dt, bp, raw) in cases {
         let b = nifti_bytes(dims, dt, bp, &raw, 0.0, 0.0); // slope 0 = no scaling
-        let v = read_volume_bytes(&b, Path::new("x.nii")).unwrap_or_else(|e| panic!("datatype {dt}: {e}"));
+        let v = read_volume_bytes(&b, Path::new("x.nii"))
+            .unwrap_or_else(|e| panic!("datatype {dt}: {e}"));
         assert_eq!(v.data, vec![7.0, 9.0], "datatype {dt}");
     }
 }
@@ -163,20 +210,37 @@ fn missing_sequence_names_the_file() {
     let d = good_case(t.path(), "Case_1", ".nii.gz");
     std::fs::remove_file(d.join("Case_1_t1ce.nii.gz")).unwrap();
     let e = err_of(&d);
-    assert!(e.contains("Case_1_t1ce.nii.gz") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("Case_1_t1ce.nii.gz") && e.contains("missing"),
+        "{e}"
+    );
     std::fs::remove_file(d.join("Case_1_seg.nii.gz")).unwrap();
-    std::fs::write(d.join("Case_1_t1ce.nii.gz"), gzip(&nifti_f32([1, 1, 1], &[0.0]))).unwrap();
+    std::fs::write(
+        d.join("Case_1_t1ce.nii.gz"),
+        gzip(&nifti_f32([1, 1, 1], &[0.0])),
+    )
+    .unwrap();
     let e = err_of(&d);
-    assert!(e.contains("Case_1_seg.nii.gz") && e.contains("segmentation"), "{e}");
+    assert!(
+        e.contains("Case_1_seg.nii.gz") && e.contains("segmentation"),
+        "{e}"
+    );
 }
 
 #[test]
 fn different_shapes_name_the_file() {
     let t = TempDir::new("shapes");
     let d = good_case(t.path(), "Case_2", ".nii");
-    std::fs::write(d.join("Case_2_t2.nii"), nifti_f32([8, 8, 4], &vec![1.0; 256])).unwrap();
+    std::fs::write(
+        d.join("Case_2_t2.nii"),
+        nifti_f32([8, 8, 4], &vec![1.0; 256]),
+    )
+    .unwrap();
     let e = err_of(&d);
-    assert!(e.contains("Case_2_t2.nii") && e.contains("different shapes"), "{e}");
+    assert!(
+        e.contains("Case_2_t2.nii") && e.contains("different shapes"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -187,12 +251,18 @@ fn unsupported_datatype_names_the_file() {
     let b = nifti_bytes([16, 16, 4], 32, 64, &vec![0u8; 16 * 16 * 4 * 8], 1.0, 0.0);
     std::fs::write(d.join("Case_3_flair.nii"), b).unwrap();
     let e = err_of(&d);
-    assert!(e.contains("Case_3_flair.nii") && e.contains("unsupported datatype"), "{e}");
+    assert!(
+        e.contains("Case_3_flair.nii") && e.contains("unsupported datatype"),
+        "{e}"
+    );
     // An unknown code.
     let b = nifti_bytes([16, 16, 4], 77, 8, &vec![0u8; 1024], 1.0, 0.0);
     std::fs::write(d.join("Case_3_flair.nii"), b).unwrap();
     let e = err_of(&d);
-    assert!(e.contains("Case_3_flair.nii") && e.contains("datatype"), "{e}");
+    assert!(
+        e.contains("Case_3_flair.nii") && e.contains("datatype"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -203,7 +273,10 @@ fn truncated_and_corrupt_gzip_name_the_file() {
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     let e = err_of(&d);
-    assert!(e.contains("Case_4_t1.nii.gz") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("Case_4_t1.nii.gz") && e.contains("truncated"),
+        "{e}"
+    );
     // Damage inside the deflate stream (past the 10-byte gzip header).
     let mut bad = bytes.clone();
     for b in bad[12..bytes.len() - 8].iter_mut().step_by(7) {
@@ -218,7 +291,10 @@ fn truncated_and_corrupt_gzip_name_the_file() {
     bad[n - 6] ^= 0xFF;
     std::fs::write(&f, &bad).unwrap();
     let e = err_of(&d);
-    assert!(e.contains("Case_4_t1.nii.gz") && e.contains("corrupt"), "{e}");
+    assert!(
+        e.contains("Case_4_t1.nii.gz") && e.contains("corrupt"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -244,14 +320,20 @@ fn unknown_labels_name_the_file() {
     labels[5] = 3.0; // not a 2020 label
     let d = write_case(t.path(), "Case_6", NAMES_2020, ".nii", dims, &seqs, &labels);
     let e = err_of(&d);
-    assert!(e.contains("Case_6_seg.nii") && e.contains("unknown label value 3"), "{e}");
+    assert!(
+        e.contains("Case_6_seg.nii") && e.contains("unknown label value 3"),
+        "{e}"
+    );
     labels[5] = 1.5;
     let d = write_case(t.path(), "Case_7", NAMES_2020, ".nii", dims, &seqs, &labels);
     assert!(err_of(&d).contains("Case_7_seg.nii"));
     labels[5] = 4.0; // not a 2023 label
     let d = write_case(t.path(), "Case_8", NAMES_2023, ".nii", dims, &seqs, &labels);
     let e = err_of(&d);
-    assert!(e.contains("Case_8-seg.nii") && e.contains("unknown label value 4"), "{e}");
+    assert!(
+        e.contains("Case_8-seg.nii") && e.contains("unknown label value 4"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -268,7 +350,12 @@ fn empty_folder_is_named() {
 fn hostile_headers_are_errors() {
     // Huge dimensions in a tiny file, in plain and gzip form.
     let b = nifti_bytes([32767, 32767, 32767], 16, 32, &[], 1.0, 0.0);
-    assert!(read_volume_bytes(&b, Path::new("h.nii")).unwrap_err().to_string().contains("h.nii"));
+    assert!(
+        read_volume_bytes(&b, Path::new("h.nii"))
+            .unwrap_err()
+            .to_string()
+            .contains("h.nii")
+    );
     let b = nifti_bytes([4000, 4000, 10], 16, 32, &[], 1.0, 0.0);
     assert!(read_volume_bytes(&gzip(&b), Path::new("h.nii.gz")).is_err());
     // Short, empty, garbage.
@@ -286,7 +373,15 @@ fn hostile_headers_are_errors() {
     let mut b = nifti_f32([1, 1, 1], &[1.0, 2.0]);
     b[40..42].copy_from_slice(&4i16.to_le_bytes());
     b[48..50].copy_from_slice(&2i16.to_le_bytes());
-    assert!(read_volume_bytes(&b, Path::new("t.nii")).unwrap_err().to_string().contains("3-D"));
+    assert!(
+        read_volume_bytes(&b, Path::new("t.nii"))
+            .unwrap_err()
+            .to_string()
+            .contains("3-D")
+    );
     b[48..50].copy_from_slice(&1i16.to_le_bytes());
-    assert_eq!(read_volume_bytes(&b, Path::new("t.nii")).unwrap().data, vec![1.0]);
+    assert_eq!(
+        read_volume_bytes(&b, Path::new("t.nii")).unwrap().data,
+        vec![1.0]
+    );
 }

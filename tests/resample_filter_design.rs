@@ -3,6 +3,9 @@
 //! `scipy.special.j1`, `scipy.special.i0`, and StyleGAN3's radial formula
 //! (`j1(2·cutoff·π·r)/(π·r)` × outer Kaiser windows, normalised) evaluated with numpy.
 
+// The constants are pasted verbatim from SciPy's repr (17 significant digits).
+#![allow(clippy::excessive_precision)]
+
 use brainsynth::DType;
 use brainsynth::ops::filter_design::{
     bessel_i0, bessel_j1, design_lowpass_filter, firwin_kaiser, kaiser_atten, kaiser_beta,

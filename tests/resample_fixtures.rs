@@ -127,7 +127,13 @@ fn grid_sample_and_gradients_match_torch() {
             let key = format!("grid.{name}_ac{}", ac as u8);
             let y = grid_sample(&x, &g, mode, ac).unwrap();
             assert_matches(&key, &y, get(&m, &key), 1e-5);
-            let gs = grad(&[y], Some(&[wout.clone()]), &[x.clone(), g.clone()], false).unwrap();
+            let gs = grad(
+                &[y],
+                Some(std::slice::from_ref(&wout)),
+                &[x.clone(), g.clone()],
+                false,
+            )
+            .unwrap();
             assert_matches(
                 &format!("{key}.dx"),
                 &gs[0],

@@ -79,7 +79,13 @@ fn max_pool_gradient_goes_to_the_argmax() {
     .variable();
     let y = max_pool2d(&x, (2, 2), (1, 1), (0, 0)).unwrap();
     close(&y.to_vec_f64().unwrap(), &[5.0, 5.0, 9.0, 8.0], 0.0);
-    let g = grad(&[y.sum_all().unwrap()], None, &[x.clone()], false).unwrap();
+    let g = grad(
+        &[y.sum_all().unwrap()],
+        None,
+        std::slice::from_ref(&x),
+        false,
+    )
+    .unwrap();
     close(
         &g[0].to_vec_f64().unwrap(),
         &[0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0],
@@ -122,7 +128,7 @@ fn axis_map_pair_is_adjoint() {
     // second order through both directions (the backward of each is the other)
     let r = check_grad2(
         |v| v[0].resample_axis(1, m.clone())?.sqr(),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         1e-5,
     )
     .unwrap();

@@ -247,6 +247,17 @@ fn shape_errors_name_the_op() {
         ),
         "{e}"
     );
+    let e = upfirdn2d(
+        &rand_tensor(&[1, 1, 4, 4], 1),
+        &f.variable(),
+        (1, 1),
+        (1, 1),
+        (0, 0, 0, 0),
+        1.0,
+        false,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("constant"), "{e}");
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> f64 {
@@ -258,12 +269,55 @@ fn dot(a: &Tensor, b: &Tensor) -> f64 {
         .sum()
 }
 
+/// The definition, literally: zero-stuff, pad/crop, true convolution, keep every d-th sample.
+#[allow(clippy::too_many_arguments)]
+fn naive(
+    x: &[f64],
+    (h, w): (usize, usize),
+    f: &[f64],
+    (fh, fw): (usize, usize),
+    (upx, upy): (usize, usize),
+    (dx, dy): (usize, usize),
+    (x0, x1, y0, y1): (isize, isize, isize, isize),
+    gain: f64,
+) -> Vec<f64> {
+    let (bh, bw) = ((h * upy) as isize + y0 + y1, (w * upx) as isize + x0 + x1);
+    let buf = |r: isize, c: isize| -> f64 {
+        let (r, c) = (r - y0, c - x0); // position in the zero-stuffed image
+        if r < 0 || c < 0 || r % upy as isize != 0 || c % upx as isize != 0 {
+            return 0.0;
+        }
+        let (i, j) = (r as usize / upy, c as usize / upx);
+        if i < h && j < w { x[i * w + j] } else { 0.0 }
+    };
+    let mut out = Vec::new();
+    let mut r = 0;
+    while r + fh as isize <= bh {
+        let mut c = 0;
+        while c + fw as isize <= bw {
+            let mut acc = 0.0;
+            for a in 0..fh {
+                for b in 0..fw {
+                    // convolution: the filter is flipped
+                    acc +=
+                        buf(r + a as isize, c + b as isize) * f[(fh - 1 - a) * fw + (fw - 1 - b)];
+                }
+            }
+            out.push(acc * gain);
+            c += dx as isize;
+        }
+        r += dy as isize;
+    }
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
-    /// ⟨upfirdn(x), y⟩ = ⟨x, upfirdnᵀ(y)⟩, with upfirdnᵀ taken from autograd (which runs the
-    /// adjoint upfirdn2d: up/down swapped, filter flipped, padding adjusted).
+    /// The kernel equals the literal definition, and ⟨upfirdn(x), y⟩ = ⟨x, upfirdnᵀ(y)⟩ with
+    /// upfirdnᵀ taken from autograd (which runs the adjoint upfirdn2d: up/down swapped, filter
+    /// flipped, padding adjusted).
     #[test]
-    fn adjoint_identity(
+    fn matches_definition_and_adjoint_identity(
         h in 1usize..7, w in 1usize..7, fh in 1usize..5, fw in 1usize..5,
         upx in 1usize..4, upy in 1usize..4, dx in 1usize..4, dy in 1usize..4,
         px0 in -2isize..4, px1 in -2isize..4, py0 in -2isize..4, py1 in -2isize..4,
@@ -285,6 +339,23 @@ proptest! {
             .unwrap()
             .remove(0);
         prop_assert_eq!(xt.shape(), x.shape());
+        // the kernel against the literal definition (2-D form of the filter)
+        let fv = f.to_vec_f64().unwrap();
+        let f2: Vec<f64> = if separable {
+            (0..fh * fw).map(|i| fv[i / fw] * fv[i % fw]).collect()
+        } else {
+            fv
+        };
+        let f2 = if flip { f2.into_iter().rev().collect() } else { f2 };
+        let xv = x.to_vec_f64().unwrap();
+        let yv = y.to_vec_f64().unwrap();
+        let plane = h * w;
+        let mut want = naive(&xv[..plane], (h, w), &f2, (fh, fw), (upx, upy), (dx, dy), (px0, px1, py0, py1), 1.3);
+        want.extend(naive(&xv[plane..], (h, w), &f2, (fh, fw), (upx, upy), (dx, dy), (px0, px1, py0, py1), 1.3));
+        prop_assert_eq!(yv.len(), want.len());
+        for (a, b) in yv.iter().zip(&want) {
+            prop_assert!((a - b).abs() < 1e-12, "{} vs {}", a, b);
+        }
         let (lhs, rhs) = (dot(&y, &r), dot(&x, &xt));
         prop_assert!((lhs - rhs).abs() <= 1e-10 * (1.0 + lhs.abs()), "{} vs {}", lhs, rhs);
     }

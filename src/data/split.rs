@@ -16,8 +16,8 @@ use crate::{Error, Result};
 pub enum SplitSpec {
     /// `test` subjects for testing, `train` for training (`None` = all the others).
     Counts { train: Option<usize>, test: usize },
-    /// This fraction of the subjects (rounded, at least one when positive) for testing, the rest
-    /// for training.
+    /// This fraction of the subjects (rounded; at least one when positive, and never all) for
+    /// testing, the rest for training.
     TestFraction(f64),
 }
 
@@ -63,6 +63,8 @@ pub fn split_subjects<S: AsRef<str>>(subjects: &[S], spec: &SplitSpec, seed: u64
             if f > 0.0 && t == 0 && n >= 2 {
                 t = 1;
             }
+            // A fraction never takes every subject: at least one remains for training.
+            t = t.min(n.saturating_sub(1));
             (n - t, t)
         }
     };

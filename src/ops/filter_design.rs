@@ -80,7 +80,9 @@ fn check(numtaps: usize, cutoff: f64, width: f64, fs: f64) -> Result<()> {
     if numtaps == 0 {
         return Err(Error::invalid(OP, "numtaps must be at least 1"));
     }
-    if !(fs > 0.0) || !(width > 0.0) || !(cutoff > 0.0 && cutoff < fs / 2.0) {
+    // written positively so NaN arguments are rejected too
+    let valid = fs > 0.0 && width > 0.0 && cutoff > 0.0 && cutoff < fs / 2.0;
+    if !valid {
         return Err(Error::invalid(
             OP,
             format!(

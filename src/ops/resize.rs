@@ -88,14 +88,14 @@ impl Kernel for AxisKernel {
         par_rows(&mut out, n_dst * inner, taps * inner, |o, d| {
             let s = &x[o * n_src * inner..(o + 1) * n_src * inner];
             for i in 0..m.out_len {
-                for t in m.start[i]..m.start[i + 1] {
-                    let j = m.idx[t];
+                let taps = m.start[i]..m.start[i + 1];
+                for (&j, &wt) in m.idx[taps.clone()].iter().zip(&w[taps]) {
                     // forward reads row j into row i; the adjoint reads row i into row j
                     let (from, to) = if self.adjoint { (i, j) } else { (j, i) };
                     let src = &s[from * inner..(from + 1) * inner];
                     let dst = &mut d[to * inner..(to + 1) * inner];
                     for (a, &b) in dst.iter_mut().zip(src) {
-                        *a += w[t] * b;
+                        *a += wt * b;
                     }
                 }
             }

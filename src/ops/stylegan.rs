@@ -79,7 +79,7 @@ pub fn bias_act(
         y = y.mul_scalar(gain)?;
     }
     if let Some(c) = clamp {
-        if !(c >= 0.0) {
+        if c.is_nan() || c < 0.0 {
             return Err(Error::invalid(OP, format!("clamp {c} must be ≥ 0")));
         }
         y = y.clamp(-c, c)?;
@@ -203,7 +203,8 @@ pub fn filtered_lrelu(
             format!("input must be [N, C, H, W], got {:?}", x.shape()),
         ));
     }
-    if !(gain > 0.0) || !(slope >= 0.0) {
+    let valid = gain > 0.0 && slope >= 0.0; // false for NaN too
+    if !valid {
         return Err(Error::invalid(
             OP,
             format!("gain {gain} must be > 0 and slope {slope} ≥ 0"),
@@ -241,7 +242,8 @@ pub fn sinusoidal_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<T
         }
     };
     let half = dim / 2;
-    if half == 0 || !(max_period > 0.0) {
+    let valid = half > 0 && max_period > 0.0; // false for NaN too
+    if !valid {
         return Err(Error::invalid(
             OP,
             format!("dim {dim} must be ≥ 2 and max_period {max_period} > 0"),

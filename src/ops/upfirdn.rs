@@ -123,6 +123,35 @@ pub(crate) fn par_rows<U: Send>(
     });
 }
 
+/// For each output index along an axis, the taps that meet real input samples: output i reads
+/// input `ix0 + m` with tap `t0 + m·up` for m in 0..count. This replaces a per-tap test of
+/// "is this position of the zero-stuffed, padded buffer a real sample?".
+#[derive(Clone, Copy)]
+struct TapRun {
+    t0: usize,
+    ix0: usize,
+    count: usize,
+}
+
+fn tap_runs(n_out: usize, n_in: usize, k: usize, up: usize, down: usize, p0: isize) -> Vec<TapRun> {
+    (0..n_out)
+        .map(|i| {
+            // buffer position of tap t is q = i·down + t − p0; real samples sit at q = up·ix
+            let base = (i * down) as isize - p0;
+            // first real sample at or after the buffer start
+            let q0 = ((base.max(0) as usize).div_ceil(up) * up) as isize;
+            let t0 = (q0 - base) as usize;
+            let ix0 = q0 as usize / up;
+            let count = if t0 >= k || ix0 >= n_in {
+                0
+            } else {
+                (k - t0).div_ceil(up).min(n_in - ix0)
+            };
+            TapRun { t0, ix0, count }
+        })
+        .collect()
+}
+
 /// One separable pass along an axis of `lines` lines of `n_in` entries, each entry a run of
 /// `inner` contiguous values (inner = 1 along x, = width along y).
 #[allow(clippy::too_many_arguments)]
@@ -137,6 +166,7 @@ fn pass_1d<T: StorageElem>(
     down: usize,
     p0: isize,
 ) -> Vec<T> {
+    let runs = tap_runs(n_out, n_in, taps.len(), up, down, p0);
     let mut dst = vec![T::zero(); lines * n_out * inner];
     par_rows(
         &mut dst,
@@ -144,18 +174,11 @@ fn pass_1d<T: StorageElem>(
         n_out * inner * taps.len(),
         |l, d| {
             let s = &src[l * n_in * inner..(l + 1) * n_in * inner];
-            for i in 0..n_out {
+            for (i, r) in runs.iter().enumerate() {
                 let drow = &mut d[i * inner..(i + 1) * inner];
-                for (t, &w) in taps.iter().enumerate() {
-                    // position in the upsampled, padded buffer → source sample
-                    let q = (i * down + t) as isize - p0;
-                    if q < 0 || q % up as isize != 0 {
-                        continue;
-                    }
-                    let j = q as usize / up;
-                    if j >= n_in {
-                        continue;
-                    }
+                for m in 0..r.count {
+                    let w = taps[r.t0 + m * up];
+                    let j = r.ix0 + m;
                     let srow = &s[j * inner..(j + 1) * inner];
                     for (o, &v) in drow.iter_mut().zip(srow) {
                         *o += w * v;
@@ -206,32 +229,20 @@ impl Kernel for UpfirdnKernel {
             ));
         }
         let (fh, fw) = (p.fh, p.fw);
+        let rows = tap_runs(oh, h, fh, p.up.1, p.down.1, p.pad.2);
+        let cols = tap_runs(ow, w, fw, p.up.0, p.down.0, p.pad.0);
         let mut out = vec![T::zero(); self.planes * oh * ow];
         par_rows(&mut out, oh * ow, oh * ow * fh * fw, |plane, o| {
             let xp = &x[plane * h * w..(plane + 1) * h * w];
-            for oy in 0..oh {
+            for (oy, ry) in rows.iter().enumerate() {
                 let orow = &mut o[oy * ow..(oy + 1) * ow];
-                for ty in 0..fh {
-                    let qy = (oy * p.down.1 + ty) as isize - p.pad.2;
-                    if qy < 0 || qy % p.up.1 as isize != 0 {
-                        continue;
-                    }
-                    let iy = qy as usize / p.up.1;
-                    if iy >= h {
-                        continue;
-                    }
+                for my in 0..ry.count {
+                    let iy = ry.ix0 + my;
                     let xrow = &xp[iy * w..(iy + 1) * w];
-                    let trow = &taps[ty * fw..(ty + 1) * fw];
-                    for (ox, acc) in orow.iter_mut().enumerate() {
-                        for (tx, &f) in trow.iter().enumerate() {
-                            let qx = (ox * p.down.0 + tx) as isize - p.pad.0;
-                            if qx < 0 || qx % p.up.0 as isize != 0 {
-                                continue;
-                            }
-                            let ix = qx as usize / p.up.0;
-                            if ix < w {
-                                *acc += f * xrow[ix];
-                            }
+                    let trow = &taps[(ry.t0 + my * p.up.1) * fw..][..fw];
+                    for (acc, rx) in orow.iter_mut().zip(&cols) {
+                        for mx in 0..rx.count {
+                            *acc += trow[rx.t0 + mx * p.up.0] * xrow[rx.ix0 + mx];
                         }
                     }
                 }
@@ -328,6 +339,13 @@ pub fn upfirdn2d(
         return Err(Error::invalid(
             OP,
             format!("up {up:?} and down {down:?} must be at least 1"),
+        ));
+    }
+    if f.requires_grad() {
+        // As in NVlabs: filters are fixed buffers; a gradient for them is never computed.
+        return Err(Error::invalid(
+            OP,
+            "the filter must be a constant (detach it): upfirdn2d gives it no gradient",
         ));
     }
     let (mut taps, separable, fw, fh) = filter_taps(OP, f)?;

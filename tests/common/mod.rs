@@ -1,5 +1,4 @@
-//! Helpers shared by the integration tests: unique temporary folders, hand-made NIfTI files,
-//! and the PyTorch fixture reader.
+//! Helpers shared by the integration tests (PyTorch fixture reader in `fixtures`), and for the data tests: unique temporary folders and hand-made NIfTI files.
 #![allow(dead_code)]
 
 pub mod fixtures;
@@ -36,10 +35,26 @@ impl Drop for TempDir {
 }
 
 /// A single-file NIfTI-1 image (little-endian) with the given raw voxel bytes.
-pub fn nifti_bytes(dims: [u16; 3], datatype: i16, bitpix: i16, voxels: &[u8], slope: f32, inter: f32) -> Vec<u8> {
+pub fn nifti_bytes(
+    dims: [u16; 3],
+    datatype: i16,
+    bitpix: i16,
+    voxels: &[u8],
+    slope: f32,
+    inter: f32,
+) -> Vec<u8> {
     let mut b = vec![0u8; 352];
     b[0..4].copy_from_slice(&348i32.to_le_bytes());
-    let dim: [i16; 8] = [3, dims[0] as i16, dims[1] as i16, dims[2] as i16, 1, 1, 1, 1];
+    let dim: [i16; 8] = [
+        3,
+        dims[0] as i16,
+        dims[1] as i16,
+        dims[2] as i16,
+        1,
+        1,
+        1,
+        1,
+    ];
     for (i, d) in dim.iter().enumerate() {
         b[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_le_bytes());
     }
@@ -69,7 +84,15 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Write a case folder `<dir>/<id>/` with five f32 volumes; `suffixes` are the five name parts.
-pub fn write_case(dir: &Path, id: &str, suffixes: [&str; 5], ext: &str, dims: [u16; 3], seqs: &[Vec<f32>; 4], labels: &[f32]) -> PathBuf {
+pub fn write_case(
+    dir: &Path,
+    id: &str,
+    suffixes: [&str; 5],
+    ext: &str,
+    dims: [u16; 3],
+    seqs: &[Vec<f32>; 4],
+    labels: &[f32],
+) -> PathBuf {
     let case = dir.join(id);
     std::fs::create_dir_all(&case).unwrap();
     for (i, s) in suffixes.iter().enumerate() {
