@@ -16,10 +16,14 @@ use crate::io::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::models::swin::{SwinConfig, SwinSegmenter};
 use crate::models::unet::{UNet, UNetConfig};
 use crate::nn::ParamStore;
-use crate::ops::loss::{cross_entropy, one_hot, soft_dice_loss};
+use crate::ops::loss::{cross_entropy, one_hot, soft_dice_loss, DiceOptions};
 use crate::optim::{clip_grad_norm, Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
+
+/// Share of every training batch drawn from slices with tumour (nnU-Net's
+/// `oversample_foreground_percent`).
+pub const FOREGROUND_OVERSAMPLING: f64 = 0.33;
 
 /// Which segmenter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,8 +129,10 @@ pub fn segmentation_loss(outputs: &[Tensor], weights: &[f64], classes: &[u8], n:
         let nc = logits.shape()[1];
         let ce = cross_entropy(logits, &target, None, None)?;
         let probs = logits.softmax(1)?;
-        let oh = one_hot(&target, nc, &[n, h / f, w / f], logits.dtype())?;
-        let dice = soft_dice_loss(&probs, &oh, 1e-5, false)?;
+        let ids: Vec<f64> = target.iter().map(|&c| c as f64).collect();
+        let oh = one_hot(&Tensor::from_f64s(&ids, &[n, h / f, w / f], logits.dtype())?, nc)?;
+        // nnU-Net 2-D: batch Dice over the foreground classes
+        let dice = soft_dice_loss(&probs, &oh, &DiceOptions { batch_dice: true, ..DiceOptions::default() })?;
         let l = ce.add(&dice)?.mul_scalar(wt)?;
         total = Some(match total {
             Some(t) => t.add(&l)?,
@@ -177,6 +183,9 @@ pub fn evaluate(model: &Segmenter, slices: &[Slice], batch: usize) -> Result<Sub
     if slices.is_empty() {
         return Err(Error::Data("the test set has no slices".into()));
     }
+    if !slices.iter().any(|s| s.tumour_pixels() > 0) {
+        return Err(Error::Data("the test set has no slice with tumour, so its Dice would measure nothing".into()));
+    }
     let preds = predict_labels(model, slices, batch)?;
     let mut d = SubjectDice::default();
     for (s, p) in slices.iter().zip(&preds) {
@@ -226,6 +235,10 @@ pub fn train_segmenter(cfg: &SegTrainConfig, train: &[Slice], val: &[Slice], out
     // the paper's optimisers: nnU-Net's SGD (Nesterov 0.99, poly 0.9) and UperNet's AdamW
     // (warm-up, then poly 1.0)
     let (schedule, mut opt): (LrSchedule, Box<dyn Optimizer>) = match cfg.kind {
+        SegKind::UNet if std::env::var("DBG_ADAM").is_ok() => (
+            LrSchedule::poly(cfg.lr, cfg.iterations, 0.9),
+            Box::new(Adam::new(&store, AdamConfig::adam(cfg.lr))?),
+        ),
         SegKind::UNet => (
             LrSchedule::poly(cfg.lr, cfg.iterations, 0.9),
             Box::new(Sgd::new(&store, SgdConfig::new(cfg.lr).with_momentum(0.99).with_nesterov(true).with_weight_decay(3e-5))?),
@@ -262,6 +275,8 @@ pub fn train_segmenter(cfg: &SegTrainConfig, train: &[Slice], val: &[Slice], out
     }
     let mut rng = SplitMix64::derive(cfg.seed, 0x5E6 + start);
     let weights = model.supervision_weights();
+    let all: Vec<&Slice> = train.iter().collect();
+    let with_tumour: Vec<&Slice> = train.iter().filter(|s| s.tumour_pixels() > 0).collect();
     let t0 = Instant::now();
     let mut images = 0usize;
     let mut loss_curve = Vec::new();
@@ -269,10 +284,13 @@ pub fn train_segmenter(cfg: &SegTrainConfig, train: &[Slice], val: &[Slice], out
     let mut ema_loss = None::<f64>;
     let mut it = start;
     while it < cfg.iterations {
-        // a batch of randomly drawn, augmented training slices
+        // a batch of randomly drawn, augmented training slices; as nnU-Net, a third of each
+        // batch is drawn from slices that hold tumour so the rare classes are always seen
+        let forced = (cfg.batch as f64 * FOREGROUND_OVERSAMPLING).round() as usize;
         let picked: Vec<Slice> = (0..cfg.batch)
-            .map(|_| {
-                let s = &train[rng.below(train.len() as u64) as usize];
+            .map(|k| {
+                let pool = if k >= cfg.batch - forced && !with_tumour.is_empty() { &with_tumour } else { &all };
+                let s = pool[rng.below(pool.len() as u64) as usize];
                 match &cfg.augment {
                     Some(a) => augment(s, &AugmentParams::sample(a, &mut rng)),
                     None => s.clone(),

@@ -1,0 +1,64 @@
+//! `brainsynth study` end to end on a small phantom, and the segmentation commands' help and
+//! errors.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_brainsynth"))
+}
+
+#[test]
+fn study_runs_end_to_end_on_a_small_phantom() {
+    let out = std::env::temp_dir().join(format!("brainsynth-study-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let r = bin()
+        .args(["study", "--subjects", "10", "--iterations", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "study failed: {err}");
+    let table = String::from_utf8_lossy(&r.stdout);
+    assert!(table.contains("| unet |") && table.contains("| swin |"), "{table}");
+    for f in ["results.json", "results.md", "predictions.png", "slices.store", "unet/seed0/curves.png", "swin/seed0/best.safetensors"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let json = std::fs::read_to_string(out.join("results.json")).unwrap();
+    assert!(json.contains("\"mean_class_dice\"") && json.contains("\"test_subjects\""));
+    assert!(err.contains("img/s") && err.contains("test Dice"), "{err}");
+    // checkpoints of the study evaluate through the CLI too
+    let r = bin()
+        .args(["eval-seg", "--model", "unet", "--store"])
+        .arg(out.join("slices.store"))
+        .arg("--checkpoint")
+        .arg(out.join("unet/seed0/best.safetensors"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("mean ± std"));
+    // the Swin checkpoint is not a U-Net
+    let r = bin()
+        .args(["eval-seg", "--model", "unet", "--store"])
+        .arg(out.join("slices.store"))
+        .arg("--checkpoint")
+        .arg(out.join("swin/seed0/best.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(e.starts_with("error: ") && e.contains("swin") && !e.contains("panicked"), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn help_and_usage_errors() {
+    let r = bin().args(["study", "--help"]).output().unwrap();
+    let h = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success() && h.contains("quick") && h.contains("paper") && h.contains("Swin-B"), "{h}");
+    for args in [vec!["study", "--profile", "huge"], vec!["study", "--seeds", "0"], vec!["train-seg", "--model", "vit", "--store", "x", "--out", "y"]] {
+        let r = bin().args(&args).output().unwrap();
+        assert!(!r.status.success(), "{args:?} succeeded");
+        let e = String::from_utf8_lossy(&r.stderr);
+        assert!(e.starts_with("error: ") && !e.contains("panicked"), "{args:?}: {e}");
+    }
+}
