@@ -235,10 +235,6 @@ pub fn train_segmenter(cfg: &SegTrainConfig, train: &[Slice], val: &[Slice], out
     // the paper's optimisers: nnU-Net's SGD (Nesterov 0.99, poly 0.9) and UperNet's AdamW
     // (warm-up, then poly 1.0)
     let (schedule, mut opt): (LrSchedule, Box<dyn Optimizer>) = match cfg.kind {
-        SegKind::UNet if std::env::var("DBG_ADAM").is_ok() => (
-            LrSchedule::poly(cfg.lr, cfg.iterations, 0.9),
-            Box::new(Adam::new(&store, AdamConfig::adam(cfg.lr))?),
-        ),
         SegKind::UNet => (
             LrSchedule::poly(cfg.lr, cfg.iterations, 0.9),
             Box::new(Sgd::new(&store, SgdConfig::new(cfg.lr).with_momentum(0.99).with_nesterov(true).with_weight_decay(3e-5))?),
