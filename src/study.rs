@@ -5,17 +5,19 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::annotation::encode_label;
-use crate::data::phantom::{write_phantom_cases, PhantomConfig};
+use crate::data::phantom::{PhantomConfig, write_phantom_cases};
 use crate::data::slices::ANNOTATION;
-use crate::data::split::{split_subjects, SplitSpec};
-use crate::data::store::{read_store, write_store, SliceStore};
-use crate::data::{list_case_dirs, read_case, slices_from_case, Slice, SliceConfig};
+use crate::data::split::{SplitSpec, split_subjects};
+use crate::data::store::{SliceStore, read_store, write_store};
+use crate::data::{Slice, SliceConfig, list_case_dirs, read_case, slices_from_case};
 use crate::eval::dice::{MeanStd, Region, SubjectDice};
 use crate::io::json::Json;
-use crate::io::plot::{write_line_plot, Series, PALETTE};
-use crate::io::png::{write_montage, MontageOptions, Overlay};
+use crate::io::plot::{PALETTE, Series, write_line_plot};
+use crate::io::png::{MontageOptions, Overlay, write_montage};
 use crate::train::profile::SegProfile;
-use crate::train::seg::{evaluate, load_segmenter, predict_labels, train_segmenter, SegKind, TrainOutcome};
+use crate::train::seg::{
+    SegKind, TrainOutcome, evaluate, load_segmenter, predict_labels, train_segmenter,
+};
 use crate::{Error, Result};
 
 /// Where the study's slices come from.
@@ -81,14 +83,24 @@ fn load_slices(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<SliceSt
         StudyData::Cases(d) => d.clone(),
         StudyData::Phantom { subjects, seed } => {
             let dir = opts.out.join("phantom");
-            let cfg = PhantomConfig { subjects: *subjects, seed: *seed, ..PhantomConfig::default() };
-            log(&format!("writing {subjects} phantom subjects to {}", dir.display()));
+            let cfg = PhantomConfig {
+                subjects: *subjects,
+                seed: *seed,
+                ..PhantomConfig::default()
+            };
+            log(&format!(
+                "writing {subjects} phantom subjects to {}",
+                dir.display()
+            ));
             write_phantom_cases(&dir, &cfg)?;
             dir
         }
     };
     let dirs = list_case_dirs(&cases_dir)?;
-    let mut cfg = SliceConfig { out_size: Some(size), ..SliceConfig::default() };
+    let mut cfg = SliceConfig {
+        out_size: Some(size),
+        ..SliceConfig::default()
+    };
     let mut store = SliceStore::new(size, size);
     for (i, d) in dirs.iter().enumerate() {
         let case = read_case(d)?;
@@ -96,7 +108,13 @@ fn load_slices(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<SliceSt
             cfg.pad_to = Some(cfg.padded_side(case.dims[0], case.dims[1]).max(size));
         }
         let sl = slices_from_case(&case, &cfg)?;
-        log(&format!("[{}/{}] {}: {} slices", i + 1, dirs.len(), case.id, sl.len()));
+        log(&format!(
+            "[{}/{}] {}: {} slices",
+            i + 1,
+            dirs.len(),
+            case.id,
+            sl.len()
+        ));
         store.slices.extend(sl);
     }
     write_store(opts.out.join("slices.store"), &store)?;
@@ -104,13 +122,21 @@ fn load_slices(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<SliceSt
 }
 
 fn slices_of(store: &SliceStore, subjects: &[String]) -> Vec<Slice> {
-    store.slices.iter().filter(|s| subjects.contains(&s.subject)).cloned().collect()
+    store
+        .slices
+        .iter()
+        .filter(|s| subjects.contains(&s.subject))
+        .cloned()
+        .collect()
 }
 
 /// Run the study; progress goes to `log`.
 pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<StudyResults> {
     if opts.models.is_empty() || opts.seeds.is_empty() {
-        return Err(Error::invalid("study", "at least one model and one seed are needed"));
+        return Err(Error::invalid(
+            "study",
+            "at least one model and one seed are needed",
+        ));
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let p = &opts.profile;
@@ -124,11 +150,31 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
             p.val_subjects
         )));
     }
-    let split = split_subjects(&subjects, &SplitSpec::Counts { train: None, test: p.test_subjects }, opts.split_seed)?;
-    let tv = split_subjects(&split.train, &SplitSpec::Counts { train: None, test: p.val_subjects }, opts.split_seed + 1)?;
-    let (train, val, test) = (slices_of(&store, &tv.train), slices_of(&store, &tv.test), slices_of(&store, &split.test));
+    let split = split_subjects(
+        &subjects,
+        &SplitSpec::Counts {
+            train: None,
+            test: p.test_subjects,
+        },
+        opts.split_seed,
+    )?;
+    let tv = split_subjects(
+        &split.train,
+        &SplitSpec::Counts {
+            train: None,
+            test: p.val_subjects,
+        },
+        opts.split_seed + 1,
+    )?;
+    let (train, val, test) = (
+        slices_of(&store, &tv.train),
+        slices_of(&store, &tv.test),
+        slices_of(&store, &split.test),
+    );
     if !test.iter().any(|s| s.tumour_pixels() > 0) {
-        return Err(Error::Data("the test subjects have no slice with tumour; Dice would say nothing".into()));
+        return Err(Error::Data(
+            "the test subjects have no slice with tumour; Dice would say nothing".into(),
+        ));
     }
     log(&format!(
         "subjects: {} train ({} slices), {} validation ({} slices), {} test ({} slices)",
@@ -144,7 +190,11 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
         for &kind in &opts.models {
             let cfg = p.train_config(kind, seed);
             let dir = opts.out.join(kind.name()).join(format!("seed{seed}"));
-            log(&format!("training {} (seed {seed}) on {} real slices", kind.name(), train.len()));
+            log(&format!(
+                "training {} (seed {seed}) on {} real slices",
+                kind.name(),
+                train.len()
+            ));
             let outcome = train_segmenter(&cfg, &train, &val, &dir, log)?;
             let model = load_segmenter(&cfg, &outcome.best_checkpoint)?;
             let dice = evaluate(&model, &test, p.batch * 2)?;
@@ -158,7 +208,12 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
                 dice.len()
             ));
             write_curves(&dir.join("curves.png"), kind, &outcome)?;
-            runs.push(SeedResult { kind, seed, dice, train: outcome });
+            runs.push(SeedResult {
+                kind,
+                seed,
+                dice,
+                train: outcome,
+            });
         }
     }
     write_predictions(opts, &test, log)?;
@@ -187,8 +242,16 @@ fn write_curves(path: &Path, kind: SegKind, o: &TrainOutcome) -> Result<()> {
         path,
         &format!("{} training", kind.name()),
         &[
-            Series { label: "loss".into(), rgb: PALETTE[0], points: smooth },
-            Series { label: "val dice".into(), rgb: PALETTE[1], points: val },
+            Series {
+                label: "loss".into(),
+                rgb: PALETTE[0],
+                points: smooth,
+            },
+            Series {
+                label: "val dice".into(),
+                rgb: PALETTE[1],
+                points: val,
+            },
         ],
         640,
         400,
@@ -199,12 +262,17 @@ fn write_curves(path: &Path, kind: SegKind, o: &TrainOutcome) -> Result<()> {
 fn write_predictions(opts: &StudyOptions, test: &[Slice], log: &mut dyn FnMut(&str)) -> Result<()> {
     let with_tumour: Vec<&Slice> = test.iter().filter(|s| s.tumour_pixels() > 0).collect();
     let n = with_tumour.len().min(4);
-    let picked: Vec<Slice> = (0..n).map(|k| with_tumour[k * with_tumour.len() / n.max(1)].clone()).collect();
+    let picked: Vec<Slice> = (0..n)
+        .map(|k| with_tumour[k * with_tumour.len() / n.max(1)].clone())
+        .collect();
     let mut rows: Vec<Slice> = Vec::new();
     let mut preds = Vec::new();
     for &kind in &opts.models {
         let cfg = opts.profile.train_config(kind, opts.seeds[0]);
-        let dir = opts.out.join(kind.name()).join(format!("seed{}", opts.seeds[0]));
+        let dir = opts
+            .out
+            .join(kind.name())
+            .join(format!("seed{}", opts.seeds[0]));
         let model = load_segmenter(&cfg, &dir.join("best.safetensors"))?;
         preds.push(predict_labels(&model, &picked, opts.profile.batch)?);
     }
@@ -213,21 +281,39 @@ fn write_predictions(opts: &StudyOptions, test: &[Slice], log: &mut dyn FnMut(&s
         for p in &preds {
             let mut r = s.clone();
             let hw = r.h * r.w;
-            for (v, &l) in r.data[ANNOTATION * hw..(ANNOTATION + 1) * hw].iter_mut().zip(&p[i]) {
+            for (v, &l) in r.data[ANNOTATION * hw..(ANNOTATION + 1) * hw]
+                .iter_mut()
+                .zip(&p[i])
+            {
                 *v = encode_label(l);
             }
             rows.push(r);
         }
     }
     let path = opts.out.join("predictions.png");
-    write_montage(&path, &rows, &MontageOptions { overlay: Overlay::ExtraPanel, ..MontageOptions::default() })?;
+    write_montage(
+        &path,
+        &rows,
+        &MontageOptions {
+            overlay: Overlay::ExtraPanel,
+            ..MontageOptions::default()
+        },
+    )?;
     let names: Vec<&str> = opts.models.iter().map(|k| k.name()).collect();
-    log(&format!("wrote {} (per slice: truth, then {})", path.display(), names.join(", ")));
+    log(&format!(
+        "wrote {} (per slice: truth, then {})",
+        path.display(),
+        names.join(", ")
+    ));
     Ok(())
 }
 
 fn mean_std_json(m: MeanStd) -> Json {
-    Json::obj(vec![("mean", Json::num(m.mean)), ("std", Json::num(m.std)), ("n", Json::num(m.n as f64))])
+    Json::obj(vec![
+        ("mean", Json::num(m.mean)),
+        ("std", Json::num(m.std)),
+        ("n", Json::num(m.n as f64)),
+    ])
 }
 
 /// Per model: each seed's mean over test subjects, then mean ± std over seeds (with one seed, the
@@ -245,14 +331,32 @@ fn summarise(results: &StudyResults, kind: SegKind, r: Option<Region>) -> MeanSt
 }
 
 fn write_results(opts: &StudyOptions, results: &StudyResults) -> Result<()> {
-    let regions = [Region::Enhancing, Region::Edema, Region::NecroticCore, Region::WholeTumor, Region::TumorCore];
-    let profile = Json::Object(opts.profile.describe().into_iter().map(|(k, v)| (k, Json::String(v))).collect());
+    let regions = [
+        Region::Enhancing,
+        Region::Edema,
+        Region::NecroticCore,
+        Region::WholeTumor,
+        Region::TumorCore,
+    ];
+    let profile = Json::Object(
+        opts.profile
+            .describe()
+            .into_iter()
+            .map(|(k, v)| (k, Json::String(v)))
+            .collect(),
+    );
     let mut models = Vec::new();
     for &kind in &opts.models {
         let mut fields = vec![("model".to_string(), Json::str(kind.name()))];
-        fields.push(("mean_class_dice".into(), mean_std_json(summarise(results, kind, None))));
+        fields.push((
+            "mean_class_dice".into(),
+            mean_std_json(summarise(results, kind, None)),
+        ));
         for r in regions {
-            fields.push((r.name().into(), mean_std_json(summarise(results, kind, Some(r)))));
+            fields.push((
+                r.name().into(),
+                mean_std_json(summarise(results, kind, Some(r))),
+            ));
         }
         let seeds: Vec<Json> = results
             .runs
@@ -262,7 +366,17 @@ fn write_results(opts: &StudyOptions, results: &StudyResults) -> Result<()> {
                 let subjects: Vec<(String, Json)> = x
                     .dice
                     .subjects()
-                    .map(|(id, c)| (id.clone(), Json::Object(regions.iter().map(|&r| (r.name().to_string(), Json::num(c.dice(r)))).collect())))
+                    .map(|(id, c)| {
+                        (
+                            id.clone(),
+                            Json::Object(
+                                regions
+                                    .iter()
+                                    .map(|&r| (r.name().to_string(), Json::num(c.dice(r))))
+                                    .collect(),
+                            ),
+                        )
+                    })
                     .collect();
                 Json::obj(vec![
                     ("seed", Json::num(x.seed as f64)),
@@ -281,7 +395,10 @@ fn write_results(opts: &StudyOptions, results: &StudyResults) -> Result<()> {
     }
     let list = |v: &[String]| Json::Array(v.iter().map(|s| Json::str(s.clone())).collect());
     let doc = Json::obj(vec![
-        ("study", Json::str("segmenters trained on real slices, tested per subject in 3-D")),
+        (
+            "study",
+            Json::str("segmenters trained on real slices, tested per subject in 3-D"),
+        ),
         ("profile", profile),
         ("train_subjects", list(&results.train_subjects)),
         ("validation_subjects", list(&results.val_subjects)),

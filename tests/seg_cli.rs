@@ -19,8 +19,18 @@ fn study_runs_end_to_end_on_a_small_phantom() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "study failed: {err}");
     let table = String::from_utf8_lossy(&r.stdout);
-    assert!(table.contains("| unet |") && table.contains("| swin |"), "{table}");
-    for f in ["results.json", "results.md", "predictions.png", "slices.store", "unet/seed0/curves.png", "swin/seed0/best.safetensors"] {
+    assert!(
+        table.contains("| unet |") && table.contains("| swin |"),
+        "{table}"
+    );
+    for f in [
+        "results.json",
+        "results.md",
+        "predictions.png",
+        "slices.store",
+        "unet/seed0/curves.png",
+        "swin/seed0/best.safetensors",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let json = std::fs::read_to_string(out.join("results.json")).unwrap();
@@ -46,7 +56,10 @@ fn study_runs_end_to_end_on_a_small_phantom() {
         .unwrap();
     assert_eq!(r.status.code(), Some(1));
     let e = String::from_utf8_lossy(&r.stderr);
-    assert!(e.starts_with("error: ") && e.contains("swin") && !e.contains("panicked"), "{e}");
+    assert!(
+        e.starts_with("error: ") && e.contains("swin") && !e.contains("panicked"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -54,11 +67,21 @@ fn study_runs_end_to_end_on_a_small_phantom() {
 fn help_and_usage_errors() {
     let r = bin().args(["study", "--help"]).output().unwrap();
     let h = String::from_utf8_lossy(&r.stdout);
-    assert!(r.status.success() && h.contains("quick") && h.contains("paper") && h.contains("Swin-B"), "{h}");
-    for args in [vec!["study", "--profile", "huge"], vec!["study", "--seeds", "0"], vec!["train-seg", "--model", "vit", "--store", "x", "--out", "y"]] {
+    assert!(
+        r.status.success() && h.contains("quick") && h.contains("paper") && h.contains("Swin-B"),
+        "{h}"
+    );
+    for args in [
+        vec!["study", "--profile", "huge"],
+        vec!["study", "--seeds", "0"],
+        vec!["train-seg", "--model", "vit", "--store", "x", "--out", "y"],
+    ] {
         let r = bin().args(&args).output().unwrap();
         assert!(!r.status.success(), "{args:?} succeeded");
         let e = String::from_utf8_lossy(&r.stderr);
-        assert!(e.starts_with("error: ") && !e.contains("panicked"), "{args:?}: {e}");
+        assert!(
+            e.starts_with("error: ") && !e.contains("panicked"),
+            "{args:?}: {e}"
+        );
     }
 }

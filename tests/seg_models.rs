@@ -11,7 +11,14 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 fn tiny_unet() -> UNetConfig {
-    UNetConfig { in_channels: 4, classes: 4, base_width: 4, depth: 3, max_width: 8, deep_supervision: true }
+    UNetConfig {
+        in_channels: 4,
+        classes: 4,
+        base_width: 4,
+        depth: 3,
+        max_width: 8,
+        deep_supervision: true,
+    }
 }
 
 fn tiny_swin() -> SwinConfig {
@@ -43,9 +50,15 @@ fn unet_outputs_and_supervision_weights() {
     let w = UNetConfig::quick().supervision_weights();
     assert_eq!(w.len(), 3);
     assert!((w[0] - 2.0 / 3.0).abs() < 1e-12 && (w[1] - 1.0 / 3.0).abs() < 1e-12 && w[2] == 0.0);
-    let e = net.forward(&Tensor::zeros(&[1, 4, 10, 10], DType::F32), false).unwrap_err().to_string();
+    let e = net
+        .forward(&Tensor::zeros(&[1, 4, 10, 10], DType::F32), false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unet") && e.contains("divisible by 4"), "{e}");
-    let e = net.forward(&Tensor::zeros(&[1, 3, 16, 16], DType::F32), false).unwrap_err().to_string();
+    let e = net
+        .forward(&Tensor::zeros(&[1, 3, 16, 16], DType::F32), false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("[1, 3, 16, 16]"), "{e}");
 }
 
@@ -61,9 +74,15 @@ fn swin_outputs_full_resolution_even_when_windows_need_padding() {
     let y = net.forward(&x, true, &mut rng).unwrap();
     assert_eq!(y.shape(), &[2, 4, 20, 20]);
     assert!(y.to_vec_f32().unwrap().iter().all(|v| v.is_finite()));
-    let e = net.forward(&Tensor::zeros(&[1, 4, 7, 8], DType::F32), false, &mut rng).unwrap_err().to_string();
+    let e = net
+        .forward(&Tensor::zeros(&[1, 4, 7, 8], DType::F32), false, &mut rng)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("swin"), "{e}");
-    let bad = SwinConfig { heads: vec![3, 2], ..tiny_swin() };
+    let bad = SwinConfig {
+        heads: vec![3, 2],
+        ..tiny_swin()
+    };
     assert!(SwinSegmenter::new(&ParamStore::new(0).root(), bad).is_err());
 }
 
@@ -81,6 +100,11 @@ fn swin_input_gradient_matches_finite_differences() {
     let store = ParamStore::with_dtype(4, DType::F64);
     let net = SwinSegmenter::new(&store.root(), tiny_swin()).unwrap();
     let x = rand_tensor(&[1, 4, 8, 8], 6);
-    let r = check_grad(|v| net.forward(&v[0], false, &mut SplitMix64::new(0)), &[x], 1e-6).unwrap();
+    let r = check_grad(
+        |v| net.forward(&v[0], false, &mut SplitMix64::new(0)),
+        &[x],
+        1e-6,
+    )
+    .unwrap();
     assert!(r.max_err < 1e-5, "{r:?}");
 }

@@ -118,9 +118,30 @@ fn cmd_train_seg(mut args: Args) -> Result<(), CliError> {
     args.finish()?;
     let store = read_store(&store_path)?;
     let subjects = store.subjects();
-    let split = split_subjects(&subjects, &SplitSpec::Counts { train: None, test: profile.test_subjects }, split_seed)?;
-    let tv = split_subjects(&split.train, &SplitSpec::Counts { train: None, test: profile.val_subjects }, split_seed + 1)?;
-    let pick = |ids: &[String]| store.slices.iter().filter(|s| ids.contains(&s.subject)).cloned().collect::<Vec<_>>();
+    let split = split_subjects(
+        &subjects,
+        &SplitSpec::Counts {
+            train: None,
+            test: profile.test_subjects,
+        },
+        split_seed,
+    )?;
+    let tv = split_subjects(
+        &split.train,
+        &SplitSpec::Counts {
+            train: None,
+            test: profile.val_subjects,
+        },
+        split_seed + 1,
+    )?;
+    let pick = |ids: &[String]| {
+        store
+            .slices
+            .iter()
+            .filter(|s| ids.contains(&s.subject))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     let mut cfg = profile.train_config(kind, seed);
     if let Some(n) = iterations {
         cfg.iterations = n;
@@ -145,8 +166,20 @@ fn cmd_eval_seg(mut args: Args) -> Result<(), CliError> {
     let split_seed = args.parse_or("--split-seed", 0u64)?;
     args.finish()?;
     let store = read_store(&store_path)?;
-    let split = split_subjects(&store.subjects(), &SplitSpec::Counts { train: None, test: profile.test_subjects }, split_seed)?;
-    let test: Vec<_> = store.slices.iter().filter(|s| split.test.contains(&s.subject)).cloned().collect();
+    let split = split_subjects(
+        &store.subjects(),
+        &SplitSpec::Counts {
+            train: None,
+            test: profile.test_subjects,
+        },
+        split_seed,
+    )?;
+    let test: Vec<_> = store
+        .slices
+        .iter()
+        .filter(|s| split.test.contains(&s.subject))
+        .cloned()
+        .collect();
     let model = load_segmenter(&profile.train_config(kind, 0), &ckpt)?;
     let d = evaluate(&model, &test, profile.batch * 2)?;
     println!("subject\tenhancing\tedema\tnecrotic_core\tmean\twhole_tumor\ttumor_core");
@@ -179,7 +212,9 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
     let cases = args.value("--cases")?;
     let store = args.value("--store")?;
     let subjects = args.parse_or("--subjects", profile.phantom_subjects)?;
-    let models = args.value("--models")?.unwrap_or_else(|| "unet,swin".into());
+    let models = args
+        .value("--models")?
+        .unwrap_or_else(|| "unet,swin".into());
     let seeds: u64 = args.parse_or("--seeds", 1)?;
     let iterations: Option<u64> = args.parse("--iterations")?;
     let split_seed = args.parse_or("--split-seed", 0u64)?;
@@ -197,11 +232,26 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
         profile.unet_iterations = n;
         profile.swin_iterations = n;
     }
-    let models = models.split(',').map(|m| SegKind::parse(m.trim())).collect::<crate::Result<Vec<_>>>()?;
-    let opts = StudyOptions { profile, data, out, models, seeds: (0..seeds).collect(), split_seed };
+    let models = models
+        .split(',')
+        .map(|m| SegKind::parse(m.trim()))
+        .collect::<crate::Result<Vec<_>>>()?;
+    let opts = StudyOptions {
+        profile,
+        data,
+        out,
+        models,
+        seeds: (0..seeds).collect(),
+        split_seed,
+    };
     let r = run_study(&opts, &mut log_line)?;
-    let table = std::fs::read_to_string(&r.results_md).map_err(|e| crate::Error::io(&r.results_md, e))?;
+    let table =
+        std::fs::read_to_string(&r.results_md).map_err(|e| crate::Error::io(&r.results_md, e))?;
     println!("{table}");
-    eprintln!("wrote {} and {}", r.results_json.display(), r.results_md.display());
+    eprintln!(
+        "wrote {} and {}",
+        r.results_json.display(),
+        r.results_md.display()
+    );
     Ok(())
 }

@@ -308,13 +308,22 @@ pub fn quote(s: &str) -> String {
 impl Json {
     /// A number; non-finite values become null (JSON has no NaN).
     pub fn num(v: f64) -> Json {
-        if v.is_finite() { Json::Number(format!("{v}")) } else { Json::Null }
+        if v.is_finite() {
+            Json::Number(format!("{v}"))
+        } else {
+            Json::Null
+        }
     }
     pub fn str(s: impl Into<String>) -> Json {
         Json::String(s.into())
     }
     pub fn obj(fields: Vec<(&str, Json)>) -> Json {
-        Json::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        Json::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
     }
 
     /// The value as indented JSON text.
@@ -333,7 +342,10 @@ impl Json {
             Json::Number(n) => o.push_str(n),
             Json::String(s) => o.push_str(&quote(s)),
             Json::Array(items) => {
-                if items.iter().all(|i| matches!(i, Json::Number(_) | Json::Null | Json::Bool(_))) {
+                if items
+                    .iter()
+                    .all(|i| matches!(i, Json::Number(_) | Json::Null | Json::Bool(_)))
+                {
                     o.push('[');
                     for (k, i) in items.iter().enumerate() {
                         if k > 0 {

@@ -4,5 +4,5 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod json;
-pub mod png;
 pub mod plot;
+pub mod png;

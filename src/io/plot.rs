@@ -14,7 +14,14 @@ pub struct Series {
 }
 
 /// Distinct colours for series.
-pub const PALETTE: [[u8; 3]; 6] = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75]];
+pub const PALETTE: [[u8; 3]; 6] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+];
 
 struct Canvas {
     w: usize,
@@ -24,7 +31,11 @@ struct Canvas {
 
 impl Canvas {
     fn new(w: usize, h: usize) -> Self {
-        Canvas { w, h, px: vec![255; w * h * 3] }
+        Canvas {
+            w,
+            h,
+            px: vec![255; w * h * 3],
+        }
     }
     fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
         if x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h {
@@ -49,7 +60,11 @@ impl Canvas {
                     if g[row] >> (2 - col) & 1 == 1 {
                         for dy in 0..scale {
                             for dx in 0..scale {
-                                self.set(x + (k as i64 * 4 + col as i64) * scale + dx, y + row as i64 * scale + dy, c);
+                                self.set(
+                                    x + (k as i64 * 4 + col as i64) * scale + dx,
+                                    y + row as i64 * scale + dy,
+                                    c,
+                                );
                             }
                         }
                     }
@@ -118,14 +133,30 @@ fn fmt_tick(v: f64) -> String {
 }
 
 /// Draw `series` as one plot (`width` × `height` pixels) with a title, and write it atomically.
-pub fn write_line_plot(path: impl AsRef<Path>, title: &str, series: &[Series], width: usize, height: usize) -> Result<()> {
+pub fn write_line_plot(
+    path: impl AsRef<Path>,
+    title: &str,
+    series: &[Series],
+    width: usize,
+    height: usize,
+) -> Result<()> {
     let path = path.as_ref();
-    let pts: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
     if pts.is_empty() {
-        return Err(Error::Data(format!("nothing to plot in {}", path.display())));
+        return Err(Error::Data(format!(
+            "nothing to plot in {}",
+            path.display()
+        )));
     }
     if width < 160 || height < 120 {
-        return Err(Error::invalid("plot", format!("{width}×{height} is too small; at least 160×120")));
+        return Err(Error::invalid(
+            "plot",
+            format!("{width}×{height} is too small; at least 160×120"),
+        ));
     }
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in &pts {
@@ -144,7 +175,10 @@ pub fn write_line_plot(path: impl AsRef<Path>, title: &str, series: &[Series], w
     let (left, right, top, bottom) = (60i64, 12i64, 28i64, 30i64);
     let (pw, ph) = (width as i64 - left - right, height as i64 - top - bottom);
     let map = |x: f64, y: f64| -> (i64, i64) {
-        (left + ((x - x0) / (x1 - x0) * pw as f64).round() as i64, top + ph - ((y - y0) / (y1 - y0) * ph as f64).round() as i64)
+        (
+            left + ((x - x0) / (x1 - x0) * pw as f64).round() as i64,
+            top + ph - ((y - y0) / (y1 - y0) * ph as f64).round() as i64,
+        )
     };
     let grey = [220, 220, 220];
     let dark = [40, 40, 40];

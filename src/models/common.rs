@@ -17,7 +17,11 @@ pub struct LayerNorm {
 impl LayerNorm {
     pub fn new(vs: &Scope, dim: usize) -> Result<Self> {
         let vs = vs.no_weight_decay();
-        Ok(LayerNorm { weight: vs.param("weight", &[dim], Init::Constant(1.0))?, bias: vs.param("bias", &[dim], Init::Constant(0.0))?, dim })
+        Ok(LayerNorm {
+            weight: vs.param("weight", &[dim], Init::Constant(1.0))?,
+            bias: vs.param("bias", &[dim], Init::Constant(0.0))?,
+            dim,
+        })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         layer_norm(x, &[self.dim], Some(&self.weight), Some(&self.bias), 1e-5)
@@ -52,27 +56,50 @@ impl BatchNorm2d {
         let s = x.shape();
         let c = self.weight.elem_count();
         if s.len() != 4 || s[1] != c {
-            return Err(Error::shape("batch_norm", format!("input {s:?} must be [N, {c}, H, W]")));
+            return Err(Error::shape(
+                "batch_norm",
+                format!("input {s:?} must be [N, {c}, H, W]"),
+            ));
         }
         let cs = [1, c, 1, 1];
         let (mean, var) = if train {
             let count = s[0] * s[2] * s[3];
             if count < 2 {
-                return Err(Error::shape("batch_norm", format!("training needs more than one value per channel, input {s:?}")));
+                return Err(Error::shape(
+                    "batch_norm",
+                    format!("training needs more than one value per channel, input {s:?}"),
+                ));
             }
             let mean = x.mean_axes(&[0, 2, 3], true)?;
             let var = x.var_axes(&[0, 2, 3], true, false)?;
             no_grad(|| -> Result<()> {
-                let unbiased = var.mul_scalar(count as f64 / (count - 1) as f64)?.reshape(&[c])?;
+                let unbiased = var
+                    .mul_scalar(count as f64 / (count - 1) as f64)?
+                    .reshape(&[c])?;
                 let m = self.momentum;
-                self.running_mean.assign(&self.running_mean.mul_scalar(1.0 - m)?.add(&mean.reshape(&[c])?.mul_scalar(m)?)?)?;
-                self.running_var.assign(&self.running_var.mul_scalar(1.0 - m)?.add(&unbiased.mul_scalar(m)?)?)
+                self.running_mean.assign(
+                    &self
+                        .running_mean
+                        .mul_scalar(1.0 - m)?
+                        .add(&mean.reshape(&[c])?.mul_scalar(m)?)?,
+                )?;
+                self.running_var.assign(
+                    &self
+                        .running_var
+                        .mul_scalar(1.0 - m)?
+                        .add(&unbiased.mul_scalar(m)?)?,
+                )
             })?;
             (mean, var)
         } else {
-            (self.running_mean.reshape(&cs)?, self.running_var.reshape(&cs)?)
+            (
+                self.running_mean.reshape(&cs)?,
+                self.running_var.reshape(&cs)?,
+            )
         };
         let inv = var.add_scalar(self.eps)?.rsqrt()?;
-        x.sub(&mean)?.mul(&inv.mul(&self.weight.reshape(&cs)?)?)?.add(&self.bias.reshape(&cs)?)
+        x.sub(&mean)?
+            .mul(&inv.mul(&self.weight.reshape(&cs)?)?)?
+            .add(&self.bias.reshape(&cs)?)
     }
 }

@@ -7,7 +7,9 @@ use crate::data::rng::SplitMix64;
 use crate::models::common::{BatchNorm2d, LayerNorm};
 use crate::nn::{Conv2d, Init, Linear, Scope};
 use crate::ops::Conv2dParams;
-use crate::ops::attention::{shifted_window_mask, window_attention, window_partition, window_reverse};
+use crate::ops::attention::{
+    shifted_window_mask, window_attention, window_partition, window_reverse,
+};
 use crate::ops::embedding::relative_position_bias;
 use crate::ops::resize::{adaptive_avg_pool2d, resize_bilinear};
 use crate::tensor::Tensor;
@@ -89,14 +91,28 @@ struct SwinBlock {
 }
 
 impl SwinBlock {
-    fn new(vs: &Scope, dim: usize, heads: usize, window: usize, shift: usize, mlp_ratio: usize, drop_path: f64) -> Result<Self> {
+    fn new(
+        vs: &Scope,
+        dim: usize,
+        heads: usize,
+        window: usize,
+        shift: usize,
+        mlp_ratio: usize,
+        drop_path: f64,
+    ) -> Result<Self> {
         let side = 2 * window - 1;
-        let lin = |s: &Scope, i, o| Linear::with_init(s, i, o, Init::trunc_normal(0.02), Some(Init::Constant(0.0)));
+        let lin = |s: &Scope, i, o| {
+            Linear::with_init(s, i, o, Init::trunc_normal(0.02), Some(Init::Constant(0.0)))
+        };
         Ok(SwinBlock {
             norm1: LayerNorm::new(&vs.sub("norm1"), dim)?,
             qkv: lin(&vs.sub("attn").sub("qkv"), dim, 3 * dim)?,
             proj: lin(&vs.sub("attn").sub("proj"), dim, dim)?,
-            rel_table: vs.sub("attn").no_weight_decay().param("relative_position_bias_table", &[side * side, heads], Init::trunc_normal(0.02))?,
+            rel_table: vs.sub("attn").no_weight_decay().param(
+                "relative_position_bias_table",
+                &[side * side, heads],
+                Init::trunc_normal(0.02),
+            )?,
             norm2: LayerNorm::new(&vs.sub("norm2"), dim)?,
             fc1: lin(&vs.sub("mlp").sub("fc1"), dim, mlp_ratio * dim)?,
             fc2: lin(&vs.sub("mlp").sub("fc2"), mlp_ratio * dim, dim)?,
@@ -115,28 +131,44 @@ impl SwinBlock {
         let ws = self.window.min(h).min(w);
         let shift = if ws < self.window { 0 } else { self.shift };
         let (hp, wp) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
-        let mut t = self.norm1.forward(x)?.pad_axis(1, 0, hp - h)?.pad_axis(2, 0, wp - w)?;
+        let mut t = self
+            .norm1
+            .forward(x)?
+            .pad_axis(1, 0, hp - h)?
+            .pad_axis(2, 0, wp - w)?;
         if shift > 0 {
             t = t.roll(-(shift as isize), 1)?.roll(-(shift as isize), 2)?;
         }
         let win = window_partition(&t, ws)?; // [B·nW, N, C]
         let (bw, n) = (win.shape()[0], ws * ws);
         let d = c / self.heads;
-        let qkv = self.qkv.forward(&win)?.reshape(&[bw, n, 3, self.heads, d])?.permute(&[2, 0, 3, 1, 4])?;
+        let qkv = self
+            .qkv
+            .forward(&win)?
+            .reshape(&[bw, n, 3, self.heads, d])?
+            .permute(&[2, 0, 3, 1, 4])?;
         let q = qkv.narrow(0, 0, 1)?.reshape(&[bw, self.heads, n, d])?;
         let k = qkv.narrow(0, 1, 1)?.reshape(&[bw, self.heads, n, d])?;
         let v = qkv.narrow(0, 2, 1)?.reshape(&[bw, self.heads, n, d])?;
         let bias = relative_position_bias(&self.rel_table, ws)?;
-        let mask = if shift > 0 { Some(shifted_window_mask(hp, wp, ws, shift, x.dtype())?) } else { None };
+        let mask = if shift > 0 {
+            Some(shifted_window_mask(hp, wp, ws, shift, x.dtype())?)
+        } else {
+            None
+        };
         let a = window_attention(&q, &k, &v, &bias, mask.as_ref(), (d as f64).powf(-0.5))?;
-        let a = self.proj.forward(&a.permute(&[0, 2, 1, 3])?.reshape(&[bw, n, c])?)?;
+        let a = self
+            .proj
+            .forward(&a.permute(&[0, 2, 1, 3])?.reshape(&[bw, n, c])?)?;
         let mut t = window_reverse(&a, ws, hp, wp)?.reshape(&[b, hp, wp, c])?;
         if shift > 0 {
             t = t.roll(shift as isize, 1)?.roll(shift as isize, 2)?;
         }
         let t = t.narrow(1, 0, h)?.narrow(2, 0, w)?;
         let x = x.add(&drop_path(&t, self.drop_path, train, rng)?)?;
-        let m = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu()?)?;
+        let m = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu()?)?;
         x.add(&drop_path(&m, self.drop_path, train, rng)?)
     }
 }
@@ -148,7 +180,15 @@ fn drop_path(x: &Tensor, p: f64, train: bool, rng: &mut SplitMix64) -> Result<Te
         return Ok(x.clone());
     }
     let b = x.shape()[0];
-    let keep: Vec<f64> = (0..b).map(|_| if rng.next_f64() < p { 0.0 } else { 1.0 / (1.0 - p) }).collect();
+    let keep: Vec<f64> = (0..b)
+        .map(|_| {
+            if rng.next_f64() < p {
+                0.0
+            } else {
+                1.0 / (1.0 - p)
+            }
+        })
+        .collect();
     let mut shape = vec![1; x.rank()];
     shape[0] = b;
     x.mul(&Tensor::from_f64s(&keep, &shape, x.dtype())?)
@@ -167,7 +207,10 @@ impl PatchMerging {
         let x = x.pad_axis(1, 0, h % 2)?.pad_axis(2, 0, w % 2)?;
         let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
         // Swin's order: (row 0, col 0), (row 1, col 0), (row 0, col 1), (row 1, col 1)
-        let t = x.reshape(&[b, h2, 2, w2, 2, c])?.permute(&[0, 1, 3, 4, 2, 5])?.reshape(&[b, h2, w2, 4 * c])?;
+        let t = x
+            .reshape(&[b, h2, 2, w2, 2, c])?
+            .permute(&[0, 1, 3, 4, 2, 5])?
+            .reshape(&[b, h2, w2, 4 * c])?;
         self.reduction.forward(&self.norm.forward(&t)?)
     }
 }
@@ -181,7 +224,15 @@ struct ConvModule {
 impl ConvModule {
     fn new(vs: &Scope, cin: usize, cout: usize, k: usize) -> Result<Self> {
         Ok(ConvModule {
-            conv: Conv2d::with_init(&vs.sub("conv"), cin, cout, k, Conv2dParams::same(k), crate::nn::layers::kaiming_normal(0.0), None)?,
+            conv: Conv2d::with_init(
+                &vs.sub("conv"),
+                cin,
+                cout,
+                k,
+                Conv2dParams::same(k),
+                crate::nn::layers::kaiming_normal(0.0),
+                None,
+            )?,
             bn: BatchNorm2d::new(&vs.sub("bn"), cout)?,
         })
     }
@@ -201,18 +252,51 @@ struct UperHead {
 }
 
 impl UperHead {
-    fn new(vs: &Scope, in_ch: &[usize], ch: usize, scales: &[usize], classes: usize) -> Result<Self> {
+    fn new(
+        vs: &Scope,
+        in_ch: &[usize],
+        ch: usize,
+        scales: &[usize],
+        classes: usize,
+    ) -> Result<Self> {
         let last = in_ch[in_ch.len() - 1];
-        let ppm = scales.iter().enumerate().map(|(i, &s)| Ok((s, ConvModule::new(&vs.sub("psp").sub(i.to_string()), last, ch, 1)?))).collect::<Result<Vec<_>>>()?;
-        let lateral = in_ch[..in_ch.len() - 1].iter().enumerate().map(|(i, &c)| ConvModule::new(&vs.sub("lateral").sub(i.to_string()), c, ch, 1)).collect::<Result<Vec<_>>>()?;
-        let fpn = (0..in_ch.len() - 1).map(|i| ConvModule::new(&vs.sub("fpn").sub(i.to_string()), ch, ch, 3)).collect::<Result<Vec<_>>>()?;
+        let ppm = scales
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                Ok((
+                    s,
+                    ConvModule::new(&vs.sub("psp").sub(i.to_string()), last, ch, 1)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lateral = in_ch[..in_ch.len() - 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| ConvModule::new(&vs.sub("lateral").sub(i.to_string()), c, ch, 1))
+            .collect::<Result<Vec<_>>>()?;
+        let fpn = (0..in_ch.len() - 1)
+            .map(|i| ConvModule::new(&vs.sub("fpn").sub(i.to_string()), ch, ch, 3))
+            .collect::<Result<Vec<_>>>()?;
         Ok(UperHead {
             ppm,
-            bottleneck: ConvModule::new(&vs.sub("psp_bottleneck"), last + scales.len() * ch, ch, 3)?,
+            bottleneck: ConvModule::new(
+                &vs.sub("psp_bottleneck"),
+                last + scales.len() * ch,
+                ch,
+                3,
+            )?,
             lateral,
             fpn,
             fuse: ConvModule::new(&vs.sub("fpn_bottleneck"), in_ch.len() * ch, ch, 3)?,
-            cls: Conv2d::new(&vs.sub("cls"), ch, classes, 1, Conv2dParams::default(), true)?,
+            cls: Conv2d::new(
+                &vs.sub("cls"),
+                ch,
+                classes,
+                1,
+                Conv2dParams::default(),
+                true,
+            )?,
         })
     }
 
@@ -221,19 +305,42 @@ impl UperHead {
         let size = |t: &Tensor| (t.shape()[2], t.shape()[3]);
         let mut psp = vec![top.clone()];
         for (s, m) in &self.ppm {
-            psp.push(resize_bilinear(&m.forward(&adaptive_avg_pool2d(top, (*s, *s))?, train)?, size(top))?);
+            psp.push(resize_bilinear(
+                &m.forward(&adaptive_avg_pool2d(top, (*s, *s))?, train)?,
+                size(top),
+            )?);
         }
-        let mut lat: Vec<Tensor> = self.lateral.iter().zip(feats).map(|(m, f)| m.forward(f, train)).collect::<Result<_>>()?;
+        let mut lat: Vec<Tensor> = self
+            .lateral
+            .iter()
+            .zip(feats)
+            .map(|(m, f)| m.forward(f, train))
+            .collect::<Result<_>>()?;
         lat.push(self.bottleneck.forward(&Tensor::cat(&psp, 1)?, train)?);
         for i in (1..lat.len()).rev() {
             let up = resize_bilinear(&lat[i], size(&lat[i - 1]))?;
             lat[i - 1] = lat[i - 1].add(&up)?;
         }
-        let mut outs: Vec<Tensor> = self.fpn.iter().zip(&lat).map(|(m, l)| m.forward(l, train)).collect::<Result<_>>()?;
+        let mut outs: Vec<Tensor> = self
+            .fpn
+            .iter()
+            .zip(&lat)
+            .map(|(m, l)| m.forward(l, train))
+            .collect::<Result<_>>()?;
         outs.push(lat[lat.len() - 1].clone());
         let s0 = size(&outs[0]);
-        let outs: Vec<Tensor> = outs.iter().map(|o| if size(o) == s0 { Ok(o.clone()) } else { resize_bilinear(o, s0) }).collect::<Result<_>>()?;
-        self.cls.forward(&self.fuse.forward(&Tensor::cat(&outs, 1)?, train)?)
+        let outs: Vec<Tensor> = outs
+            .iter()
+            .map(|o| {
+                if size(o) == s0 {
+                    Ok(o.clone())
+                } else {
+                    resize_bilinear(o, s0)
+                }
+            })
+            .collect::<Result<_>>()?;
+        self.cls
+            .forward(&self.fuse.forward(&Tensor::cat(&outs, 1)?, train)?)
     }
 }
 
@@ -251,29 +358,63 @@ pub struct SwinSegmenter {
 impl SwinSegmenter {
     pub fn new(vs: &Scope, config: SwinConfig) -> Result<Self> {
         let ns = config.depths.len();
-        if ns == 0 || config.heads.len() != ns || config.window == 0 || config.patch_size == 0 || config.classes < 2 {
-            return Err(Error::invalid("swin", format!("depths and heads must be equally long and sizes positive: {config:?}")));
+        if ns == 0
+            || config.heads.len() != ns
+            || config.window == 0
+            || config.patch_size == 0
+            || config.classes < 2
+        {
+            return Err(Error::invalid(
+                "swin",
+                format!("depths and heads must be equally long and sizes positive: {config:?}"),
+            ));
         }
         for (i, &h) in config.heads.iter().enumerate() {
             if h == 0 || (config.embed_dim << i) % h != 0 {
-                return Err(Error::invalid("swin", format!("stage {i}: width {} is not divisible by {h} heads", config.embed_dim << i)));
+                return Err(Error::invalid(
+                    "swin",
+                    format!(
+                        "stage {i}: width {} is not divisible by {h} heads",
+                        config.embed_dim << i
+                    ),
+                ));
             }
         }
         let bb = vs.sub("backbone");
         let p = config.patch_size;
-        let patch_embed = Conv2d::new(&bb.sub("patch_embed").sub("proj"), config.in_channels, config.embed_dim, p, Conv2dParams::default().with_stride(p), true)?;
+        let patch_embed = Conv2d::new(
+            &bb.sub("patch_embed").sub("proj"),
+            config.in_channels,
+            config.embed_dim,
+            p,
+            Conv2dParams::default().with_stride(p),
+            true,
+        )?;
         let patch_norm = LayerNorm::new(&bb.sub("patch_embed").sub("norm"), config.embed_dim)?;
         let total: usize = config.depths.iter().sum();
         let mut k = 0;
-        let (mut stages, mut merges, mut out_norms, mut widths) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut stages, mut merges, mut out_norms, mut widths) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, &depth) in config.depths.iter().enumerate() {
             let dim = config.embed_dim << i;
             let st = bb.sub("stages").sub(i.to_string());
             let mut blocks = Vec::new();
             for j in 0..depth {
-                let dp = if total > 1 { config.drop_path * k as f64 / (total - 1) as f64 } else { 0.0 };
+                let dp = if total > 1 {
+                    config.drop_path * k as f64 / (total - 1) as f64
+                } else {
+                    0.0
+                };
                 let shift = if j % 2 == 1 { config.window / 2 } else { 0 };
-                blocks.push(SwinBlock::new(&st.sub("blocks").sub(j.to_string()), dim, config.heads[i], config.window, shift, config.mlp_ratio, dp)?);
+                blocks.push(SwinBlock::new(
+                    &st.sub("blocks").sub(j.to_string()),
+                    dim,
+                    config.heads[i],
+                    config.window,
+                    shift,
+                    config.mlp_ratio,
+                    dp,
+                )?);
                 k += 1;
             }
             stages.push(blocks);
@@ -281,14 +422,34 @@ impl SwinSegmenter {
                 let m = st.sub("downsample");
                 merges.push(PatchMerging {
                     norm: LayerNorm::new(&m.sub("norm"), 4 * dim)?,
-                    reduction: Linear::with_init(&m.sub("reduction"), 4 * dim, 2 * dim, Init::trunc_normal(0.02), None)?,
+                    reduction: Linear::with_init(
+                        &m.sub("reduction"),
+                        4 * dim,
+                        2 * dim,
+                        Init::trunc_normal(0.02),
+                        None,
+                    )?,
                 });
             }
             out_norms.push(LayerNorm::new(&bb.sub(format!("norm{i}")), dim)?);
             widths.push(dim);
         }
-        let head = UperHead::new(&vs.sub("decode_head"), &widths, config.head_channels, &config.pool_scales, config.classes)?;
-        Ok(SwinSegmenter { config, patch_embed, patch_norm, stages, merges, out_norms, head })
+        let head = UperHead::new(
+            &vs.sub("decode_head"),
+            &widths,
+            config.head_channels,
+            &config.pool_scales,
+            config.classes,
+        )?;
+        Ok(SwinSegmenter {
+            config,
+            patch_embed,
+            patch_norm,
+            stages,
+            merges,
+            out_norms,
+            head,
+        })
     }
 
     /// Logits [N, classes, H, W] for x [N, in, H, W].
@@ -296,15 +457,28 @@ impl SwinSegmenter {
         let s = x.shape();
         let p = self.config.patch_size;
         if s.len() != 4 || s[1] != self.config.in_channels || s[2] % p != 0 || s[3] % p != 0 {
-            return Err(Error::shape("swin", format!("input {s:?} must be [N, {}, H, W] with H and W divisible by {p}", self.config.in_channels)));
+            return Err(Error::shape(
+                "swin",
+                format!(
+                    "input {s:?} must be [N, {}, H, W] with H and W divisible by {p}",
+                    self.config.in_channels
+                ),
+            ));
         }
-        let mut t = self.patch_norm.forward(&self.patch_embed.forward(x)?.permute(&[0, 2, 3, 1])?)?;
+        let mut t = self
+            .patch_norm
+            .forward(&self.patch_embed.forward(x)?.permute(&[0, 2, 3, 1])?)?;
         let mut feats = Vec::new();
         for (i, blocks) in self.stages.iter().enumerate() {
             for b in blocks {
                 t = b.forward(&t, train, rng)?;
             }
-            feats.push(self.out_norms[i].forward(&t)?.permute(&[0, 3, 1, 2])?.contiguous()?);
+            feats.push(
+                self.out_norms[i]
+                    .forward(&t)?
+                    .permute(&[0, 3, 1, 2])?
+                    .contiguous()?,
+            );
             if i < self.merges.len() {
                 t = self.merges[i].forward(&t)?;
             }

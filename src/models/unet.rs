@@ -30,11 +30,25 @@ pub struct UNetConfig {
 impl UNetConfig {
     /// Small enough to train on two CPU cores at 64×64.
     pub fn quick() -> Self {
-        UNetConfig { in_channels: 4, classes: 4, base_width: 16, depth: 4, max_width: 128, deep_supervision: true }
+        UNetConfig {
+            in_channels: 4,
+            classes: 4,
+            base_width: 16,
+            depth: 4,
+            max_width: 128,
+            deep_supervision: true,
+        }
     }
     /// The paper's: 64 filters doubling per level, 6 levels, at 256×256.
     pub fn paper() -> Self {
-        UNetConfig { in_channels: 4, classes: 4, base_width: 64, depth: 6, max_width: 512, deep_supervision: true }
+        UNetConfig {
+            in_channels: 4,
+            classes: 4,
+            base_width: 64,
+            depth: 6,
+            max_width: 512,
+            deep_supervision: true,
+        }
     }
     pub fn width(&self, level: usize) -> usize {
         (self.base_width << level).min(self.max_width)
@@ -42,7 +56,11 @@ impl UNetConfig {
     /// Loss weights of the supervised outputs, full resolution first: 1/2^i, the lowest
     /// resolution zero, normalised to sum 1. One output (weight 1) without deep supervision.
     pub fn supervision_weights(&self) -> Vec<f64> {
-        let n = if self.deep_supervision { self.depth - 1 } else { 1 };
+        let n = if self.deep_supervision {
+            self.depth - 1
+        } else {
+            1
+        };
         let mut w: Vec<f64> = (0..n).map(|i| 0.5f64.powi(i as i32)).collect();
         if n > 1 {
             w[n - 1] = 0.0;
@@ -63,9 +81,21 @@ impl ConvNormAct {
     fn new(vs: &Scope, cin: usize, cout: usize, stride: usize) -> Result<Self> {
         let p = Conv2dParams::same(3).with_stride(stride);
         // He initialisation for leaky ReLU 0.01, as nnU-Net's InitWeights_He
-        let conv = Conv2d::with_init(&vs.sub("conv"), cin, cout, 3, p, crate::nn::layers::kaiming_normal(0.01), None)?;
+        let conv = Conv2d::with_init(
+            &vs.sub("conv"),
+            cin,
+            cout,
+            3,
+            p,
+            crate::nn::layers::kaiming_normal(0.01),
+            None,
+        )?;
         let norm = vs.sub("norm").no_weight_decay();
-        Ok(ConvNormAct { conv, gamma: norm.param("weight", &[cout], Init::Constant(1.0))?, beta: norm.param("bias", &[cout], Init::Constant(0.0))? })
+        Ok(ConvNormAct {
+            conv,
+            gamma: norm.param("weight", &[cout], Init::Constant(1.0))?,
+            beta: norm.param("bias", &[cout], Init::Constant(0.0))?,
+        })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.conv.forward(x)?;
@@ -81,7 +111,10 @@ struct Stage {
 
 impl Stage {
     fn new(vs: &Scope, cin: usize, cout: usize, stride: usize) -> Result<Self> {
-        Ok(Stage { a: ConvNormAct::new(&vs.sub("0"), cin, cout, stride)?, b: ConvNormAct::new(&vs.sub("1"), cout, cout, 1)? })
+        Ok(Stage {
+            a: ConvNormAct::new(&vs.sub("0"), cin, cout, stride)?,
+            b: ConvNormAct::new(&vs.sub("1"), cout, cout, 1)?,
+        })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.b.forward(&self.a.forward(x)?)
@@ -104,22 +137,52 @@ pub struct UNet {
 
 impl UNet {
     pub fn new(vs: &Scope, config: UNetConfig) -> Result<Self> {
-        if config.depth < 2 || config.base_width == 0 || config.in_channels == 0 || config.classes < 2 {
-            return Err(Error::invalid("unet", format!("depth ≥ 2, widths ≥ 1 and ≥ 2 classes are needed: {config:?}")));
+        if config.depth < 2
+            || config.base_width == 0
+            || config.in_channels == 0
+            || config.classes < 2
+        {
+            return Err(Error::invalid(
+                "unet",
+                format!("depth ≥ 2, widths ≥ 1 and ≥ 2 classes are needed: {config:?}"),
+            ));
         }
         let mut down = Vec::new();
         for l in 0..config.depth {
-            let cin = if l == 0 { config.in_channels } else { config.width(l - 1) };
-            down.push(Stage::new(&vs.sub("encoder").sub(l.to_string()), cin, config.width(l), if l == 0 { 1 } else { 2 })?);
+            let cin = if l == 0 {
+                config.in_channels
+            } else {
+                config.width(l - 1)
+            };
+            down.push(Stage::new(
+                &vs.sub("encoder").sub(l.to_string()),
+                cin,
+                config.width(l),
+                if l == 0 { 1 } else { 2 },
+            )?);
         }
         let mut up = Vec::new();
         for l in 0..config.depth - 1 {
             let s = vs.sub("decoder").sub(l.to_string());
             let w = config.width(l);
             up.push(UpStage {
-                reduce: Conv2d::new(&s.sub("reduce"), config.width(l + 1), w, 1, Conv2dParams::default(), false)?,
+                reduce: Conv2d::new(
+                    &s.sub("reduce"),
+                    config.width(l + 1),
+                    w,
+                    1,
+                    Conv2dParams::default(),
+                    false,
+                )?,
                 stage: Stage::new(&s.sub("stage"), 2 * w, w, 1)?,
-                head: Conv2d::new(&s.sub("head"), w, config.classes, 1, Conv2dParams::default(), true)?,
+                head: Conv2d::new(
+                    &s.sub("head"),
+                    w,
+                    config.classes,
+                    1,
+                    Conv2dParams::default(),
+                    true,
+                )?,
             });
         }
         Ok(UNet { config, down, up })
@@ -133,7 +196,10 @@ impl UNet {
         if s.len() != 4 || s[1] != self.config.in_channels || s[2] % f != 0 || s[3] % f != 0 {
             return Err(Error::shape(
                 "unet",
-                format!("input {s:?} must be [N, {}, H, W] with H and W divisible by {f}", self.config.in_channels),
+                format!(
+                    "input {s:?} must be [N, {}, H, W] with H and W divisible by {f}",
+                    self.config.in_channels
+                ),
             ));
         }
         let mut skips = Vec::with_capacity(self.down.len());
@@ -142,7 +208,11 @@ impl UNet {
             h = st.forward(&h)?;
             skips.push(h.clone());
         }
-        let n_out = if train && self.config.deep_supervision { self.up.len() } else { 1 };
+        let n_out = if train && self.config.deep_supervision {
+            self.up.len()
+        } else {
+            1
+        };
         let mut outs = Vec::new();
         for l in (0..self.up.len()).rev() {
             let u = &self.up[l];

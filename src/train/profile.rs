@@ -80,7 +80,10 @@ impl SegProfile {
         match name {
             "quick" => Ok(Self::quick()),
             "paper" => Ok(Self::paper()),
-            _ => Err(Error::invalid("profile", format!("'{name}' is not a profile; use quick or paper"))),
+            _ => Err(Error::invalid(
+                "profile",
+                format!("'{name}' is not a profile; use quick or paper"),
+            )),
         }
     }
 
@@ -117,11 +120,45 @@ impl SegProfile {
             ("test_subjects".into(), self.test_subjects.to_string()),
             ("val_subjects".into(), self.val_subjects.to_string()),
             ("batch".into(), self.batch.to_string()),
-            ("unet".into(), format!("base {} depth {} max {} deep supervision {}", u.base_width, u.depth, u.max_width, u.deep_supervision)),
-            ("unet_training".into(), format!("{} iterations, SGD Nesterov 0.99, lr {} poly 0.9", self.unet_iterations, self.unet_lr)),
-            ("swin".into(), format!("patch {} embed {} depths {:?} heads {:?} window {} drop path {} head {}", s.patch_size, s.embed_dim, s.depths, s.heads, s.window, s.drop_path, s.head_channels)),
-            ("swin_training".into(), format!("{} iterations, AdamW lr {} wd 0.01, warm-up {} then poly", self.swin_iterations, self.swin_lr, self.swin_warmup)),
-            ("time_limit_per_model".into(), self.time_limit.map_or("none".into(), |t| format!("{} s", t.as_secs()))),
+            (
+                "unet".into(),
+                format!(
+                    "base {} depth {} max {} deep supervision {}",
+                    u.base_width, u.depth, u.max_width, u.deep_supervision
+                ),
+            ),
+            (
+                "unet_training".into(),
+                format!(
+                    "{} iterations, SGD Nesterov 0.99, lr {} poly 0.9",
+                    self.unet_iterations, self.unet_lr
+                ),
+            ),
+            (
+                "swin".into(),
+                format!(
+                    "patch {} embed {} depths {:?} heads {:?} window {} drop path {} head {}",
+                    s.patch_size,
+                    s.embed_dim,
+                    s.depths,
+                    s.heads,
+                    s.window,
+                    s.drop_path,
+                    s.head_channels
+                ),
+            ),
+            (
+                "swin_training".into(),
+                format!(
+                    "{} iterations, AdamW lr {} wd 0.01, warm-up {} then poly",
+                    self.swin_iterations, self.swin_lr, self.swin_warmup
+                ),
+            ),
+            (
+                "time_limit_per_model".into(),
+                self.time_limit
+                    .map_or("none".into(), |t| format!("{} s", t.as_secs())),
+            ),
         ]
     }
 }

@@ -6,18 +6,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::autograd::no_grad;
-use crate::data::augment::{augment, AugmentConfig, AugmentParams};
-use crate::data::batch::segmenter_batch;
-use crate::data::annotation::class_to_label;
-use crate::data::rng::SplitMix64;
 use crate::data::Slice;
+use crate::data::annotation::class_to_label;
+use crate::data::augment::{AugmentConfig, AugmentParams, augment};
+use crate::data::batch::segmenter_batch;
+use crate::data::rng::SplitMix64;
 use crate::eval::dice::{RegionCounts, SubjectDice};
 use crate::io::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::models::swin::{SwinConfig, SwinSegmenter};
 use crate::models::unet::{UNet, UNetConfig};
 use crate::nn::ParamStore;
-use crate::ops::loss::{cross_entropy, one_hot, soft_dice_loss, DiceOptions};
-use crate::optim::{clip_grad_norm, Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
+use crate::ops::loss::{DiceOptions, cross_entropy, one_hot, soft_dice_loss};
+use crate::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig, clip_grad_norm};
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
@@ -43,7 +43,10 @@ impl SegKind {
         match s {
             "unet" | "u-net" => Ok(SegKind::UNet),
             "swin" => Ok(SegKind::Swin),
-            _ => Err(Error::invalid("segmenter", format!("'{s}' is not a segmenter; use unet or swin"))),
+            _ => Err(Error::invalid(
+                "segmenter",
+                format!("'{s}' is not a segmenter; use unet or swin"),
+            )),
         }
     }
 }
@@ -118,21 +121,45 @@ fn downsample_classes(classes: &[u8], n: usize, h: usize, w: usize, f: usize) ->
 }
 
 /// Soft Dice (foreground classes, over the batch) + cross-entropy, weighted over resolutions.
-pub fn segmentation_loss(outputs: &[Tensor], weights: &[f64], classes: &[u8], n: usize, h: usize, w: usize) -> Result<Tensor> {
+pub fn segmentation_loss(
+    outputs: &[Tensor],
+    weights: &[f64],
+    classes: &[u8],
+    n: usize,
+    h: usize,
+    w: usize,
+) -> Result<Tensor> {
     let mut total: Option<Tensor> = None;
     for (i, (logits, &wt)) in outputs.iter().zip(weights).enumerate() {
         if wt == 0.0 {
             continue;
         }
         let f = 1 << i;
-        let target: Vec<usize> = if f == 1 { classes.iter().map(|&c| c as usize).collect() } else { downsample_classes(classes, n, h, w, f).iter().map(|&c| c as usize).collect() };
+        let target: Vec<usize> = if f == 1 {
+            classes.iter().map(|&c| c as usize).collect()
+        } else {
+            downsample_classes(classes, n, h, w, f)
+                .iter()
+                .map(|&c| c as usize)
+                .collect()
+        };
         let nc = logits.shape()[1];
         let ce = cross_entropy(logits, &target, None, None)?;
         let probs = logits.softmax(1)?;
         let ids: Vec<f64> = target.iter().map(|&c| c as f64).collect();
-        let oh = one_hot(&Tensor::from_f64s(&ids, &[n, h / f, w / f], logits.dtype())?, nc)?;
+        let oh = one_hot(
+            &Tensor::from_f64s(&ids, &[n, h / f, w / f], logits.dtype())?,
+            nc,
+        )?;
         // nnU-Net 2-D: batch Dice over the foreground classes
-        let dice = soft_dice_loss(&probs, &oh, &DiceOptions { batch_dice: true, ..DiceOptions::default() })?;
+        let dice = soft_dice_loss(
+            &probs,
+            &oh,
+            &DiceOptions {
+                batch_dice: true,
+                ..DiceOptions::default()
+            },
+        )?;
         let l = ce.add(&dice)?.mul_scalar(wt)?;
         total = Some(match total {
             Some(t) => t.add(&l)?,
@@ -156,7 +183,11 @@ pub fn predict_labels(model: &Segmenter, slices: &[Slice], batch: usize) -> Resu
         for chunk in slices.chunks(batch.max(1)) {
             let refs: Vec<&Slice> = chunk.iter().collect();
             let (x, _, shape) = images_tensor(&refs)?;
-            let logits = model.forward(&x, false, &mut rng)?.into_iter().next().ok_or_else(|| Error::invalid("predict", "model gave no output"))?;
+            let logits = model
+                .forward(&x, false, &mut rng)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::invalid("predict", "model gave no output"))?;
             let v = logits.to_vec_f32()?;
             let (c, hw) = (logits.shape()[1], shape[2] * shape[3]);
             for i in 0..chunk.len() {
@@ -184,7 +215,9 @@ pub fn evaluate(model: &Segmenter, slices: &[Slice], batch: usize) -> Result<Sub
         return Err(Error::Data("the test set has no slices".into()));
     }
     if !slices.iter().any(|s| s.tumour_pixels() > 0) {
-        return Err(Error::Data("the test set has no slice with tumour, so its Dice would measure nothing".into()));
+        return Err(Error::Data(
+            "the test set has no slice with tumour, so its Dice would measure nothing".into(),
+        ));
     }
     let preds = predict_labels(model, slices, batch)?;
     let mut d = SubjectDice::default();
@@ -222,7 +255,13 @@ pub struct TrainOutcome {
 /// Train a segmenter on `train` slices, selecting the checkpoint by Dice on `val` slices.
 /// Checkpoints go to `out_dir` (`last.safetensors` for resuming, `best.safetensors`); an
 /// existing `last.safetensors` there is resumed from.
-pub fn train_segmenter(cfg: &SegTrainConfig, train: &[Slice], val: &[Slice], out_dir: &Path, log: &mut dyn FnMut(&str)) -> Result<TrainOutcome> {
+pub fn train_segmenter(
+    cfg: &SegTrainConfig,
+    train: &[Slice],
+    val: &[Slice],
+    out_dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainOutcome> {
     if train.is_empty() {
         return Err(Error::Data("the training set has no slices".into()));
     }
@@ -237,16 +276,32 @@ pub fn train_segmenter(cfg: &SegTrainConfig, train: &[Slice], val: &[Slice], out
     let (schedule, mut opt): (LrSchedule, Box<dyn Optimizer>) = match cfg.kind {
         SegKind::UNet => (
             LrSchedule::poly(cfg.lr, cfg.iterations, 0.9),
-            Box::new(Sgd::new(&store, SgdConfig::new(cfg.lr).with_momentum(0.99).with_nesterov(true).with_weight_decay(3e-5))?),
+            Box::new(Sgd::new(
+                &store,
+                SgdConfig::new(cfg.lr)
+                    .with_momentum(0.99)
+                    .with_nesterov(true)
+                    .with_weight_decay(3e-5),
+            )?),
         ),
         SegKind::Swin => (
             LrSchedule::poly(cfg.lr, cfg.iterations, 1.0).with_warmup(cfg.warmup, 1e-6),
-            Box::new(Adam::new(&store, AdamConfig::adamw(cfg.lr).with_betas(0.9, 0.999).with_weight_decay(0.01))?),
+            Box::new(Adam::new(
+                &store,
+                AdamConfig::adamw(cfg.lr)
+                    .with_betas(0.9, 0.999)
+                    .with_weight_decay(0.01),
+            )?),
         ),
     };
     let last = out_dir.join("last.safetensors");
     let best = out_dir.join("best.safetensors");
-    let save = |path: &Path, it: u64, best_dice: f64, best_it: u64, opt: Option<&dyn Optimizer>| -> Result<()> {
+    let save = |path: &Path,
+                it: u64,
+                best_dice: f64,
+                best_it: u64,
+                opt: Option<&dyn Optimizer>|
+     -> Result<()> {
         let mut w = CheckpointWriter::new();
         w.set_model_info(cfg.kind.name(), &cfg.profile, it)
             .set_metadata("best_val_dice", best_dice.to_string())
@@ -265,9 +320,19 @@ pub fn train_segmenter(cfg: &SegTrainConfig, train: &[Slice], val: &[Slice], out
         ck.load_store("", &store)?;
         ck.load_optimizer(opt.as_ref())?;
         start = ck.step().unwrap_or(0);
-        best_dice = ck.meta("best_val_dice").and_then(|v| v.parse().ok()).unwrap_or(f64::NEG_INFINITY);
-        best_it = ck.meta("best_iteration").and_then(|v| v.parse().ok()).unwrap_or(0);
-        log(&format!("resuming {} from iteration {start} ({})", cfg.kind.name(), last.display()));
+        best_dice = ck
+            .meta("best_val_dice")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NEG_INFINITY);
+        best_it = ck
+            .meta("best_iteration")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        log(&format!(
+            "resuming {} from iteration {start} ({})",
+            cfg.kind.name(),
+            last.display()
+        ));
     }
     let mut rng = SplitMix64::derive(cfg.seed, 0x5E6 + start);
     let weights = model.supervision_weights();
@@ -285,7 +350,11 @@ pub fn train_segmenter(cfg: &SegTrainConfig, train: &[Slice], val: &[Slice], out
         let forced = (cfg.batch as f64 * FOREGROUND_OVERSAMPLING).round() as usize;
         let picked: Vec<Slice> = (0..cfg.batch)
             .map(|k| {
-                let pool = if k >= cfg.batch - forced && !with_tumour.is_empty() { &with_tumour } else { &all };
+                let pool = if k >= cfg.batch - forced && !with_tumour.is_empty() {
+                    &with_tumour
+                } else {
+                    &all
+                };
                 let s = pool[rng.below(pool.len() as u64) as usize];
                 match &cfg.augment {
                     Some(a) => augment(s, &AugmentParams::sample(a, &mut rng)),
@@ -310,7 +379,10 @@ pub fn train_segmenter(cfg: &SegTrainConfig, train: &[Slice], val: &[Slice], out
         images += cfg.batch;
         let l = loss.item()?;
         if !l.is_finite() {
-            return Err(Error::Data(format!("{}: the training loss became {l} at iteration {it}", cfg.kind.name())));
+            return Err(Error::Data(format!(
+                "{}: the training loss became {l} at iteration {it}",
+                cfg.kind.name()
+            )));
         }
         ema_loss = Some(ema_loss.map_or(l, |e| 0.9 * e + 0.1 * l));
         loss_curve.push((it, l));
@@ -334,7 +406,10 @@ pub fn train_segmenter(cfg: &SegTrainConfig, train: &[Slice], val: &[Slice], out
             save(&last, it, best_dice, best_it, Some(opt.as_ref()))?;
         }
         if out_of_time {
-            log(&format!("{}: time limit reached after {it} iterations; keeping the best checkpoint", cfg.kind.name()));
+            log(&format!(
+                "{}: time limit reached after {it} iterations; keeping the best checkpoint",
+                cfg.kind.name()
+            ));
             break;
         }
     }
