@@ -13,7 +13,10 @@ use rand::rngs::StdRng;
 fn close(a: &[f64], b: &[f64], tol: f64) {
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "elem {i}: {x} vs {y}");
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "elem {i}: {x} vs {y}"
+        );
     }
 }
 
@@ -60,7 +63,11 @@ fn equalized_linear_gradients() {
         };
         l.forward(&t[0])
     };
-    let inputs = [rand_tensor(&[3, 4], 1), rand_tensor(&[5, 4], 2), rand_tensor(&[5], 3)];
+    let inputs = [
+        rand_tensor(&[3, 4], 1),
+        rand_tensor(&[5, 4], 2),
+        rand_tensor(&[5], 3),
+    ];
     let r = check_grad(f, &inputs, 1e-6).unwrap();
     assert!(r.max_err < 1e-6 && r.compared == 12 + 20 + 5, "{r:?}");
 }
@@ -118,8 +125,22 @@ fn plain_linear_and_conv() {
     let store = ParamStore::with_dtype(3, DType::F64);
     let l = Linear::new(&store.root().sub("head"), 10, 4, true).unwrap();
     let bound = 1.0 / 10f64.sqrt();
-    assert!(l.weight.to_vec_f64().unwrap().iter().all(|v| v.abs() <= bound));
-    assert!(l.bias.as_ref().unwrap().to_vec_f64().unwrap().iter().all(|v| v.abs() <= bound));
+    assert!(
+        l.weight
+            .to_vec_f64()
+            .unwrap()
+            .iter()
+            .all(|v| v.abs() <= bound)
+    );
+    assert!(
+        l.bias
+            .as_ref()
+            .unwrap()
+            .to_vec_f64()
+            .unwrap()
+            .iter()
+            .all(|v| v.abs() <= bound)
+    );
     let x = rand_tensor(&[2, 10], 1);
     let y = l.forward(&x).unwrap();
     let want = x
@@ -155,7 +176,17 @@ fn plain_linear_and_conv() {
     ];
     assert!(check_grad(f, &inputs, 1e-6).unwrap().max_err < 1e-6);
     // channel/group mismatch is an error, not a panic
-    assert!(Conv2d::new(&store.root().sub("bad"), 3, 4, 3, Conv2dParams::same(3).with_groups(2), true).is_err());
+    assert!(
+        Conv2d::new(
+            &store.root().sub("bad"),
+            3,
+            4,
+            3,
+            Conv2dParams::same(3).with_groups(2),
+            true
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -175,12 +206,19 @@ fn dropout_and_drop_path() {
     // eval: identity
     let d = Dropout::new(0.5).unwrap();
     assert_eq!(
-        d.forward(&x, false, &mut rng).unwrap().to_vec_f64().unwrap(),
+        d.forward(&x, false, &mut rng)
+            .unwrap()
+            .to_vec_f64()
+            .unwrap(),
         x.to_vec_f64().unwrap()
     );
     // train: values are 0 or 1/keep, mean about 1
     let big = Tensor::ones(&[20000], DType::F64);
-    let y = d.forward(&big, true, &mut rng).unwrap().to_vec_f64().unwrap();
+    let y = d
+        .forward(&big, true, &mut rng)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
     assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
     let mean = y.iter().sum::<f64>() / y.len() as f64;
     assert!((mean - 1.0).abs() < 0.05, "{mean}");
@@ -188,7 +226,11 @@ fn dropout_and_drop_path() {
     let dp = DropPath::new(0.25).unwrap();
     let mask = dp.mask(&x, &mut rng).unwrap();
     assert_eq!(mask.shape(), [4, 1, 1, 1]);
-    let y = dp.forward_with_mask(&x, &mask, true).unwrap().to_vec_f64().unwrap();
+    let y = dp
+        .forward_with_mask(&x, &mask, true)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
     let m = mask.to_vec_f64().unwrap();
     for n in 0..4 {
         assert!(m[n] == 0.0 || (m[n] - 1.0 / 0.75).abs() < 1e-15);
@@ -196,12 +238,23 @@ fn dropout_and_drop_path() {
     }
     // an injected mask is used as given; eval ignores it
     let inj = Tensor::from_f64s(&[0.0, 2.0, 2.0, 0.0], &[4, 1, 1, 1], DType::F64).unwrap();
-    let y = dp.forward_with_mask(&x, &inj, true).unwrap().to_vec_f64().unwrap();
+    let y = dp
+        .forward_with_mask(&x, &inj, true)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
     assert_eq!((y[0], y[18], y[54]), (0.0, 2.0, 0.0));
-    let y = dp.forward_with_mask(&x, &inj, false).unwrap().to_vec_f64().unwrap();
+    let y = dp
+        .forward_with_mask(&x, &inj, false)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
     assert!(y.iter().all(|&v| v == 1.0));
     assert!(Dropout::new(1.5).is_err() && DropPath::new(-0.1).is_err());
     // p = 1 drops everything (no division by zero)
-    let all = DropPath::new(1.0).unwrap().forward(&x, true, &mut rng).unwrap();
+    let all = DropPath::new(1.0)
+        .unwrap()
+        .forward(&x, true, &mut rng)
+        .unwrap();
     assert!(all.to_vec_f64().unwrap().iter().all(|&v| v == 0.0));
 }

@@ -77,14 +77,28 @@ fn initialisers_have_the_right_spread() {
         let n = v.len() as f64;
         let m = v.iter().sum::<f64>() / n;
         let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
-        (m, var.sqrt(), v.iter().cloned().fold(0.0f64, |a, b| a.max(b.abs())))
+        (
+            m,
+            var.sqrt(),
+            v.iter().cloned().fold(0.0f64, |a, b| a.max(b.abs())),
+        )
     };
     // kaiming normal, relu, fan_in = 50·3·3 = 450: std √(2/450)
     let w = vs
-        .param("kn", &[40, 50, 3, 3], Init::KaimingNormal { a: 0.0, mode: FanMode::FanIn })
+        .param(
+            "kn",
+            &[40, 50, 3, 3],
+            Init::KaimingNormal {
+                a: 0.0,
+                mode: FanMode::FanIn,
+            },
+        )
         .unwrap();
     let (m, sd, _) = stats(w.to_vec_f64().unwrap());
-    assert!(m.abs() < 0.01 && (sd / (2.0f64 / 450.0).sqrt() - 1.0).abs() < 0.05, "{m} {sd}");
+    assert!(
+        m.abs() < 0.01 && (sd / (2.0f64 / 450.0).sqrt() - 1.0).abs() < 0.05,
+        "{m} {sd}"
+    );
     // PyTorch default: bound 1/√fan_in
     let w = vs
         .param("ku", &[64, 100], Init::torch_default_weight())
@@ -104,15 +118,37 @@ fn initialisers_have_the_right_spread() {
     let (_, sd, _) = stats(w.to_vec_f64().unwrap());
     assert!((sd / 0.02 - 1.0).abs() < 0.05);
     let w = vs
-        .param("tn2", &[2000], Init::TruncNormal { mean: 0.0, std: 1.0, a: -0.5, b: 0.5 })
+        .param(
+            "tn2",
+            &[2000],
+            Init::TruncNormal {
+                mean: 0.0,
+                std: 1.0,
+                a: -0.5,
+                b: 0.5,
+            },
+        )
         .unwrap();
     let (_, _, mx) = stats(w.to_vec_f64().unwrap());
     assert!(mx <= 0.5);
-    assert!(vs
-        .param("tn3", &[2], Init::TruncNormal { mean: 0.0, std: 1.0, a: 9.0, b: 10.0 })
-        .is_err());
+    assert!(
+        vs.param(
+            "tn3",
+            &[2],
+            Init::TruncNormal {
+                mean: 0.0,
+                std: 1.0,
+                a: 9.0,
+                b: 10.0
+            }
+        )
+        .is_err()
+    );
     // fans need rank ≥ 2
-    assert!(vs.param("bad", &[3], Init::XavierNormal { gain: 1.0 }).is_err());
+    assert!(
+        vs.param("bad", &[3], Init::XavierNormal { gain: 1.0 })
+            .is_err()
+    );
     let c = vs.param("c", &[3], Init::Constant(2.5)).unwrap();
     assert_eq!(c.to_vec_f64().unwrap(), [2.5; 3]);
 }
@@ -129,7 +165,10 @@ fn attributes_flow_from_scopes_and_can_change() {
         .no_weight_decay()
         .param("bias", &[2], Init::Zeros)
         .unwrap();
-    vs.sub("enc").frozen().param("w", &[3], Init::Zeros).unwrap();
+    vs.sub("enc")
+        .frozen()
+        .param("w", &[3], Init::Zeros)
+        .unwrap();
     vs.sub("enc").param("v", &[5], Init::Zeros).unwrap();
     assert_eq!(store.param("mapping.w").unwrap().attrs.lr_mult, 0.01);
     assert!(!store.param("norm.bias").unwrap().attrs.weight_decay);

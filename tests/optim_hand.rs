@@ -36,7 +36,14 @@ fn adam_two_steps_with_constant_gradient() {
     }
     // the state after two steps: m = 0.19·g, v = 0.001999·g², step 2
     let st = opt.state_tensors();
-    let get = |n: &str| st.iter().find(|(k, _)| k == n).unwrap().1.to_vec_f64().unwrap();
+    let get = |n: &str| {
+        st.iter()
+            .find(|(k, _)| k == n)
+            .unwrap()
+            .1
+            .to_vec_f64()
+            .unwrap()
+    };
     assert_eq!(get("p.step"), [2.0]);
     close(get("p.exp_avg")[0], 0.19 * 0.5, 1e-14);
     close(get("p.exp_avg_sq")[1], 0.001999 * 0.01, 1e-12);
@@ -64,17 +71,31 @@ fn per_parameter_attributes() {
     close(e.item().unwrap(), 1.0 - 0.1 * 1.5, 1e-15);
     // unfreezing later takes effect at the next step
     store
-        .set_attrs("c", ParamAttrs { frozen: false, ..Default::default() })
+        .set_attrs(
+            "c",
+            ParamAttrs {
+                frozen: false,
+                ..Default::default()
+            },
+        )
         .unwrap();
     opt.step().unwrap();
     close(c.item().unwrap(), 0.85, 1e-15);
     // AdamW's decoupled decay also uses lr·lr_mult: first step p·(1 − lr·m·wd) − lr·m·sign(g)
     let store = ParamStore::with_dtype(0, DType::F64);
-    let w = store.root().with_lr_mult(0.5).param("w", &[1], Init::Ones).unwrap();
+    let w = store
+        .root()
+        .with_lr_mult(0.5)
+        .param("w", &[1], Init::Ones)
+        .unwrap();
     w.set_grad(Some(t(&[2.0])));
     let mut opt = Adam::new(&store, AdamConfig::adamw(0.1).with_weight_decay(0.2)).unwrap();
     opt.step().unwrap();
-    close(w.item().unwrap(), (1.0 - 0.05 * 0.2) - 0.05 * 2.0 / (2.0 + 1e-8), 1e-14);
+    close(
+        w.item().unwrap(),
+        (1.0 - 0.05 * 0.2) - 0.05 * 2.0 / (2.0 + 1e-8),
+        1e-14,
+    );
     assert_eq!(opt.kind(), "adamw");
 }
 
@@ -124,8 +145,14 @@ fn lazy_regularization_numbers() {
     let (lr, (_, b2)) = lazy_regularization(0.002, (0.5, 0.99), Some(4));
     close(lr, 0.0016, 1e-15);
     close(b2, 0.99f64.powf(0.8), 1e-15);
-    assert_eq!(lazy_regularization(0.1, (0.9, 0.9), None), (0.1, (0.9, 0.9)));
-    assert_eq!(lazy_regularization(0.1, (0.9, 0.9), Some(0)), (0.1, (0.9, 0.9)));
+    assert_eq!(
+        lazy_regularization(0.1, (0.9, 0.9), None),
+        (0.1, (0.9, 0.9))
+    );
+    assert_eq!(
+        lazy_regularization(0.1, (0.9, 0.9), Some(0)),
+        (0.1, (0.9, 0.9))
+    );
 }
 
 #[test]

@@ -34,12 +34,7 @@ fn close(got: &[f64], want: &[f64], tol: f64, what: &str) {
 }
 
 /// Run three steps with the fixture's gradients and compare every step's parameters.
-fn run(
-    name: &str,
-    dtype: DType,
-    tol: f64,
-    make: impl Fn(&ParamStore) -> Box<dyn Optimizer>,
-) {
+fn run(name: &str, dtype: DType, tol: f64, make: impl Fn(&ParamStore) -> Box<dyn Optimizer>) {
     let ck = fixture();
     let store = ParamStore::with_dtype(0, dtype);
     let p = store.root().param("p", &[6], Init::Zeros).unwrap();
@@ -68,7 +63,9 @@ fn both(name: &str, make: impl Fn(&ParamStore) -> Box<dyn Optimizer>) {
 
 #[test]
 fn adam_matches_torch() {
-    both("adam", |s| Box::new(Adam::new(s, AdamConfig::adam(0.1)).unwrap()));
+    both("adam", |s| {
+        Box::new(Adam::new(s, AdamConfig::adam(0.1)).unwrap())
+    });
 }
 
 #[test]
@@ -88,7 +85,12 @@ fn adamw_matches_torch() {
 #[test]
 fn lazy_regularization_adam_matches_torch() {
     let (lr, (b1, b2)) = lazy_regularization(0.0025, (0.0, 0.99), Some(4));
-    close(&[lr, b1, b2], &vals(&fixture(), "lazy4_hparams"), 1e-15, "lazy hparams");
+    close(
+        &[lr, b1, b2],
+        &vals(&fixture(), "lazy4_hparams"),
+        1e-15,
+        "lazy hparams",
+    );
     both("adam_lazy4", move |s| {
         Box::new(Adam::new(s, AdamConfig::adam(lr).with_betas(b1, b2)).unwrap())
     });
@@ -96,7 +98,9 @@ fn lazy_regularization_adam_matches_torch() {
 
 #[test]
 fn sgd_matches_torch() {
-    both("sgd", |s| Box::new(Sgd::new(s, SgdConfig::new(0.1)).unwrap()));
+    both("sgd", |s| {
+        Box::new(Sgd::new(s, SgdConfig::new(0.1)).unwrap())
+    });
     both("sgd_momentum", |s| {
         let c = SgdConfig::new(0.1)
             .with_momentum(0.9)
@@ -119,12 +123,26 @@ fn clip_grad_norm_matches_torch() {
     let a = Tensor::zeros(&[3], DType::F64).variable();
     let b = Tensor::zeros(&[2, 2], DType::F64).variable();
     let no_grad = Tensor::zeros(&[2], DType::F64).variable();
-    a.set_grad(Some(Tensor::from_f64s(&vals(&ck, "clip_in_a"), &[3], DType::F64).unwrap()));
-    b.set_grad(Some(Tensor::from_f64s(&vals(&ck, "clip_in_b"), &[2, 2], DType::F64).unwrap()));
+    a.set_grad(Some(
+        Tensor::from_f64s(&vals(&ck, "clip_in_a"), &[3], DType::F64).unwrap(),
+    ));
+    b.set_grad(Some(
+        Tensor::from_f64s(&vals(&ck, "clip_in_b"), &[2, 2], DType::F64).unwrap(),
+    ));
     let total = clip_grad_norm(&[a.clone(), no_grad.clone(), b.clone()], 1.5).unwrap();
     close(&[total], &vals(&ck, "clip_total"), 1e-14, "total norm");
-    close(&a.grad().unwrap().to_vec_f64().unwrap(), &vals(&ck, "clip_a"), 1e-14, "a");
-    close(&b.grad().unwrap().to_vec_f64().unwrap(), &vals(&ck, "clip_b"), 1e-14, "b");
+    close(
+        &a.grad().unwrap().to_vec_f64().unwrap(),
+        &vals(&ck, "clip_a"),
+        1e-14,
+        "a",
+    );
+    close(
+        &b.grad().unwrap().to_vec_f64().unwrap(),
+        &vals(&ck, "clip_b"),
+        1e-14,
+        "b",
+    );
     assert!(no_grad.grad().is_none());
 }
 

@@ -127,7 +127,10 @@ impl CheckpointWriter {
 }
 
 /// Serialise named tensors and metadata to safetensors bytes.
-pub fn encode(entries: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+pub fn encode(
+    entries: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
     let mut seen = HashSet::new();
     for (n, _) in entries {
         if n == "__metadata__" || !seen.insert(n.as_str()) {
@@ -277,7 +280,8 @@ pub fn load_from_bytes(bytes: &[u8], path: impl Into<PathBuf>) -> Result<Checkpo
         )
     })?;
     let data = &bytes[8 + hlen..];
-    let doc = json::parse(header).map_err(|e| format_err(p, format!("malformed JSON header: {e}")))?;
+    let doc =
+        json::parse(header).map_err(|e| format_err(p, format!("malformed JSON header: {e}")))?;
     let Json::Object(fields) = doc else {
         return Err(format_err(
             p,
@@ -368,9 +372,7 @@ fn parse_entry(p: &Path, name: String, v: Json, data_len: usize) -> Result<Entry
         Some(Json::String(s)) if s == "F32" => DType::F32,
         Some(Json::String(s)) if s == "F64" => DType::F64,
         Some(Json::String(s)) => {
-            return bad(format!(
-                "dtype {s:?} is not supported (only F32 and F64)"
-            ));
+            return bad(format!("dtype {s:?} is not supported (only F32 and F64)"));
         }
         _ => return bad("missing string field \"dtype\"".into()),
     };
@@ -459,7 +461,9 @@ impl Checkpoint {
             Some(v) if v == expected => Ok(()),
             Some(v) => Err(ckpt_err(
                 &self.path,
-                format!("was saved with {key} {v:?}, but {expected:?} was expected: wrong checkpoint for this model?"),
+                format!(
+                    "was saved with {key} {v:?}, but {expected:?} was expected: wrong checkpoint for this model?"
+                ),
             )),
             None => Err(ckpt_err(
                 &self.path,

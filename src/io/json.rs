@@ -46,7 +46,10 @@ pub fn parse(text: &str) -> Result<Json, String> {
     let v = p.value(0)?;
     p.ws();
     if p.i != p.s.len() {
-        return Err(format!("unexpected text after the JSON value at byte {}", p.i));
+        return Err(format!(
+            "unexpected text after the JSON value at byte {}",
+            p.i
+        ));
     }
     Ok(v)
 }
@@ -227,9 +230,10 @@ impl Parser<'_> {
             {
                 self.i += 1;
             }
-            out.push_str(std::str::from_utf8(&self.s[start..self.i]).map_err(|_| {
-                format!("invalid UTF-8 in string at byte {start}")
-            })?);
+            out.push_str(
+                std::str::from_utf8(&self.s[start..self.i])
+                    .map_err(|_| format!("invalid UTF-8 in string at byte {start}"))?,
+            );
             match self.peek() {
                 None => return self.err("unterminated string"),
                 Some(b'"') => {

@@ -20,21 +20,42 @@ pub enum Init {
     Ones,
     Constant(f64),
     /// N(mean, std²).
-    Normal { mean: f64, std: f64 },
+    Normal {
+        mean: f64,
+        std: f64,
+    },
     /// U[lo, hi).
-    Uniform { lo: f64, hi: f64 },
+    Uniform {
+        lo: f64,
+        hi: f64,
+    },
     /// He normal: std = gain / √fan, gain = √(2 / (1 + a²)) (leaky ReLU slope `a`; 0 for ReLU).
-    KaimingNormal { a: f64, mode: FanMode },
+    KaimingNormal {
+        a: f64,
+        mode: FanMode,
+    },
     /// He uniform: bound = √3 · gain / √fan. `a = √5` with `FanIn` is PyTorch's default for
     /// `Linear` and `Conv2d` weights (bound 1/√fan_in).
-    KaimingUniform { a: f64, mode: FanMode },
+    KaimingUniform {
+        a: f64,
+        mode: FanMode,
+    },
     /// Glorot normal: std = gain · √(2 / (fan_in + fan_out)).
-    XavierNormal { gain: f64 },
+    XavierNormal {
+        gain: f64,
+    },
     /// Glorot uniform: bound = gain · √(6 / (fan_in + fan_out)).
-    XavierUniform { gain: f64 },
+    XavierUniform {
+        gain: f64,
+    },
     /// N(mean, std²) restricted to [a, b] (absolute bounds, as `trunc_normal_`; timm and Swin use
     /// std 0.02 with a = −2, b = 2).
-    TruncNormal { mean: f64, std: f64, a: f64, b: f64 },
+    TruncNormal {
+        mean: f64,
+        std: f64,
+        a: f64,
+        b: f64,
+    },
 }
 
 impl Init {
@@ -98,7 +119,7 @@ impl Init {
                 } else {
                     0.0
                 };
-                if !(a < b) || !(mass > 1e-3) {
+                if a >= b || mass.is_nan() || mass <= 1e-3 {
                     return Err(Error::invalid(
                         "trunc_normal",
                         format!(
@@ -107,10 +128,12 @@ impl Init {
                     ));
                 }
                 (0..n)
-                    .map(|_| loop {
-                        let v = normal(rng, mean, std);
-                        if (a..=b).contains(&v) {
-                            break v;
+                    .map(|_| {
+                        loop {
+                            let v = normal(rng, mean, std);
+                            if (a..=b).contains(&v) {
+                                break v;
+                            }
                         }
                     })
                     .collect()

@@ -372,7 +372,10 @@ fn keep_mask(shape: &[usize], keep: f64, dtype: DType, rng: &mut impl rand::Rng)
 
 fn check_prob(op: &'static str, p: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&p) {
-        return Err(Error::invalid(op, format!("drop probability {p} is not in [0, 1]")));
+        return Err(Error::invalid(
+            op,
+            format!("drop probability {p} is not in [0, 1]"),
+        ));
     }
     Ok(())
 }

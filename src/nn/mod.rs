@@ -6,7 +6,6 @@ pub mod params;
 
 pub use init::{FanMode, Init};
 pub use layers::{
-    Conv2d, DropPath, Dropout, Embedding, EqualizedConfig, EqualizedConv2d, EqualizedLinear,
-    Linear,
+    Conv2d, DropPath, Dropout, Embedding, EqualizedConfig, EqualizedConv2d, EqualizedLinear, Linear,
 };
 pub use params::{Param, ParamAttrs, ParamStore, Scope};

@@ -241,7 +241,11 @@ impl ParamStore {
 
     /// Number of parameter elements (frozen included), as `sum(p.numel())` in PyTorch.
     pub fn num_params(&self) -> usize {
-        self.lock().params.iter().map(|p| p.tensor.elem_count()).sum()
+        self.lock()
+            .params
+            .iter()
+            .map(|p| p.tensor.elem_count())
+            .sum()
     }
     /// Number of trainable (not frozen) parameter elements.
     pub fn num_trainable(&self) -> usize {

@@ -69,7 +69,10 @@ struct Hyper {
 impl Adam {
     pub fn new(store: &ParamStore, config: AdamConfig) -> Result<Adam> {
         let (b1, b2) = config.betas;
-        if !(0.0..1.0).contains(&b1) || !(0.0..1.0).contains(&b2) || config.lr < 0.0 || config.eps < 0.0
+        if !(0.0..1.0).contains(&b1)
+            || !(0.0..1.0).contains(&b2)
+            || config.lr < 0.0
+            || config.eps < 0.0
         {
             return Err(Error::invalid(
                 "Adam",
@@ -99,7 +102,7 @@ impl Adam {
                         if h.decoupled {
                             x[i] = x[i] * decay;
                         } else if h.wd != 0.0 {
-                            gi = gi + wd * x[i];
+                            gi += wd * x[i];
                         }
                         m[i] = m[i] + (T::one() - b1) * (gi - m[i]);
                         v[i] = v[i] * b2 + (T::one() - b2) * gi * gi;
@@ -115,7 +118,11 @@ impl Adam {
 
 impl Optimizer for Adam {
     fn kind(&self) -> &'static str {
-        if self.config.decoupled { "adamw" } else { "adam" }
+        if self.config.decoupled {
+            "adamw"
+        } else {
+            "adam"
+        }
     }
 
     fn step(&mut self) -> Result<()> {
@@ -130,7 +137,11 @@ impl Optimizer for Adam {
                 b1: c.betas.0,
                 b2: c.betas.1,
                 eps: c.eps,
-                wd: if p.attrs.weight_decay { c.weight_decay } else { 0.0 },
+                wd: if p.attrs.weight_decay {
+                    c.weight_decay
+                } else {
+                    0.0
+                },
                 decoupled: c.decoupled,
                 step,
             };

@@ -15,7 +15,10 @@ pub enum Decay {
         min_factor: f64,
     },
     /// lr·(min_factor + (1 − min_factor)·(1 + cos(π·it/max_iters))/2).
-    Cosine { max_iters: u64, min_factor: f64 },
+    Cosine {
+        max_iters: u64,
+        min_factor: f64,
+    },
 }
 
 /// mmcv's linear warm-up: for it < iters the decayed lr is multiplied by

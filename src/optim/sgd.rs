@@ -86,11 +86,15 @@ impl Sgd {
                 for i in 0..x.len() {
                     let mut gi = g[i];
                     if wd != 0.0 {
-                        gi = gi + wd_t * x[i];
+                        gi += wd_t * x[i];
                     }
                     if c.momentum != 0.0 {
                         buf[i] = if first { gi } else { buf[i] * mom + damp * gi };
-                        gi = if c.nesterov { gi + mom * buf[i] } else { buf[i] };
+                        gi = if c.nesterov {
+                            gi + mom * buf[i]
+                        } else {
+                            buf[i]
+                        };
                     }
                     x[i] = x[i] - lr_t * gi;
                 }
@@ -113,7 +117,11 @@ impl Optimizer for Sgd {
             }
             let first = next_step(s)? == 1.0;
             let lr = c.lr * p.attrs.lr_mult;
-            let wd = if p.attrs.weight_decay { c.weight_decay } else { 0.0 };
+            let wd = if p.attrs.weight_decay {
+                c.weight_decay
+            } else {
+                0.0
+            };
             match p.tensor.dtype() {
                 DType::F32 => {
                     if let Some(g) = grad_values::<f32>(&p.tensor)? {
