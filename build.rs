@@ -24,11 +24,11 @@ fn main() {
         ),
     };
     let cubin_cc: u32 = match env::var("CUDA_COMPUTE_CAP") {
-        Ok(s) => s
-            .trim()
-            .replace('.', "")
-            .parse()
-            .unwrap_or_else(|_| fail(&format!("CUDA_COMPUTE_CAP={s} is not a compute capability such as 90 or 8.6"))),
+        Ok(s) => s.trim().replace('.', "").parse().unwrap_or_else(|_| {
+            fail(&format!(
+                "CUDA_COMPUTE_CAP={s} is not a compute capability such as 90 or 8.6"
+            ))
+        }),
         Err(_) => 90,
     };
     // PTX for compute_80 runs on every GPU from Ampere on; an older override lowers it.
@@ -37,7 +37,8 @@ fn main() {
     let dir = Path::new("cuda");
     println!("cargo:rerun-if-changed=cuda");
     let mut sources = Vec::new();
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| fail(&format!("cannot read cuda/: {e}")));
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| fail(&format!("cannot read cuda/: {e}")));
     for e in entries.flatten() {
         let p = e.path();
         match p.extension().and_then(|x| x.to_str()) {
@@ -80,14 +81,20 @@ fn main() {
             .collect();
         handles
             .into_iter()
-            .filter_map(|h| h.join().unwrap_or_else(|_| Err("an nvcc job panicked".into())).err())
+            .filter_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("an nvcc job panicked".into()))
+                    .err()
+            })
             .collect()
     });
     if !failures.is_empty() {
         fail(&failures.join("\n"));
     }
 
-    let mut rs = String::from("/// (module name, PTX text, cubin bytes) of every cuda/*.cu, compiled by build.rs.\n");
+    let mut rs = String::from(
+        "/// (module name, PTX text, cubin bytes) of every cuda/*.cu, compiled by build.rs.\n",
+    );
     rs.push_str(&format!("pub const CUBIN_CC: u32 = {cubin_cc};\n"));
     rs.push_str("pub const MODULES: &[(&str, &str, &[u8])] = &[\n");
     for src in &sources {

@@ -11,7 +11,10 @@ use brainsynth::{Result, Tensor};
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.shape(), b.shape());
     let (a, b) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 fn close(name: &str, a: &Tensor, b: &Tensor) {
@@ -20,12 +23,21 @@ fn close(name: &str, a: &Tensor, b: &Tensor) {
 }
 
 /// Group norm from reductions: the composition every backward here is checked against.
-fn group_norm_ops(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, silu: bool) -> Result<Tensor> {
+fn group_norm_ops(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    silu: bool,
+) -> Result<Tensor> {
     let s = x.shape().to_vec();
     let g = x.reshape(&[s[0], groups, usize::MAX])?;
     let mean = g.mean_axes(&[2], true)?;
     let var = g.var_axes(&[2], true, false)?;
-    let xh = g.sub(&mean)?.div(&var.add_scalar(1e-5)?.sqrt()?)?.reshape(&s)?;
+    let xh = g
+        .sub(&mean)?
+        .div(&var.add_scalar(1e-5)?.sqrt()?)?
+        .reshape(&s)?;
     let y = xh
         .mul(&gamma.reshape(&[1, s[1], 1, 1])?)?
         .add(&beta.reshape(&[1, s[1], 1, 1])?)?;
@@ -46,7 +58,7 @@ fn group_norm_reference_matches_composed_ops() {
         let y = group_norm_ops(&vars[0], &vars[1], &vars[2], 3, silu).unwrap();
         close("group_norm forward", &out.y, &y);
         let dy = rand_tensor(x.shape(), seed + 30);
-        let g = grad(&[y], Some(&[dy.clone()]), &vars, false).unwrap();
+        let g = grad(&[y], Some(std::slice::from_ref(&dy)), &vars, false).unwrap();
         let b = fused::group_norm_backward(&dy, &x, &gamma, &beta, &out.mean, &out.rstd, 3, act)
             .unwrap();
         close("group_norm dx", &b.dx, &g[0]);
@@ -66,7 +78,10 @@ fn window_attention_ops(
 ) -> Result<Tensor> {
     let (b, h, n) = (q.shape()[0], q.shape()[1], q.shape()[2]);
     let nw = mask.shape()[0];
-    let s = q.matmul(&k.transpose(-1, -2)?)?.mul_scalar(scale)?.add(bias)?;
+    let s = q
+        .matmul(&k.transpose(-1, -2)?)?
+        .mul_scalar(scale)?
+        .add(bias)?;
     let s = s
         .reshape(&[b / nw, nw, h, n, n])?
         .add(&mask.unsqueeze(1)?)?
@@ -95,7 +110,7 @@ fn window_attention_reference_matches_composed_ops() {
     let o = window_attention_ops(&vars[0], &vars[1], &vars[2], &vars[3], &mask, scale).unwrap();
     close("window_attention forward", &out.o, &o);
     let dout = rand_tensor(o.shape(), 8);
-    let g = grad(&[o], Some(&[dout.clone()]), &vars, false).unwrap();
+    let g = grad(&[o], Some(std::slice::from_ref(&dout)), &vars, false).unwrap();
     let b2 = fused::window_attention_backward(
         &dout,
         &q,
@@ -123,10 +138,17 @@ fn modconv_ops(x: &Tensor, w: &Tensor, s: &Tensor, pad: usize, demod: bool) -> R
         let si = s.narrow(0, i, 1)?.reshape(&[1, cin, 1, 1])?;
         let mut wi = w.mul(&si)?;
         if demod {
-            let d = wi.sqr()?.sum_axes(&[1, 2, 3], true)?.add_scalar(1e-8)?.rsqrt()?;
+            let d = wi
+                .sqr()?
+                .sum_axes(&[1, 2, 3], true)?
+                .add_scalar(1e-8)?
+                .rsqrt()?;
             wi = wi.mul(&d)?;
         }
-        ys.push(x.narrow(0, i, 1)?.conv2d(&wi, Conv2dParams::same(1).with_padding(pad))?);
+        ys.push(
+            x.narrow(0, i, 1)?
+                .conv2d(&wi, Conv2dParams::same(1).with_padding(pad))?,
+        );
     }
     Tensor::cat(&ys, 0)
 }
@@ -142,7 +164,7 @@ fn modulated_conv_reference_matches_composed_ops() {
         let y = modconv_ops(&vars[0], &vars[1], &vars[2], pad, demod).unwrap();
         close("modconv forward", &out.y, &y);
         let dy = rand_tensor(y.shape(), seed + 3);
-        let g = grad(&[y], Some(&[dy.clone()]), &vars, false).unwrap();
+        let g = grad(&[y], Some(std::slice::from_ref(&dy)), &vars, false).unwrap();
         let b = fused::modulated_conv2d_backward(&dy, &x, &w, &s, &out, pad, demod, 1e-8).unwrap();
         close("modconv dx", &b.dx, &g[0]);
         close("modconv dw", &b.dw, &g[1]);
@@ -153,19 +175,30 @@ fn modulated_conv_reference_matches_composed_ops() {
 #[test]
 fn fused_ops_reject_bad_shapes_with_a_sentence() {
     let x = rand_tensor(&[2, 6, 3, 3], 1);
-    let e = fused::group_norm(&x, &rand_tensor(&[6], 2), &rand_tensor(&[6], 3), 4, 1e-5, GnAct::Identity)
-        .err()
-        .expect("6 channels do not split into 4 groups");
+    let e = fused::group_norm(
+        &x,
+        &rand_tensor(&[6], 2),
+        &rand_tensor(&[6], 3),
+        4,
+        1e-5,
+        GnAct::Identity,
+    )
+    .expect_err("6 channels do not split into 4 groups");
     assert!(e.to_string().contains("group_norm"), "{e}");
     let q = rand_tensor(&[3, 1, 4, 2], 1);
     let mask = rand_tensor(&[2, 4, 4], 2);
     let e = fused::window_attention(&q, &q, &q, None, Some(&mask), 1.0)
-        .err()
-        .expect("2 mask windows do not divide 3 windows");
+        .expect_err("2 mask windows do not divide 3 windows");
     assert!(e.to_string().contains("nW"), "{e}");
-    let e = fused::modulated_conv2d(&x, &rand_tensor(&[4, 5, 3, 3], 2), &rand_tensor(&[2, 6], 3), 1, true, 1e-8)
-        .err()
-        .expect("channel mismatch");
+    let e = fused::modulated_conv2d(
+        &x,
+        &rand_tensor(&[4, 5, 3, 3], 2),
+        &rand_tensor(&[2, 6], 3),
+        1,
+        true,
+        1e-8,
+    )
+    .expect_err("channel mismatch");
     assert!(e.to_string().contains("modulated_conv2d"), "{e}");
     let out = ModConvOut {
         y: rand_tensor(&[1], 0),
@@ -181,7 +214,6 @@ fn fused_ops_reject_bad_shapes_with_a_sentence() {
         true,
         1e-8,
     )
-    .err()
-    .expect("saved output of the wrong shape");
+    .expect_err("saved output of the wrong shape");
     assert!(e.to_string().contains("y has shape"), "{e}");
 }

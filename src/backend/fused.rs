@@ -34,6 +34,7 @@ pub enum GnAct {
 }
 
 /// Group norm output and the statistics its backward needs.
+#[derive(Debug)]
 pub struct GroupNormOut {
     pub y: Tensor,
     /// [N, groups]
@@ -42,6 +43,7 @@ pub struct GroupNormOut {
     pub rstd: Tensor,
 }
 
+#[derive(Debug)]
 pub struct GroupNormGrads {
     pub dx: Tensor,
     pub dgamma: Tensor,
@@ -49,12 +51,14 @@ pub struct GroupNormGrads {
 }
 
 /// Window attention output and the row log-sum-exp its backward uses.
+#[derive(Debug)]
 pub struct WindowAttnOut {
     pub o: Tensor,
     /// [B, heads, N]
     pub lse: Tensor,
 }
 
+#[derive(Debug)]
 pub struct WindowAttnGrads {
     pub dq: Tensor,
     pub dk: Tensor,
@@ -63,12 +67,14 @@ pub struct WindowAttnGrads {
     pub dbias: Option<Tensor>,
 }
 
+#[derive(Debug)]
 pub struct ModConvOut {
     pub y: Tensor,
     /// Demodulation coefficients [N, Cout] (ones without demodulation).
     pub demod: Tensor,
 }
 
+#[derive(Debug)]
 pub struct ModConvGrads {
     pub dx: Tensor,
     pub dw: Tensor,
@@ -151,7 +157,9 @@ pub fn group_norm(
                 rstd: Tensor::from_f64s(&r, &[d.n, groups], dt)?,
             })
         }
-        Device::Cuda(_) => on_gpu!(crate::backend::cuda::fused::group_norm(x, gamma, beta, d, eps, act)),
+        Device::Cuda(_) => on_gpu!(crate::backend::cuda::fused::group_norm(
+            x, gamma, beta, d, eps, act
+        )),
     }
 }
 
@@ -209,7 +217,10 @@ fn wa_dims(
 ) -> Result<WaDims> {
     let s = q.shape();
     if s.len() != 4 {
-        return Err(Error::shape(op, format!("q {s:?} must be [B, heads, N, dim]")));
+        return Err(Error::shape(
+            op,
+            format!("q {s:?} must be [B, heads, N, dim]"),
+        ));
     }
     need(op, k, s, "k")?;
     need(op, v, s, "v")?;
@@ -276,7 +287,9 @@ pub fn window_attention(
             })
         }
         Device::Cuda(_) => {
-            on_gpu!(crate::backend::cuda::fused::window_attention(q, k, v, bias, mask, d, scale))
+            on_gpu!(crate::backend::cuda::fused::window_attention(
+                q, k, v, bias, mask, d, scale
+            ))
         }
     }
 }
@@ -388,9 +401,11 @@ pub fn modulated_conv2d(
                 demod: Tensor::from_f64s(&dm, &[d.n, d.cout], dt)?,
             })
         }
-        Device::Cuda(_) => on_gpu!({
-            crate::backend::cuda::fused::modulated_conv2d(x, w, s, d, demodulate, eps)
-        }),
+        Device::Cuda(_) => {
+            on_gpu!(crate::backend::cuda::fused::modulated_conv2d(
+                x, w, s, d, demodulate, eps
+            ))
+        }
     }
 }
 
@@ -434,4 +449,3 @@ pub fn modulated_conv2d_backward(
         }),
     }
 }
-

@@ -174,7 +174,9 @@ impl Tensor {
     pub fn full_like(&self, v: f64) -> Tensor {
         #[cfg(feature = "cuda")]
         if let Some(c) = &self.0.cuda {
-            if let Ok(s) = crate::backend::cuda::ops::fill(c.backend(), self.dtype(), self.elem_count(), v) {
+            if let Ok(s) =
+                crate::backend::cuda::ops::fill(c.backend(), self.dtype(), self.elem_count(), v)
+            {
                 return Tensor::from_cuda(s, self.shape());
             }
         }
@@ -450,7 +452,10 @@ impl Tensor {
         if out.len() != n {
             return Err(Error::shape(
                 op,
-                format!("GPU kernel produced {} values for shape {out_shape:?}", out.len()),
+                format!(
+                    "GPU kernel produced {} values for shape {out_shape:?}",
+                    out.len()
+                ),
             ));
         }
         Ok(Tensor::from_cuda(out, out_shape))
@@ -466,7 +471,9 @@ impl Tensor {
         let d = inputs.first().map(|t| t.device()).unwrap_or(Device::Cpu);
         Err(Error::Device {
             op,
-            msg: format!("{d} is not available: this build has no GPU backend (build with --features cuda)"),
+            msg: format!(
+                "{d} is not available: this build has no GPU backend (build with --features cuda)"
+            ),
         })
     }
 
@@ -649,7 +656,10 @@ impl Tensor {
             }
             (Device::Cuda(_), Device::Cpu) => {
                 let t = self.contiguous_device()?;
-                let c = t.0.cuda.as_ref().ok_or_else(|| Error::Cuda("lost device storage".into()))?;
+                let c =
+                    t.0.cuda
+                        .as_ref()
+                        .ok_or_else(|| Error::Cuda("lost device storage".into()))?;
                 let be = c.backend();
                 let s = match c.dtype() {
                     DType::F32 => CpuStorage::F32(be.dtoh::<f32>(c)?),
@@ -657,9 +667,9 @@ impl Tensor {
                 };
                 Ok(Tensor::from_storage(s, self.shape(), None))
             }
-            (Device::Cuda(_), Device::Cuda(_)) => self
-                .copy_to_device(Device::Cpu)?
-                .copy_to_device(device),
+            (Device::Cuda(_), Device::Cuda(_)) => {
+                self.copy_to_device(Device::Cpu)?.copy_to_device(device)
+            }
             (Device::Cpu, Device::Cpu) => Ok(self.detach()),
         }
     }
@@ -684,7 +694,11 @@ impl Tensor {
                 });
             }
         };
-        let s = src.0.cuda.as_ref().ok_or_else(|| Error::Cuda("lost device storage".into()))?;
+        let s = src
+            .0
+            .cuda
+            .as_ref()
+            .ok_or_else(|| Error::Cuda("lost device storage".into()))?;
         if s.dtype() != dt {
             return Err(Error::DType {
                 op: "assign",

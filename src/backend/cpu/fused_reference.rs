@@ -201,7 +201,11 @@ pub fn window_attention_backward(
             let p: Vec<f64> = row.iter().map(|&x| (x - mx).exp() / sum).collect();
             // dP_ij = dO_i · V_j; dS = P ∘ (dP − Σ_j P_ij dP_ij)
             let dp: Vec<f64> = (0..d.n)
-                .map(|j| (0..d.dim).map(|c| dout[base + i * d.dim + c] * v[base + j * d.dim + c]).sum())
+                .map(|j| {
+                    (0..d.dim)
+                        .map(|c| dout[base + i * d.dim + c] * v[base + j * d.dim + c])
+                        .sum()
+                })
                 .collect();
             let dot: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
             for j in 0..d.n {

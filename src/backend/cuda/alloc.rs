@@ -112,7 +112,17 @@ mod tests {
 
     #[test]
     fn buckets_cover_the_request_with_bounded_waste() {
-        for b in [1usize, 255, 256, 257, 4000, 1 << 20, (1 << 20) + 1, 3 << 22, 123_456_789] {
+        for b in [
+            1usize,
+            255,
+            256,
+            257,
+            4000,
+            1 << 20,
+            (1 << 20) + 1,
+            3 << 22,
+            123_456_789,
+        ] {
             let k = bucket(b);
             assert!(k >= b, "{b} -> {k}");
             assert!(k as f64 <= (b as f64 * 1.25).max(256.0), "{b} -> {k}");

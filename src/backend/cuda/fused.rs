@@ -44,8 +44,21 @@ pub(crate) fn group_norm(
     let rstd = be.alloc(dt, d.n * d.groups)?;
     if d.n * d.groups > 0 {
         let f = be.func("group_norm", &format!("group_norm_fwd_{}", sfx(dt)))?;
-        let (n, c, hw, g, a) = (d.n as i64, d.c as i64, d.hw as i64, d.groups as i64, act as i32);
-        let (xp, gp, bp, yp, mp, rp) = (xs.ptr(), gs.ptr(), bs.ptr(), y.ptr(), mean.ptr(), rstd.ptr());
+        let (n, c, hw, g, a) = (
+            d.n as i64,
+            d.c as i64,
+            d.hw as i64,
+            d.groups as i64,
+            act as i32,
+        );
+        let (xp, gp, bp, yp, mp, rp) = (
+            xs.ptr(),
+            gs.ptr(),
+            bs.ptr(),
+            y.ptr(),
+            mean.ptr(),
+            rstd.ptr(),
+        );
         launch!(be, "group_norm", f, be.blocks(d.n * d.groups, GN_THREADS, 0);
             &n, &c, &hw, &g, &eps, &a, &xp, &gp, &bp, &yp, &mp, &rp)?;
     }
@@ -67,7 +80,14 @@ pub(crate) fn group_norm_backward(
     d: GnDims,
     act: GnAct,
 ) -> Result<GroupNormGrads> {
-    let (dys, xs, gs, bs, ms, rs) = (dev(dy)?, dev(x)?, dev(gamma)?, dev(beta)?, dev(mean)?, dev(rstd)?);
+    let (dys, xs, gs, bs, ms, rs) = (
+        dev(dy)?,
+        dev(x)?,
+        dev(gamma)?,
+        dev(beta)?,
+        dev(mean)?,
+        dev(rstd)?,
+    );
     let be = xs.backend().clone();
     let dt = xs.dtype();
     let dx = be.alloc(dt, xs.len())?;
@@ -75,7 +95,13 @@ pub(crate) fn group_norm_backward(
     let db_part = be.zeros(dt, d.n * d.c)?;
     let dgamma = be.alloc(dt, d.c)?;
     let dbeta = be.alloc(dt, d.c)?;
-    let (n, c, hw, g, a) = (d.n as i64, d.c as i64, d.hw as i64, d.groups as i64, act as i32);
+    let (n, c, hw, g, a) = (
+        d.n as i64,
+        d.c as i64,
+        d.hw as i64,
+        d.groups as i64,
+        act as i32,
+    );
     if d.n * d.groups > 0 {
         let f = be.func("group_norm", &format!("group_norm_bwd_{}", sfx(dt)))?;
         let p = (xs.ptr(), gs.ptr(), bs.ptr(), ms.ptr(), rs.ptr(), dys.ptr());
@@ -137,9 +163,22 @@ pub(crate) fn window_attention(
         let f = be.func("window_attention", &format!("win_attn_fwd_{}", sfx(dt)))?;
         let smem = (2 * d.n * (d.dim + 1) + WA_WARPS * d.dim + WA_WARPS * d.n) * dt.size_in_bytes();
         be.allow_smem(&f, "window_attention", smem)?;
-        let (b, h, n, dd, nw) = (d.b as i64, d.heads as i32, d.n as i32, d.dim as i32, d.nw as i64);
-        let (qp, kp, vp, bp, mp, op, lp) =
-            (qs.ptr(), ks.ptr(), vs.ptr(), ptr_or_null(&bs), ptr_or_null(&ms), o.ptr(), lse.ptr());
+        let (b, h, n, dd, nw) = (
+            d.b as i64,
+            d.heads as i32,
+            d.n as i32,
+            d.dim as i32,
+            d.nw as i64,
+        );
+        let (qp, kp, vp, bp, mp, op, lp) = (
+            qs.ptr(),
+            ks.ptr(),
+            vs.ptr(),
+            ptr_or_null(&bs),
+            ptr_or_null(&ms),
+            o.ptr(),
+            lse.ptr(),
+        );
         launch!(be, "window_attention", f, be.blocks(items, (WA_WARPS * 32) as u32, smem);
             &b, &h, &n, &dd, &scale, &qp, &kp, &vp, &bp, &mp, &nw, &op, &lp)?;
     }
@@ -181,8 +220,20 @@ pub(crate) fn window_attention_backward(
         let smem = (2 * d.n * (d.dim + 1) + 2 * d.n * (d.n + 1) + 2 * WA_WARPS * d.dim)
             * dt.size_in_bytes();
         be.allow_smem(&f, "window_attention_backward", smem)?;
-        let (b, h, n, dd, nw) = (d.b as i64, d.heads as i32, d.n as i32, d.dim as i32, d.nw as i64);
-        let ins = (qs.ptr(), ks.ptr(), vs.ptr(), ptr_or_null(&bs), ptr_or_null(&ms));
+        let (b, h, n, dd, nw) = (
+            d.b as i64,
+            d.heads as i32,
+            d.n as i32,
+            d.dim as i32,
+            d.nw as i64,
+        );
+        let ins = (
+            qs.ptr(),
+            ks.ptr(),
+            vs.ptr(),
+            ptr_or_null(&bs),
+            ptr_or_null(&ms),
+        );
         let saved = (os.ptr(), ls.ptr(), dos.ptr());
         let dbp = dbias.as_ref().map(|s| s.ptr()).unwrap_or(0);
         let outs = (dq.ptr(), dk.ptr(), dv.ptr(), dbp);
@@ -274,7 +325,14 @@ pub(crate) fn modulated_conv2d_backward(
     d: McDims,
     demodulate: bool,
 ) -> Result<ModConvGrads> {
-    let (dys, xs, ws, ss, ys, dms) = (dev(dy)?, dev(x)?, dev(w)?, dev(s)?, dev(&out.y)?, dev(&out.demod)?);
+    let (dys, xs, ws, ss, ys, dms) = (
+        dev(dy)?,
+        dev(x)?,
+        dev(w)?,
+        dev(s)?,
+        dev(&out.y)?,
+        dev(&out.demod)?,
+    );
     let be = xs.backend().clone();
     let dt = xs.dtype();
     let g = mc_geom(&d);
@@ -309,7 +367,16 @@ pub(crate) fn modulated_conv2d_backward(
     if d.n * d.cin > 0 {
         let f = be.func("modconv", &sf("modconv_dx_ds"))?;
         let (p, dm) = (hw as i64, demodulate as i32);
-        let ptrs = (xs.ptr(), ss.ptr(), gd.ptr(), t.ptr(), dms.ptr(), wsq.ptr(), dx.ptr(), ds.ptr());
+        let ptrs = (
+            xs.ptr(),
+            ss.ptr(),
+            gd.ptr(),
+            t.ptr(),
+            dms.ptr(),
+            wsq.ptr(),
+            dx.ptr(),
+            ds.ptr(),
+        );
         launch!(be, op, f, be.blocks(d.n * d.cin, 256, 0);
             &n, &ci, &p, &co, &dm, &ptrs.0, &ptrs.1, &ptrs.2, &ptrs.3, &ptrs.4, &ptrs.5, &ptrs.6, &ptrs.7)?;
     }

@@ -147,7 +147,9 @@ impl CudaBackend {
     }
     /// Wait for all queued work (benchmarks time with this).
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(|e| self.err("synchronize", e))
+        self.stream
+            .synchronize()
+            .map_err(|e| self.err("synchronize", e))
     }
     /// Return cached device memory to the driver.
     pub fn empty_cache(&self) {
@@ -184,7 +186,9 @@ impl CudaBackend {
             return Ok(f.clone());
         }
         let m = self.modules.get(module).ok_or_else(|| {
-            Error::Cuda(format!("no kernel module '{module}' was built into this binary"))
+            Error::Cuda(format!(
+                "no kernel module '{module}' was built into this binary"
+            ))
         })?;
         let f = m
             .load_function(name)
@@ -213,7 +217,9 @@ impl CudaBackend {
 
     /// A 1-D launch for a grid-stride kernel over `n` items.
     pub(crate) fn grid(&self, n: usize, block: u32) -> LaunchConfig {
-        let blocks = n.div_ceil(block as usize).clamp(1, self.sm_count as usize * 32);
+        let blocks = n
+            .div_ceil(block as usize)
+            .clamp(1, self.sm_count as usize * 32);
         LaunchConfig {
             grid_dim: (blocks as u32, 1, 1),
             block_dim: (block, 1, 1),
@@ -255,7 +261,9 @@ impl CudaBackend {
         if bytes == 0 {
             return Ok(());
         }
-        self.ctx.bind_to_thread().map_err(|e| self.err("memset", e))?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| self.err("memset", e))?;
         unsafe { result::memset_d8_async(ptr, 0, bytes, self.stream.cu_stream()) }
             .map_err(|e| self.err("memset", e))
     }
@@ -283,7 +291,9 @@ impl CudaBackend {
         if data.is_empty() {
             return Ok(());
         }
-        self.ctx.bind_to_thread().map_err(|e| self.err("upload", e))?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| self.err("upload", e))?;
         unsafe { result::memcpy_htod_async(dst, data, self.stream.cu_stream()) }
             .map_err(|e| self.err("upload", e))?;
         self.synchronize()
@@ -294,12 +304,18 @@ impl CudaBackend {
         if s.dtype != T::DTYPE {
             return Err(Error::DType {
                 op: "to_device",
-                msg: format!("device data is {}, read as {}", s.dtype.name(), T::DTYPE.name()),
+                msg: format!(
+                    "device data is {}, read as {}",
+                    s.dtype.name(),
+                    T::DTYPE.name()
+                ),
             });
         }
         let mut out = vec![T::zero(); s.len];
         if s.len > 0 {
-            self.ctx.bind_to_thread().map_err(|e| self.err("download", e))?;
+            self.ctx
+                .bind_to_thread()
+                .map_err(|e| self.err("download", e))?;
             unsafe { result::memcpy_dtoh_async(&mut out[..], s.ptr(), self.stream.cu_stream()) }
                 .map_err(|e| self.err("download", e))?;
         }
@@ -321,10 +337,9 @@ impl CudaBackend {
                 "matmul on the GPU uses cuBLAS, and libcublas could not be loaded: install the CUDA toolkit's cuBLAS".into(),
             ));
         }
-        let b = Arc::new(
-            CudaBlas::new(self.stream.clone())
-                .map_err(|e| Error::Cuda(format!("cannot start cuBLAS on cuda:{}: {e}", self.ordinal)))?,
-        );
+        let b = Arc::new(CudaBlas::new(self.stream.clone()).map_err(|e| {
+            Error::Cuda(format!("cannot start cuBLAS on cuda:{}: {e}", self.ordinal))
+        })?);
         *slot = Some(b.clone());
         Ok(b)
     }
@@ -409,7 +424,10 @@ impl Dims {
         if v.len() > 8 {
             return Err(Error::invalid(
                 "cuda",
-                format!("{} dimensions after merging; the GPU kernels take at most 8", v.len()),
+                format!(
+                    "{} dimensions after merging; the GPU kernels take at most 8",
+                    v.len()
+                ),
             ));
         }
         let mut d = Dims::default();

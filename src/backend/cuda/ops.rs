@@ -167,7 +167,11 @@ pub(crate) fn fill(be: &Arc<CudaBackend>, dt: DType, len: usize, v: f64) -> Resu
 }
 
 /// A contiguous copy of the view `l` of `x`.
-pub(crate) fn strided_copy(be: &Arc<CudaBackend>, x: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
+pub(crate) fn strided_copy(
+    be: &Arc<CudaBackend>,
+    x: &CudaStorage,
+    l: &Layout,
+) -> Result<CudaStorage> {
     let dt = x.dtype();
     let n = l.elem_count();
     let y = be.alloc(dt, n)?;
@@ -182,7 +186,13 @@ pub(crate) fn strided_copy(be: &Arc<CudaBackend>, x: &CudaStorage, l: &Layout) -
     }
     let f = be.func("elementwise", &format!("strided_copy_{}", sfx(dt)))?;
     let (ds, dst) = (Dims::from(&shape)?, Dims::from(&strides)?);
-    let (nn, rank, off, xp, yp) = (n as i64, shape.len() as i32, l.offset as i64, x.ptr(), y.ptr());
+    let (nn, rank, off, xp, yp) = (
+        n as i64,
+        shape.len() as i32,
+        l.offset as i64,
+        x.ptr(),
+        y.ptr(),
+    );
     launch!(be, "contiguous", f, be.grid(n, BLOCK); &nn, &rank, &ds, &dst, &off, &xp, &yp)?;
     Ok(y)
 }
@@ -206,7 +216,13 @@ pub(crate) fn strided_assign(
     }
     let f = be.func("elementwise", &format!("strided_assign_{}", sfx(dt)))?;
     let (ds, dst_s) = (Dims::from(&shape)?, Dims::from(&strides)?);
-    let (nn, rank, off, xp, yp) = (n as i64, shape.len() as i32, l.offset as i64, src.ptr(), dst.ptr());
+    let (nn, rank, off, xp, yp) = (
+        n as i64,
+        shape.len() as i32,
+        l.offset as i64,
+        src.ptr(),
+        dst.ptr(),
+    );
     launch!(be, "assign", f, be.grid(n, BLOCK); &nn, &rank, &ds, &dst_s, &off, &xp, &yp)
 }
 
@@ -241,8 +257,18 @@ pub(crate) fn reduce(
     let (rs, rst) = coalesce(&rs, &rst);
     let threads = red_len.next_power_of_two().clamp(32, 256) as u32;
     let f = be.func("reduce", &format!("{op}_{}", sfx(dt)))?;
-    let (dk, dkst, dr, drst) = (Dims::from(&ks)?, Dims::from(&kst)?, Dims::from(&rs)?, Dims::from(&rst)?);
-    let (ol, rl, kr, rr) = (out_len as i64, red_len as i64, ks.len() as i32, rs.len() as i32);
+    let (dk, dkst, dr, drst) = (
+        Dims::from(&ks)?,
+        Dims::from(&kst)?,
+        Dims::from(&rs)?,
+        Dims::from(&rst)?,
+    );
+    let (ol, rl, kr, rr) = (
+        out_len as i64,
+        red_len as i64,
+        ks.len() as i32,
+        rs.len() as i32,
+    );
     let (xp, yp) = (x.ptr(), y.ptr());
     launch!(be, op, f, be.blocks(out_len, threads, 0);
         &ol, &rl, &kr, &dk, &dkst, &rr, &dr, &drst, &xp, &yp)?;
@@ -310,7 +336,12 @@ pub(crate) fn cat(
     for (x, &s) in xs.iter().zip(sizes) {
         let n = outer * s * inner;
         if n > 0 {
-            let (o, ir, or, co) = (outer as i64, (s * inner) as i64, (total * inner) as i64, col as i64);
+            let (o, ir, or, co) = (
+                outer as i64,
+                (s * inner) as i64,
+                (total * inner) as i64,
+                col as i64,
+            );
             let (xp, yp) = (x.ptr(), y.ptr());
             launch!(be, "cat", f, be.grid(n, BLOCK); &o, &ir, &or, &co, &xp, &yp)?;
         }
@@ -335,14 +366,21 @@ pub(crate) fn pad(
         return Ok(y);
     }
     let f = be.func("index", &format!("pad_axis_{}", sfx(dt)))?;
-    let (o, b, s, a, i) = (outer as i64, before as i64, size as i64, after as i64, inner as i64);
+    let (o, b, s, a, i) = (
+        outer as i64,
+        before as i64,
+        size as i64,
+        after as i64,
+        inner as i64,
+    );
     let (xp, yp) = (x.ptr(), y.ptr());
     launch!(be, "pad", f, be.grid(n, BLOCK); &o, &b, &s, &a, &i, &xp, &yp)?;
     Ok(y)
 }
 
 fn to_i32(op: &'static str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::invalid(op, format!("dimension {v} exceeds cuBLAS's 32-bit sizes")))
+    i32::try_from(v)
+        .map_err(|_| Error::invalid(op, format!("dimension {v} exceeds cuBLAS's 32-bit sizes")))
 }
 
 /// C[b] = A[b] · B[b], row-major, through cuBLAS's strided-batched GEMM (near the device's
@@ -368,7 +406,12 @@ pub(crate) fn matmul(
     }
     let c = be.alloc(dt, len)?;
     let blas = be.blas()?;
-    let (mi, ni, ki, bi) = (to_i32("matmul", m)?, to_i32("matmul", n)?, to_i32("matmul", k)?, to_i32("matmul", batch)?);
+    let (mi, ni, ki, bi) = (
+        to_i32("matmul", m)?,
+        to_i32("matmul", n)?,
+        to_i32("matmul", k)?,
+        to_i32("matmul", batch)?,
+    );
     let (sa, sb, sc) = ((k * n) as i64, (m * k) as i64, (m * n) as i64);
     let nt = cs::cublasOperation_t::CUBLAS_OP_N;
     be.bind()?;
@@ -377,15 +420,47 @@ pub(crate) fn matmul(
             DType::F32 => {
                 let (one, zero) = (1f32, 0f32);
                 cb::sgemm_strided_batched(
-                    *blas.handle(), nt, nt, ni, mi, ki, &one, b.ptr() as *const f32, ni, sa,
-                    a.ptr() as *const f32, ki, sb, &zero, c.ptr() as *mut f32, ni, sc, bi,
+                    *blas.handle(),
+                    nt,
+                    nt,
+                    ni,
+                    mi,
+                    ki,
+                    &one,
+                    b.ptr() as *const f32,
+                    ni,
+                    sa,
+                    a.ptr() as *const f32,
+                    ki,
+                    sb,
+                    &zero,
+                    c.ptr() as *mut f32,
+                    ni,
+                    sc,
+                    bi,
                 )
             }
             DType::F64 => {
                 let (one, zero) = (1f64, 0f64);
                 cb::dgemm_strided_batched(
-                    *blas.handle(), nt, nt, ni, mi, ki, &one, b.ptr() as *const f64, ni, sa,
-                    a.ptr() as *const f64, ki, sb, &zero, c.ptr() as *mut f64, ni, sc, bi,
+                    *blas.handle(),
+                    nt,
+                    nt,
+                    ni,
+                    mi,
+                    ki,
+                    &one,
+                    b.ptr() as *const f64,
+                    ni,
+                    sa,
+                    a.ptr() as *const f64,
+                    ki,
+                    sb,
+                    &zero,
+                    c.ptr() as *mut f64,
+                    ni,
+                    sc,
+                    bi,
                 )
             }
         }
@@ -463,7 +538,12 @@ pub(crate) fn tile_grid(op: &'static str, m: usize, n: usize, z: usize) -> Resul
 
 /// Split of a reduction of length `p` over blocks so that about 4 blocks per SM run: returns
 /// (splits, chunk) with chunk a multiple of 16.
-pub(crate) fn split_k(be: &CudaBackend, p: usize, base_blocks: usize, max_splits: usize) -> (usize, usize) {
+pub(crate) fn split_k(
+    be: &CudaBackend,
+    p: usize,
+    base_blocks: usize,
+    max_splits: usize,
+) -> (usize, usize) {
     let target = 4 * be.sm_count as usize;
     let want = target.div_ceil(base_blocks.max(1));
     let splits = want.clamp(1, p.div_ceil(256).max(1)).min(max_splits.max(1));
