@@ -36,7 +36,7 @@ pub struct CudaBackend {
     modules: HashMap<&'static str, Arc<CudaModule>>,
     funcs: Mutex<HashMap<String, CudaFunction>>,
     pool: Arc<alloc::Pool>,
-    blas: Mutex<Option<Arc<CudaBlas>>>,
+    blas: Mutex<Option<CudaBlas>>,
     sm_count: u32,
     max_smem_optin: u32,
     compute_capability: (i32, i32),
@@ -323,25 +323,29 @@ impl CudaBackend {
         Ok(out)
     }
 
-    /// The cuBLAS handle, created on first use (cuBLAS is loaded at run time too).
-    pub(crate) fn blas(&self) -> Result<Arc<CudaBlas>> {
+    /// Run `f` with the cuBLAS handle (created on first use; cuBLAS is loaded at run time too).
+    /// The handle is held locked for the call: one handle must not run two calls at once.
+    pub(crate) fn with_blas<R>(&self, f: impl FnOnce(&CudaBlas) -> R) -> Result<R> {
         let mut slot = self
             .blas
             .lock()
             .map_err(|_| Error::Cuda("cuBLAS handle poisoned by a panic".into()))?;
-        if let Some(b) = slot.as_ref() {
-            return Ok(b.clone());
+        if slot.is_none() {
+            if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+                return Err(Error::Cuda(
+                    "matmul on the GPU uses cuBLAS, and libcublas could not be loaded: install the CUDA toolkit's cuBLAS".into(),
+                ));
+            }
+            let b = CudaBlas::new(self.stream.clone()).map_err(|e| {
+                Error::Cuda(format!("cannot start cuBLAS on cuda:{}: {e}", self.ordinal))
+            })?;
+            *slot = Some(b);
         }
-        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-            return Err(Error::Cuda(
-                "matmul on the GPU uses cuBLAS, and libcublas could not be loaded: install the CUDA toolkit's cuBLAS".into(),
-            ));
-        }
-        let b = Arc::new(CudaBlas::new(self.stream.clone()).map_err(|e| {
-            Error::Cuda(format!("cannot start cuBLAS on cuda:{}: {e}", self.ordinal))
-        })?);
-        *slot = Some(b.clone());
-        Ok(b)
+        self.bind()?;
+        let b = slot
+            .as_ref()
+            .ok_or_else(|| Error::Cuda("cuBLAS handle missing".into()))?;
+        Ok(f(b))
     }
 
     pub(crate) fn bind(&self) -> Result<()> {

@@ -405,7 +405,6 @@ pub(crate) fn matmul(
         return be.zeros(dt, len);
     }
     let c = be.alloc(dt, len)?;
-    let blas = be.blas()?;
     let (mi, ni, ki, bi) = (
         to_i32("matmul", m)?,
         to_i32("matmul", n)?,
@@ -414,8 +413,7 @@ pub(crate) fn matmul(
     );
     let (sa, sb, sc) = ((k * n) as i64, (m * k) as i64, (m * n) as i64);
     let nt = cs::cublasOperation_t::CUBLAS_OP_N;
-    be.bind()?;
-    let r = unsafe {
+    let r = be.with_blas(|blas| unsafe {
         match dt {
             DType::F32 => {
                 let (one, zero) = (1f32, 0f32);
@@ -464,7 +462,7 @@ pub(crate) fn matmul(
                 )
             }
         }
-    };
+    })?;
     r.map_err(|e| Error::Cuda(format!("matmul on cuda:{}: cuBLAS {e}", be.ordinal())))?;
     Ok(c)
 }
