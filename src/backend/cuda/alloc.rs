@@ -3,6 +3,7 @@
 //! Everything runs on one stream per device, so reuse is ordered after the last use.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DriverError, sys};
@@ -11,6 +12,8 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DriverError, sys};
 #[derive(Default)]
 pub struct Pool {
     free: Mutex<HashMap<usize, Vec<CudaSlice<u8>>>>,
+    /// Allocations that went to the driver (cache misses).
+    driver_allocs: AtomicUsize,
 }
 
 /// Round a request up to its bucket: a multiple of 256 bytes below 1 MiB, above that a multiple
@@ -69,7 +72,10 @@ impl Pool {
             .and_then(|mut f| f.get_mut(&size).and_then(|v| v.pop()));
         let slice = match cached {
             Some(s) => s,
-            None => match unsafe { stream.alloc::<u8>(size) } {
+            None => match {
+                self.driver_allocs.fetch_add(1, Ordering::Relaxed);
+                unsafe { stream.alloc::<u8>(size) }
+            } {
                 Ok(s) => s,
                 Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
                     self.release();
@@ -95,6 +101,11 @@ impl Pool {
         if let Ok(mut f) = self.free.lock() {
             f.clear();
         }
+    }
+
+    /// How many requests the free lists could not serve.
+    pub fn driver_allocs(&self) -> usize {
+        self.driver_allocs.load(Ordering::Relaxed)
     }
 
     /// Bytes held in free lists.

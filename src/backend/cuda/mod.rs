@@ -155,6 +155,10 @@ impl CudaBackend {
     pub fn empty_cache(&self) {
         self.pool.release()
     }
+    /// Allocations so far that the cache could not serve and the driver made.
+    pub fn driver_allocations(&self) -> usize {
+        self.pool.driver_allocs()
+    }
     /// Bytes the allocator keeps for reuse.
     pub fn cached_bytes(&self) -> usize {
         self.pool.cached_bytes()
