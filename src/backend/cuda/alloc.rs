@@ -72,17 +72,17 @@ impl Pool {
             .and_then(|mut f| f.get_mut(&size).and_then(|v| v.pop()));
         let slice = match cached {
             Some(s) => s,
-            None => match {
+            None => {
                 self.driver_allocs.fetch_add(1, Ordering::Relaxed);
-                unsafe { stream.alloc::<u8>(size) }
-            } {
-                Ok(s) => s,
-                Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
-                    self.release();
-                    unsafe { stream.alloc::<u8>(size) }?
+                match unsafe { stream.alloc::<u8>(size) } {
+                    Ok(s) => s,
+                    Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
+                        self.release();
+                        unsafe { stream.alloc::<u8>(size) }?
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
         };
         let ptr = {
             let (p, _sync) = slice.device_ptr(stream);
