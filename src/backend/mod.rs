@@ -2,3 +2,7 @@
 //! CUDA kernels are tested against them.
 
 pub mod cpu;
+pub mod fused;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;

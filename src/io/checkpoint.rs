@@ -13,9 +13,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::atomic::write_atomic;
 use super::json::{self, Json};
 use crate::nn::ParamStore;
 use crate::optim::{Ema, Optimizer};
@@ -195,36 +195,6 @@ pub fn save_tensors(
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
     write_atomic(path.as_ref(), &encode(tensors, metadata)?)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let Some(file_name) = path.file_name() else {
-        return Err(Error::invalid(
-            "checkpoint",
-            format!("{} does not name a file", path.display()),
-        ));
-    };
-    let mut tmp_name = file_name.to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    // make the rename itself durable; not every platform lets a directory be opened
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 // ---- reading -------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ impl Init {
                 } else {
                     0.0
                 };
-                if !(a < b) || !(mass > 1e-3) {
+                if a >= b || mass.is_nan() || mass <= 1e-3 {
                     return Err(Error::invalid(
                         "trunc_normal",
                         format!(

@@ -125,6 +125,7 @@ impl ParamStore {
     pub fn root(&self) -> Scope {
         Scope {
             store: self.clone(),
+            parts: Vec::new(),
             path: String::new(),
             attrs: ParamAttrs::default(),
         }
@@ -301,6 +302,8 @@ impl ParamStore {
 #[derive(Clone, Debug)]
 pub struct Scope {
     store: ParamStore,
+    /// path components as given (checked when a name is made, so `sub` stays infallible)
+    parts: Vec<String>,
     path: String,
     attrs: ParamAttrs,
 }
@@ -309,8 +312,11 @@ impl Scope {
     /// The scope one level down: `path.name`.
     pub fn sub(&self, name: impl AsRef<str>) -> Scope {
         let name = name.as_ref();
+        let mut parts = self.parts.clone();
+        parts.push(name.to_string());
         Scope {
             store: self.store.clone(),
+            parts,
             path: self.join(name),
             attrs: self.attrs,
         }
@@ -358,11 +364,10 @@ impl Scope {
     }
 
     fn full_name(&self, op: &'static str, leaf: &str) -> Result<String> {
-        let name = self.join(leaf);
-        for part in name.split('.') {
+        for part in self.parts.iter().map(|s| s.as_str()).chain([leaf]) {
             check_component(op, part)?;
         }
-        Ok(name)
+        Ok(self.join(leaf))
     }
 
     /// A trainable tensor `path.name` of `shape`, drawn with `init` from the store's seed.

@@ -128,6 +128,22 @@ impl Kernel for ConvKernel {
             (CpuKernels::Fast, Which::Weight) => cpu::fast::conv2d_backward_weight(xs[0], xs[1], g),
         })
     }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        x: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        use crate::backend::cuda::ops::{ConvPass, conv};
+        let pass = match self.which {
+            Which::Forward => ConvPass::Forward,
+            Which::Data => ConvPass::Data,
+            Which::Weight => ConvPass::Weight,
+        };
+        conv(be, pass, x[0], x[1], &self.g)
+    }
 }
 
 impl Tensor {

@@ -129,6 +129,16 @@ impl Kernel for UnaryKernel {
         let op = self.0;
         Ok(crate::backend::cpu::par_map(x[0], |v| apply_unary(op, v)))
     }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        x: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        crate::backend::cuda::ops::unary(be, x[0], self.0)
+    }
 }
 
 struct UnaryBackward {
@@ -307,6 +317,24 @@ impl Kernel for BinaryKernel {
             }
         }
     }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        x: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        crate::backend::cuda::ops::binary(
+            be,
+            x[0],
+            x[1],
+            self.op,
+            &self.a_shape,
+            &self.b_shape,
+            &self.out,
+        )
+    }
 }
 
 struct BinaryBackward {
@@ -393,6 +421,16 @@ impl Kernel for WhereKernel {
             .zip(x[2])
             .map(|((&c, &a), &b)| if c != T::zero() { a } else { b })
             .collect())
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        x: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        crate::backend::cuda::ops::where_cond(be, x[0], x[1], x[2])
     }
 }
 

@@ -24,6 +24,16 @@ impl Kernel for MatmulKernel {
             CpuKernels::Fast => cpu::fast::matmul(a, b, self.batch, self.m, self.k, self.n),
         })
     }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        x: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        crate::backend::cuda::ops::matmul(be, x[0], x[1], self.batch, self.m, self.k, self.n)
+    }
 }
 
 impl Tensor {

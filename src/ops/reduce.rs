@@ -55,6 +55,23 @@ impl Kernel for ReduceKernel {
             }
         }
     }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        x: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        crate::backend::cuda::ops::reduce(
+            be,
+            x[0],
+            self.red == Red::Max,
+            &self.in_shape,
+            &self.out_strides,
+            self.out_len,
+        )
+    }
 }
 
 fn normalize_axes(op: &'static str, axes: &[isize], rank: usize) -> Result<Vec<usize>> {

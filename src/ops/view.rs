@@ -490,6 +490,16 @@ impl Kernel for CatKernel {
         }
         Ok(out)
     }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        x: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        crate::backend::cuda::ops::cat(be, x, self.outer, self.inner, &self.sizes)
+    }
 }
 
 struct PadKernel {
@@ -511,6 +521,24 @@ impl Kernel for PadKernel {
         }
         Ok(out)
     }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        x: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        crate::backend::cuda::ops::pad(
+            be,
+            x[0],
+            self.outer,
+            self.inner,
+            self.before,
+            self.size,
+            self.after,
+        )
+    }
 }
 
 struct GatherKernel {
@@ -524,6 +552,16 @@ impl Kernel for GatherKernel {
             .iter()
             .map(|&i| if i == ZERO { T::zero() } else { x[i as usize] })
             .collect())
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        x: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        crate::backend::cuda::ops::gather(be, x[0], &self.map)
     }
 }
 
@@ -540,6 +578,16 @@ impl Kernel for ScatterKernel {
             }
         }
         Ok(out)
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        x: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        crate::backend::cuda::ops::scatter_add(be, x[0], &self.map, self.n)
     }
 }
 

@@ -102,7 +102,7 @@ impl Adam {
                         if h.decoupled {
                             x[i] = x[i] * decay;
                         } else if h.wd != 0.0 {
-                            gi = gi + wd * x[i];
+                            gi += wd * x[i];
                         }
                         m[i] = m[i] + (T::one() - b1) * (gi - m[i]);
                         v[i] = v[i] * b2 + (T::one() - b2) * gi * gi;

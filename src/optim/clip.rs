@@ -7,7 +7,7 @@ use crate::{Error, Result};
 /// `max_norm`: with total = ‖(‖g₁‖, ‖g₂‖, …)‖, each gradient is multiplied by
 /// min(1, max_norm / (total + 1e-6)). Returns the total norm before clipping.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<f64> {
-    if !(max_norm >= 0.0) {
+    if max_norm.is_nan() || max_norm < 0.0 {
         return Err(Error::invalid(
             "clip_grad_norm",
             format!("max_norm must be non-negative, got {max_norm}"),

@@ -86,7 +86,7 @@ impl Sgd {
                 for i in 0..x.len() {
                     let mut gi = g[i];
                     if wd != 0.0 {
-                        gi = gi + wd_t * x[i];
+                        gi += wd_t * x[i];
                     }
                     if c.momentum != 0.0 {
                         buf[i] = if first { gi } else { buf[i] * mom + damp * gi };

@@ -14,6 +14,9 @@ pub use dtype::{DType, Float};
 pub use shape::Layout;
 pub use storage::{CpuStorage, Kernel, StorageElem};
 
+#[cfg(feature = "cuda")]
+use crate::backend::cuda::CudaStorage;
+
 use crate::autograd::{self, GradFn};
 use crate::{Error, Result};
 
@@ -26,7 +29,11 @@ pub struct Tensor(Arc<Inner>);
 
 struct Inner {
     id: u64,
+    /// Host memory; empty (of the right dtype) for a tensor on a GPU.
     storage: Arc<RwLock<CpuStorage>>,
+    /// Device memory of a tensor on a GPU.
+    #[cfg(feature = "cuda")]
+    cuda: Option<Arc<CudaStorage>>,
     layout: Layout,
     device: Device,
     /// A leaf whose gradient is wanted (a parameter, or an input of `grad`).
@@ -69,6 +76,8 @@ impl Tensor {
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             storage: Arc::new(RwLock::new(storage)),
+            #[cfg(feature = "cuda")]
+            cuda: None,
             layout: Layout::contiguous(shape),
             device: Device::Cpu,
             variable: false,
@@ -82,6 +91,8 @@ impl Tensor {
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             storage: self.0.storage.clone(),
+            #[cfg(feature = "cuda")]
+            cuda: self.0.cuda.clone(),
             layout,
             device: self.0.device,
             variable: false,
@@ -95,6 +106,8 @@ impl Tensor {
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             storage: self.0.storage.clone(),
+            #[cfg(feature = "cuda")]
+            cuda: self.0.cuda.clone(),
             layout: self.0.layout.clone(),
             device: self.0.device,
             variable: false,
@@ -148,13 +161,25 @@ impl Tensor {
     pub fn scalar(value: f64, dtype: DType) -> Tensor {
         Tensor::full(value, &[], dtype)
     }
+    /// Zeros of this tensor's shape and dtype, on its device.
     pub fn zeros_like(&self) -> Tensor {
-        Tensor::zeros(self.shape(), self.dtype())
+        self.full_like(0.0)
     }
+    /// Ones of this tensor's shape and dtype, on its device.
     pub fn ones_like(&self) -> Tensor {
-        Tensor::ones(self.shape(), self.dtype())
+        self.full_like(1.0)
     }
+    /// `v` everywhere, in this tensor's shape and dtype, on its device. (On a GPU that cannot
+    /// allocate, the result is a CPU tensor and the next op reports the device mismatch.)
     pub fn full_like(&self, v: f64) -> Tensor {
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &self.0.cuda {
+            if let Ok(s) =
+                crate::backend::cuda::ops::fill(c.backend(), self.dtype(), self.elem_count(), v)
+            {
+                return Tensor::from_cuda(s, self.shape());
+            }
+        }
         Tensor::full(v, self.shape(), self.dtype())
     }
     /// 0, 1, ..., n-1.
@@ -244,6 +269,8 @@ impl Tensor {
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             storage: base.0.storage.clone(),
+            #[cfg(feature = "cuda")]
+            cuda: base.0.cuda.clone(),
             layout: base.0.layout.clone(),
             device: base.0.device,
             variable: true,
@@ -290,6 +317,18 @@ impl Tensor {
     /// A contiguous copy without history (or self when already contiguous from offset 0).
     pub(crate) fn contiguous_detached(&self) -> Tensor {
         let l = &self.0.layout;
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &self.0.cuda {
+            if l.is_contiguous() && l.offset == 0 && c.len() == l.elem_count() {
+                return self.detach();
+            }
+            // Allocation failure here surfaces at the op that reads the result: keep the view,
+            // whose kernels then see a length mismatch, rather than panic.
+            return match crate::backend::cuda::ops::strided_copy(c.backend(), c, l) {
+                Ok(s) => Tensor::from_cuda(s, &l.shape),
+                Err(_) => self.detach(),
+            };
+        }
         let full =
             l.is_contiguous() && l.offset == 0 && self.storage_read().len() == l.elem_count();
         if full {
@@ -318,11 +357,18 @@ impl Tensor {
         out_shape: &[usize],
         k: &K,
     ) -> Result<Tensor> {
-        if let Some(t) = inputs.iter().find(|t| t.device() != Device::Cpu) {
+        let device = inputs.first().map(|t| t.device()).unwrap_or(Device::Cpu);
+        if let Some(t) = inputs.iter().find(|t| t.device() != device) {
             return Err(Error::Device {
                 op,
-                msg: format!("this op has no kernel for {}", t.device()),
+                msg: format!(
+                    "inputs are on {device} and {}: move them to one device with to_device",
+                    t.device()
+                ),
             });
+        }
+        if device != Device::Cpu {
+            return Tensor::run_kernel_device(op, inputs, out_shape, k);
         }
         let contig: Vec<Tensor> = inputs.iter().map(|t| t.contiguous_detached()).collect();
         let guards: Vec<_> = contig.iter().map(|t| t.storage_read()).collect();
@@ -367,6 +413,91 @@ impl Tensor {
             ));
         }
         Ok(Tensor::from_storage(out, out_shape, None))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn run_kernel_device<K: Kernel>(
+        op: &'static str,
+        inputs: &[&Tensor],
+        out_shape: &[usize],
+        k: &K,
+    ) -> Result<Tensor> {
+        let contig: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| t.contiguous_device())
+            .collect::<Result<_>>()?;
+        let mut storages = Vec::with_capacity(contig.len());
+        for t in &contig {
+            match &t.0.cuda {
+                Some(c) if c.len() == t.elem_count() => storages.push(c.clone()),
+                _ => {
+                    return Err(Error::Cuda(format!(
+                        "{op}: could not make an input contiguous on {}",
+                        t.device()
+                    )));
+                }
+            }
+        }
+        let dtype = storages[0].dtype();
+        if let Some(s) = storages.iter().find(|s| s.dtype() != dtype) {
+            return Err(Error::DType {
+                op,
+                msg: format!("{} and {}", dtype.name(), s.dtype().name()),
+            });
+        }
+        let be = storages[0].backend().clone();
+        let refs: Vec<&CudaStorage> = storages.iter().map(|s| s.as_ref()).collect();
+        let n = shape::elem_count(out_shape);
+        let out = k.cuda(op, &refs, n, &be)?;
+        if out.len() != n {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "GPU kernel produced {} values for shape {out_shape:?}",
+                    out.len()
+                ),
+            ));
+        }
+        Ok(Tensor::from_cuda(out, out_shape))
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn run_kernel_device<K: Kernel>(
+        op: &'static str,
+        inputs: &[&Tensor],
+        _out_shape: &[usize],
+        _k: &K,
+    ) -> Result<Tensor> {
+        let d = inputs.first().map(|t| t.device()).unwrap_or(Device::Cpu);
+        Err(Error::Device {
+            op,
+            msg: format!(
+                "{d} is not available: this build has no GPU backend (build with --features cuda)"
+            ),
+        })
+    }
+
+    /// A tensor over device storage (no history).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn from_cuda(s: CudaStorage, shape: &[usize]) -> Tensor {
+        debug_assert_eq!(s.len(), shape::elem_count(shape));
+        let device = s.device();
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage: Arc::new(RwLock::new(CpuStorage::zeros(s.dtype(), 0))),
+            cuda: Some(Arc::new(s)),
+            layout: Layout::contiguous(shape),
+            device,
+            variable: false,
+            grad_fn: None,
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// The device storage behind a GPU tensor (shared by its views; mind the layout).
+    #[cfg(feature = "cuda")]
+    pub fn cuda_storage(&self) -> Option<&Arc<CudaStorage>> {
+        self.0.cuda.as_ref()
     }
 
     /// All values as f64, in row-major order.
@@ -415,11 +546,24 @@ impl Tensor {
         Ok(())
     }
 
-    /// Move to a device. Only the CPU exists without the `cuda` feature.
+    /// Copy to a device (the only host↔device transfer besides `assign` from host data).
+    /// Gradients flow back across the copy. Without the `cuda` feature only the CPU exists.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         if device == self.device() {
             return Ok(self.clone());
         }
+        #[cfg(feature = "cuda")]
+        {
+            let out = self.copy_to_device(device)?;
+            let from = self.device();
+            Ok(autograd::record(out, &[self], || {
+                Arc::new(ToDeviceBackward {
+                    x: self.clone(),
+                    from,
+                })
+            }))
+        }
+        #[cfg(not(feature = "cuda"))]
         Err(Error::Device {
             op: "to_device",
             msg: format!(
@@ -436,6 +580,10 @@ impl Tensor {
                 "assign",
                 format!("{:?} into {:?}", src.shape(), self.shape()),
             ));
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(dst) = &self.0.cuda {
+            return self.assign_device(dst, src);
         }
         let vals = src.to_vec_f64()?;
         let l = self.0.layout.clone();
@@ -456,6 +604,7 @@ impl Tensor {
 
     /// Mutable access to the values of a contiguous tensor of element type `T` (optimisers).
     pub fn update_data<T: StorageElem, R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        self.check_cpu("update_data")?;
         let l = self.0.layout.clone();
         if !l.is_contiguous() {
             return Err(Error::invalid("update_data", "tensor is not contiguous"));
@@ -471,5 +620,111 @@ impl Tensor {
             ),
         })?;
         Ok(f(&mut v[l.offset..l.offset + l.elem_count()]))
+    }
+}
+
+// ---- GPU storage (feature `cuda`) -------------------------------------------------------------
+
+#[cfg(feature = "cuda")]
+impl Tensor {
+    /// A contiguous device copy (or self), or the reason it could not be made.
+    pub(crate) fn contiguous_device(&self) -> Result<Tensor> {
+        let c = self.0.cuda.as_ref().ok_or_else(|| Error::Device {
+            op: "contiguous",
+            msg: "not a GPU tensor".into(),
+        })?;
+        let l = &self.0.layout;
+        if l.is_contiguous() && l.offset == 0 && c.len() == l.elem_count() {
+            return Ok(self.detach());
+        }
+        let s = crate::backend::cuda::ops::strided_copy(c.backend(), c, l)?;
+        Ok(Tensor::from_cuda(s, &l.shape))
+    }
+
+    fn copy_to_device(&self, device: Device) -> Result<Tensor> {
+        match (self.device(), device) {
+            (Device::Cpu, Device::Cuda(i)) => {
+                let be = crate::backend::cuda::backend(i)?;
+                let t = self.contiguous_detached();
+                let s = t.storage_read();
+                let r = t.0.layout.offset..t.0.layout.offset + t.elem_count();
+                let d = match &*s {
+                    CpuStorage::F32(v) => be.htod(&v[r])?,
+                    CpuStorage::F64(v) => be.htod(&v[r])?,
+                };
+                Ok(Tensor::from_cuda(d, self.shape()))
+            }
+            (Device::Cuda(_), Device::Cpu) => {
+                let t = self.contiguous_device()?;
+                let c =
+                    t.0.cuda
+                        .as_ref()
+                        .ok_or_else(|| Error::Cuda("lost device storage".into()))?;
+                let be = c.backend();
+                let s = match c.dtype() {
+                    DType::F32 => CpuStorage::F32(be.dtoh::<f32>(c)?),
+                    DType::F64 => CpuStorage::F64(be.dtoh::<f64>(c)?),
+                };
+                Ok(Tensor::from_storage(s, self.shape(), None))
+            }
+            (Device::Cuda(_), Device::Cuda(_)) => {
+                self.copy_to_device(Device::Cpu)?.copy_to_device(device)
+            }
+            (Device::Cpu, Device::Cpu) => Ok(self.detach()),
+        }
+    }
+
+    fn assign_device(&self, dst: &Arc<CudaStorage>, src: &Tensor) -> Result<()> {
+        let be = dst.backend();
+        let dt = dst.dtype();
+        let src = match src.device() {
+            Device::Cpu => {
+                let vals = src.to_vec_f64()?;
+                let s = match dt {
+                    DType::F32 => be.htod(&vals.iter().map(|&v| v as f32).collect::<Vec<_>>())?,
+                    DType::F64 => be.htod(&vals)?,
+                };
+                Tensor::from_cuda(s, src.shape())
+            }
+            d if d == self.device() => src.contiguous_device()?,
+            d => {
+                return Err(Error::Device {
+                    op: "assign",
+                    msg: format!("source on {d}, destination on {}", self.device()),
+                });
+            }
+        };
+        let s = src
+            .0
+            .cuda
+            .as_ref()
+            .ok_or_else(|| Error::Cuda("lost device storage".into()))?;
+        if s.dtype() != dt {
+            return Err(Error::DType {
+                op: "assign",
+                msg: format!("{} into {} on the GPU", s.dtype().name(), dt.name()),
+            });
+        }
+        crate::backend::cuda::ops::strided_assign(be, dst, &self.0.layout, s)
+    }
+}
+
+/// The gradient of a device copy is the copy back.
+#[cfg(feature = "cuda")]
+struct ToDeviceBackward {
+    x: Tensor,
+    from: Device,
+}
+
+#[cfg(feature = "cuda")]
+impl GradFn for ToDeviceBackward {
+    fn name(&self) -> &'static str {
+        "to_device"
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.x.clone()]
+    }
+    fn backward(&self, _o: &Tensor, g: &Tensor, _n: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.to_device(self.from)?)])
     }
 }

@@ -80,6 +80,23 @@ impl StorageElem for f64 {
 /// A CPU kernel over any number of contiguous inputs of one element type, producing one output.
 pub trait Kernel {
     fn run<T: StorageElem>(&self, inputs: &[&[T]]) -> Result<Vec<T>>;
+
+    /// The same op on a GPU: `inputs` are contiguous device storages of one dtype, the result
+    /// holds `out_len` values. Ops without a CUDA kernel keep this default, an error value.
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        op: &'static str,
+        inputs: &[&crate::backend::cuda::CudaStorage],
+        out_len: usize,
+        be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        let _ = (inputs, out_len, be);
+        Err(Error::Device {
+            op,
+            msg: format!("{op} has no CUDA kernel yet; run it on the cpu"),
+        })
+    }
 }
 
 /// Any `Fn` that is generic enough cannot be a closure in Rust, so kernels are small structs;

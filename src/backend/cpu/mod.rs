@@ -2,6 +2,7 @@
 //! `fast` (GEMM-based, all cores, used by default), plus the small threading helpers they share.
 
 pub mod fast;
+pub mod fused_reference;
 pub mod reference;
 
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -1,0 +1,611 @@
+//! GPU implementations of the core ops, called from each op's `Kernel::cuda`. Inputs arrive
+//! contiguous (offset 0), as the CPU kernels get them; every function returns fresh storage.
+
+use std::sync::Arc;
+
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use super::{CudaBackend, CudaStorage, Dims, coalesce, launch, sfx};
+use crate::backend::cpu::reference::ConvGeom;
+use crate::ops::{Binary, Unary};
+use crate::tensor::shape::contiguous_strides;
+use crate::tensor::{DType, Layout};
+use crate::{Error, Result};
+
+const BLOCK: u32 = 256;
+
+fn same_dtype(op: &'static str, xs: &[&CudaStorage]) -> Result<DType> {
+    let dt = xs.first().map(|s| s.dtype()).unwrap_or(DType::F32);
+    if let Some(b) = xs.iter().find(|s| s.dtype() != dt) {
+        return Err(Error::DType {
+            op,
+            msg: format!("{} and {}", dt.name(), b.dtype().name()),
+        });
+    }
+    Ok(dt)
+}
+
+/// Opcode and parameters of a unary op, as `unary_apply` in cuda/elementwise.cu reads them.
+fn unary_code(op: Unary) -> (i32, f64, f64) {
+    match op {
+        Unary::Neg => (0, 0.0, 0.0),
+        Unary::Exp => (1, 0.0, 0.0),
+        Unary::Log => (2, 0.0, 0.0),
+        Unary::Sqrt => (3, 0.0, 0.0),
+        Unary::Rsqrt => (4, 0.0, 0.0),
+        Unary::Recip => (5, 0.0, 0.0),
+        Unary::Sqr => (6, 0.0, 0.0),
+        Unary::Sin => (7, 0.0, 0.0),
+        Unary::Cos => (8, 0.0, 0.0),
+        Unary::Abs => (9, 0.0, 0.0),
+        Unary::Tanh => (10, 0.0, 0.0),
+        Unary::Sigmoid => (11, 0.0, 0.0),
+        Unary::Erf => (12, 0.0, 0.0),
+        Unary::Relu => (13, 0.0, 0.0),
+        Unary::Silu => (14, 0.0, 0.0),
+        Unary::Gelu => (15, 0.0, 0.0),
+        Unary::Softplus => (16, 0.0, 0.0),
+        Unary::Powf(p) => (17, p, 0.0),
+        Unary::LeakyRelu(s) => (18, s, 0.0),
+        Unary::Clamp(lo, hi) => (19, lo, hi),
+        Unary::Affine(a, b) => (20, a, b),
+        Unary::StepPos => (21, 0.0, 0.0),
+        Unary::Sign => (22, 0.0, 0.0),
+        Unary::InRange(lo, hi) => (23, lo, hi),
+        Unary::Ge(c) => (24, c, 0.0),
+    }
+}
+
+fn binary_code(op: Binary) -> i32 {
+    match op {
+        Binary::Add => 0,
+        Binary::Sub => 1,
+        Binary::Mul => 2,
+        Binary::Div => 3,
+        Binary::Max => 4,
+        Binary::Min => 5,
+        Binary::GeMask => 6,
+    }
+}
+
+pub(crate) fn unary(be: &Arc<CudaBackend>, x: &CudaStorage, op: Unary) -> Result<CudaStorage> {
+    let dt = x.dtype();
+    let n = x.len();
+    let y = be.alloc(dt, n)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let (code, p, q) = unary_code(op);
+    let f = be.func("elementwise", &format!("unary_{}", sfx(dt)))?;
+    let (nn, xp, yp) = (n as i64, x.ptr(), y.ptr());
+    launch!(be, "unary", f, be.grid(n, BLOCK); &nn, &code, &p, &q, &xp, &yp)?;
+    Ok(y)
+}
+
+/// Merge output dimensions where both operands' strides allow it.
+fn coalesce2(shape: &[usize], sa: &[usize], sb: &[usize]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let (mut s, mut a, mut b): (Vec<usize>, Vec<usize>, Vec<usize>) = (vec![], vec![], vec![]);
+    for i in 0..shape.len() {
+        let d = shape[i];
+        if d == 1 {
+            continue;
+        }
+        if let Some(last) = s.len().checked_sub(1) {
+            if a[last] == sa[i] * d && b[last] == sb[i] * d {
+                s[last] *= d;
+                a[last] = sa[i];
+                b[last] = sb[i];
+                continue;
+            }
+        }
+        s.push(d);
+        a.push(sa[i]);
+        b.push(sb[i]);
+    }
+    if s.is_empty() {
+        s.push(1);
+        a.push(0);
+        b.push(0);
+    }
+    (s, a, b)
+}
+
+pub(crate) fn binary(
+    be: &Arc<CudaBackend>,
+    a: &CudaStorage,
+    b: &CudaStorage,
+    op: Binary,
+    a_shape: &[usize],
+    b_shape: &[usize],
+    out: &[usize],
+) -> Result<CudaStorage> {
+    let dt = same_dtype("binary", &[a, b])?;
+    let n: usize = out.iter().product();
+    let y = be.alloc(dt, n)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let sa = crate::ops::elementwise::broadcast_strides(a_shape, out);
+    let sb = crate::ops::elementwise::broadcast_strides(b_shape, out);
+    let (shape, sa, sb) = coalesce2(out, &sa, &sb);
+    let (ds, da, db) = (Dims::from(&shape)?, Dims::from(&sa)?, Dims::from(&sb)?);
+    let f = be.func("elementwise", &format!("binary_{}", sfx(dt)))?;
+    let (nn, code, rank) = (n as i64, binary_code(op), shape.len() as i32);
+    let (ap, bp, yp) = (a.ptr(), b.ptr(), y.ptr());
+    launch!(be, "binary", f, be.grid(n, BLOCK); &nn, &code, &rank, &ds, &da, &db, &ap, &bp, &yp)?;
+    Ok(y)
+}
+
+pub(crate) fn where_cond(
+    be: &Arc<CudaBackend>,
+    c: &CudaStorage,
+    a: &CudaStorage,
+    b: &CudaStorage,
+) -> Result<CudaStorage> {
+    let dt = same_dtype("where", &[c, a, b])?;
+    let n = a.len();
+    let y = be.alloc(dt, n)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let f = be.func("elementwise", &format!("where_{}", sfx(dt)))?;
+    let (nn, cp, ap, bp, yp) = (n as i64, c.ptr(), a.ptr(), b.ptr(), y.ptr());
+    launch!(be, "where", f, be.grid(n, BLOCK); &nn, &cp, &ap, &bp, &yp)?;
+    Ok(y)
+}
+
+/// `len` copies of `v`.
+pub(crate) fn fill(be: &Arc<CudaBackend>, dt: DType, len: usize, v: f64) -> Result<CudaStorage> {
+    let y = be.alloc(dt, len)?;
+    if len == 0 {
+        return Ok(y);
+    }
+    let f = be.func("elementwise", &format!("fill_{}", sfx(dt)))?;
+    let (nn, yp) = (len as i64, y.ptr());
+    launch!(be, "fill", f, be.grid(len, BLOCK); &nn, &v, &yp)?;
+    Ok(y)
+}
+
+/// A contiguous copy of the view `l` of `x`.
+pub(crate) fn strided_copy(
+    be: &Arc<CudaBackend>,
+    x: &CudaStorage,
+    l: &Layout,
+) -> Result<CudaStorage> {
+    let dt = x.dtype();
+    let n = l.elem_count();
+    let y = be.alloc(dt, n)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let (shape, strides) = coalesce(&l.shape, &l.strides);
+    if shape.len() == 1 && strides[0] == 1 {
+        let sz = dt.size_in_bytes();
+        be.copy_dtod(y.ptr(), x.ptr() + (l.offset * sz) as u64, n * sz)?;
+        return Ok(y);
+    }
+    let f = be.func("elementwise", &format!("strided_copy_{}", sfx(dt)))?;
+    let (ds, dst) = (Dims::from(&shape)?, Dims::from(&strides)?);
+    let (nn, rank, off, xp, yp) = (
+        n as i64,
+        shape.len() as i32,
+        l.offset as i64,
+        x.ptr(),
+        y.ptr(),
+    );
+    launch!(be, "contiguous", f, be.grid(n, BLOCK); &nn, &rank, &ds, &dst, &off, &xp, &yp)?;
+    Ok(y)
+}
+
+/// Write contiguous `src` into the view `l` of `dst`.
+pub(crate) fn strided_assign(
+    be: &Arc<CudaBackend>,
+    dst: &CudaStorage,
+    l: &Layout,
+    src: &CudaStorage,
+) -> Result<()> {
+    let dt = same_dtype("assign", &[dst, src])?;
+    let n = l.elem_count();
+    if n == 0 {
+        return Ok(());
+    }
+    let (shape, strides) = coalesce(&l.shape, &l.strides);
+    if shape.len() == 1 && strides[0] == 1 {
+        let sz = dt.size_in_bytes();
+        return be.copy_dtod(dst.ptr() + (l.offset * sz) as u64, src.ptr(), n * sz);
+    }
+    let f = be.func("elementwise", &format!("strided_assign_{}", sfx(dt)))?;
+    let (ds, dst_s) = (Dims::from(&shape)?, Dims::from(&strides)?);
+    let (nn, rank, off, xp, yp) = (
+        n as i64,
+        shape.len() as i32,
+        l.offset as i64,
+        src.ptr(),
+        dst.ptr(),
+    );
+    launch!(be, "assign", f, be.grid(n, BLOCK); &nn, &rank, &ds, &dst_s, &off, &xp, &yp)
+}
+
+/// Sum or max over the axes whose output stride is 0 (see `ReduceKernel`).
+pub(crate) fn reduce(
+    be: &Arc<CudaBackend>,
+    x: &CudaStorage,
+    is_max: bool,
+    in_shape: &[usize],
+    out_strides: &[usize],
+    out_len: usize,
+) -> Result<CudaStorage> {
+    let dt = x.dtype();
+    let op = if is_max { "max" } else { "sum" };
+    let y = be.alloc(dt, out_len)?;
+    if out_len == 0 {
+        return Ok(y);
+    }
+    let st = contiguous_strides(in_shape);
+    let (mut ks, mut kst, mut rs, mut rst) = (vec![], vec![], vec![], vec![]);
+    for i in 0..in_shape.len() {
+        if out_strides[i] == 0 {
+            rs.push(in_shape[i]);
+            rst.push(st[i]);
+        } else {
+            ks.push(in_shape[i]);
+            kst.push(st[i]);
+        }
+    }
+    let red_len: usize = rs.iter().product();
+    let (ks, kst) = coalesce(&ks, &kst);
+    let (rs, rst) = coalesce(&rs, &rst);
+    let threads = red_len.next_power_of_two().clamp(32, 256) as u32;
+    let f = be.func("reduce", &format!("{op}_{}", sfx(dt)))?;
+    let (dk, dkst, dr, drst) = (
+        Dims::from(&ks)?,
+        Dims::from(&kst)?,
+        Dims::from(&rs)?,
+        Dims::from(&rst)?,
+    );
+    let (ol, rl, kr, rr) = (
+        out_len as i64,
+        red_len as i64,
+        ks.len() as i32,
+        rs.len() as i32,
+    );
+    let (xp, yp) = (x.ptr(), y.ptr());
+    launch!(be, op, f, be.blocks(out_len, threads, 0);
+        &ol, &rl, &kr, &dk, &dkst, &rr, &dr, &drst, &xp, &yp)?;
+    Ok(y)
+}
+
+/// The index map on the device (uploaded: host metadata the op was given).
+fn upload_map(be: &Arc<CudaBackend>, map: &[u32]) -> Result<super::alloc::Buffer> {
+    let buf = be_buffer(be, std::mem::size_of_val(map))?;
+    be.upload(map, buf.ptr())?;
+    Ok(buf)
+}
+
+fn be_buffer(be: &Arc<CudaBackend>, bytes: usize) -> Result<super::alloc::Buffer> {
+    be.pool
+        .alloc(&be.stream, bytes)
+        .map_err(|e| be.err("alloc", e))
+}
+
+pub(crate) fn gather(be: &Arc<CudaBackend>, x: &CudaStorage, map: &[u32]) -> Result<CudaStorage> {
+    let dt = x.dtype();
+    let n = map.len();
+    let y = be.alloc(dt, n)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let m = upload_map(be, map)?;
+    let f = be.func("index", &format!("gather_{}", sfx(dt)))?;
+    let (nn, mp, xp, yp) = (n as i64, m.ptr(), x.ptr(), y.ptr());
+    launch!(be, "gather", f, be.grid(n, BLOCK); &nn, &mp, &xp, &yp)?;
+    Ok(y)
+}
+
+pub(crate) fn scatter_add(
+    be: &Arc<CudaBackend>,
+    x: &CudaStorage,
+    map: &[u32],
+    out_len: usize,
+) -> Result<CudaStorage> {
+    let dt = x.dtype();
+    let y = be.zeros(dt, out_len)?;
+    let n = map.len();
+    if n == 0 || out_len == 0 {
+        return Ok(y);
+    }
+    let m = upload_map(be, map)?;
+    let f = be.func("index", &format!("scatter_add_{}", sfx(dt)))?;
+    let (nn, mp, xp, yp) = (n as i64, m.ptr(), x.ptr(), y.ptr());
+    launch!(be, "scatter_add", f, be.grid(n, BLOCK); &nn, &mp, &xp, &yp)?;
+    Ok(y)
+}
+
+pub(crate) fn cat(
+    be: &Arc<CudaBackend>,
+    xs: &[&CudaStorage],
+    outer: usize,
+    inner: usize,
+    sizes: &[usize],
+) -> Result<CudaStorage> {
+    let dt = same_dtype("cat", xs)?;
+    let total: usize = sizes.iter().sum();
+    let y = be.alloc(dt, outer * total * inner)?;
+    let f = be.func("index", &format!("cat_copy_{}", sfx(dt)))?;
+    let mut col = 0usize;
+    for (x, &s) in xs.iter().zip(sizes) {
+        let n = outer * s * inner;
+        if n > 0 {
+            let (o, ir, or, co) = (
+                outer as i64,
+                (s * inner) as i64,
+                (total * inner) as i64,
+                col as i64,
+            );
+            let (xp, yp) = (x.ptr(), y.ptr());
+            launch!(be, "cat", f, be.grid(n, BLOCK); &o, &ir, &or, &co, &xp, &yp)?;
+        }
+        col += s * inner;
+    }
+    Ok(y)
+}
+
+pub(crate) fn pad(
+    be: &Arc<CudaBackend>,
+    x: &CudaStorage,
+    outer: usize,
+    inner: usize,
+    before: usize,
+    size: usize,
+    after: usize,
+) -> Result<CudaStorage> {
+    let dt = x.dtype();
+    let n = outer * (before + size + after) * inner;
+    let y = be.alloc(dt, n)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let f = be.func("index", &format!("pad_axis_{}", sfx(dt)))?;
+    let (o, b, s, a, i) = (
+        outer as i64,
+        before as i64,
+        size as i64,
+        after as i64,
+        inner as i64,
+    );
+    let (xp, yp) = (x.ptr(), y.ptr());
+    launch!(be, "pad", f, be.grid(n, BLOCK); &o, &b, &s, &a, &i, &xp, &yp)?;
+    Ok(y)
+}
+
+fn to_i32(op: &'static str, v: usize) -> Result<i32> {
+    i32::try_from(v)
+        .map_err(|_| Error::invalid(op, format!("dimension {v} exceeds cuBLAS's 32-bit sizes")))
+}
+
+/// C[b] = A[b] · B[b], row-major, through cuBLAS's strided-batched GEMM (near the device's
+/// float32 peak; a hand kernel would not beat it). Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ,
+/// so B goes first.
+pub(crate) fn matmul(
+    be: &Arc<CudaBackend>,
+    a: &CudaStorage,
+    b: &CudaStorage,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<CudaStorage> {
+    use cudarc::cublas::{result as cb, sys as cs};
+    let dt = same_dtype("matmul", &[a, b])?;
+    let len = batch * m * n;
+    if len == 0 {
+        return be.alloc(dt, 0);
+    }
+    if k == 0 {
+        return be.zeros(dt, len);
+    }
+    let c = be.alloc(dt, len)?;
+    let (mi, ni, ki, bi) = (
+        to_i32("matmul", m)?,
+        to_i32("matmul", n)?,
+        to_i32("matmul", k)?,
+        to_i32("matmul", batch)?,
+    );
+    let (sa, sb, sc) = ((k * n) as i64, (m * k) as i64, (m * n) as i64);
+    let nt = cs::cublasOperation_t::CUBLAS_OP_N;
+    let r = be.with_blas(|blas| unsafe {
+        match dt {
+            DType::F32 => {
+                let (one, zero) = (1f32, 0f32);
+                cb::sgemm_strided_batched(
+                    *blas.handle(),
+                    nt,
+                    nt,
+                    ni,
+                    mi,
+                    ki,
+                    &one,
+                    b.ptr() as *const f32,
+                    ni,
+                    sa,
+                    a.ptr() as *const f32,
+                    ki,
+                    sb,
+                    &zero,
+                    c.ptr() as *mut f32,
+                    ni,
+                    sc,
+                    bi,
+                )
+            }
+            DType::F64 => {
+                let (one, zero) = (1f64, 0f64);
+                cb::dgemm_strided_batched(
+                    *blas.handle(),
+                    nt,
+                    nt,
+                    ni,
+                    mi,
+                    ki,
+                    &one,
+                    b.ptr() as *const f64,
+                    ni,
+                    sa,
+                    a.ptr() as *const f64,
+                    ki,
+                    sb,
+                    &zero,
+                    c.ptr() as *mut f64,
+                    ni,
+                    sc,
+                    bi,
+                )
+            }
+        }
+    })?;
+    r.map_err(|e| Error::Cuda(format!("matmul on cuda:{}: cuBLAS {e}", be.ordinal())))?;
+    Ok(c)
+}
+
+/// Convolution geometry as `ConvGeom` in cuda/gemm_tile.cuh.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GpuConvGeom {
+    n: i64,
+    cin: i64,
+    h: i64,
+    w: i64,
+    cout: i64,
+    kh: i64,
+    kw: i64,
+    oh: i64,
+    ow: i64,
+    sh: i64,
+    sw: i64,
+    ph: i64,
+    pw: i64,
+    dh: i64,
+    dw: i64,
+    groups: i64,
+}
+unsafe impl DeviceRepr for GpuConvGeom {}
+
+impl From<&ConvGeom> for GpuConvGeom {
+    fn from(g: &ConvGeom) -> Self {
+        GpuConvGeom {
+            n: g.n as i64,
+            cin: g.cin as i64,
+            h: g.h as i64,
+            w: g.w as i64,
+            cout: g.cout as i64,
+            kh: g.kh as i64,
+            kw: g.kw as i64,
+            oh: g.oh as i64,
+            ow: g.ow as i64,
+            sh: g.stride.0 as i64,
+            sw: g.stride.1 as i64,
+            ph: g.pad.0 as i64,
+            pw: g.pad.1 as i64,
+            dh: g.dil.0 as i64,
+            dw: g.dil.1 as i64,
+            groups: g.groups as i64,
+        }
+    }
+}
+
+const TILE: usize = 64;
+
+/// Grid of 64×64 tiles over an M×N product with `z` slices.
+pub(crate) fn tile_grid(op: &'static str, m: usize, n: usize, z: usize) -> Result<LaunchConfig> {
+    let (gx, gy) = (n.div_ceil(TILE), m.div_ceil(TILE));
+    if gx == 0 || gy == 0 || z == 0 {
+        return Err(Error::invalid(op, "empty problem"));
+    }
+    if gx > i32::MAX as usize || gy > 65535 || z > 65535 {
+        return Err(Error::invalid(
+            op,
+            format!("{m}×{n} in {z} slices is beyond the GPU grid limits"),
+        ));
+    }
+    Ok(LaunchConfig {
+        grid_dim: (gx as u32, gy as u32, z as u32),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+/// Split of a reduction of length `p` over blocks so that about 4 blocks per SM run: returns
+/// (splits, chunk) with chunk a multiple of 16.
+pub(crate) fn split_k(
+    be: &CudaBackend,
+    p: usize,
+    base_blocks: usize,
+    max_splits: usize,
+) -> (usize, usize) {
+    let target = 4 * be.sm_count as usize;
+    let want = target.div_ceil(base_blocks.max(1));
+    let splits = want.clamp(1, p.div_ceil(256).max(1)).min(max_splits.max(1));
+    let chunk = p.div_ceil(splits).div_ceil(16) * 16;
+    (p.div_ceil(chunk.max(1)).max(1), chunk.max(16))
+}
+
+/// Which of the three convolution primitives.
+#[derive(Clone, Copy)]
+pub(crate) enum ConvPass {
+    Forward,
+    Data,
+    Weight,
+}
+
+/// Forward: (x, w) → y. Data: (dy, w) → dx. Weight: (x, dy) → dw.
+pub(crate) fn conv(
+    be: &Arc<CudaBackend>,
+    pass: ConvPass,
+    p: &CudaStorage,
+    q: &CudaStorage,
+    g: &ConvGeom,
+) -> Result<CudaStorage> {
+    let dt = same_dtype("conv2d", &[p, q])?;
+    let gg = GpuConvGeom::from(g);
+    let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
+    let (pp, qp) = (p.ptr(), q.ptr());
+    match pass {
+        ConvPass::Forward => {
+            let y = be.alloc(dt, g.n * g.cout * g.oh * g.ow)?;
+            if y.is_empty() {
+                return Ok(y);
+            }
+            let cfg = tile_grid("conv2d", cog, g.n * g.oh * g.ow, g.groups)?;
+            let f = be.func("conv", &format!("conv2d_fwd_{}", sfx(dt)))?;
+            let yp = y.ptr();
+            launch!(be, "conv2d", f, cfg; &gg, &pp, &qp, &yp)?;
+            Ok(y)
+        }
+        ConvPass::Data => {
+            let dx = be.alloc(dt, g.n * g.cin * g.h * g.w)?;
+            if dx.is_empty() {
+                return Ok(dx);
+            }
+            let cfg = tile_grid("conv2d_backward_data", cig, g.n * g.h * g.w, g.groups)?;
+            let f = be.func("conv", &format!("conv2d_bwd_data_{}", sfx(dt)))?;
+            let dxp = dx.ptr();
+            launch!(be, "conv2d_backward_data", f, cfg; &gg, &pp, &qp, &dxp)?;
+            Ok(dx)
+        }
+        ConvPass::Weight => {
+            let k = cig * g.kh * g.kw;
+            let dw = be.zeros(dt, g.cout * k)?;
+            let pix = g.n * g.oh * g.ow;
+            if dw.is_empty() || pix == 0 {
+                return Ok(dw);
+            }
+            let base = cog.div_ceil(TILE) * k.div_ceil(TILE) * g.groups;
+            let (splits, chunk) = split_k(be, pix, base, 65535 / g.groups);
+            let cfg = tile_grid("conv2d_backward_weight", cog, k, g.groups * splits)?;
+            let f = be.func("conv", &format!("conv2d_bwd_weight_{}", sfx(dt)))?;
+            let (sp, ch, dwp) = (splits as i64, chunk as i64, dw.ptr());
+            launch!(be, "conv2d_backward_weight", f, cfg; &gg, &sp, &ch, &pp, &qp, &dwp)?;
+            Ok(dw)
+        }
+    }
+}
