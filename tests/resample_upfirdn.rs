@@ -335,7 +335,7 @@ proptest! {
         let x = rand_tensor(&[2, 1, h, w], seed).variable();
         let y = upfirdn2d(&x, &f, (upx, upy), (dx, dy), (px0, px1, py0, py1), 1.3, flip).unwrap();
         let r = rand_tensor(y.shape(), seed + 2);
-        let xt = brainsynth::autograd::grad(&[y.clone()], Some(&[r.clone()]), &[x.clone()], false)
+        let xt = brainsynth::autograd::grad(std::slice::from_ref(&y), Some(std::slice::from_ref(&r)), std::slice::from_ref(&x), false)
             .unwrap()
             .remove(0);
         prop_assert_eq!(xt.shape(), x.shape());

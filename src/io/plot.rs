@@ -55,9 +55,9 @@ impl Canvas {
     fn text(&mut self, x: i64, y: i64, s: &str, scale: i64, c: [u8; 3]) {
         for (k, ch) in s.chars().enumerate() {
             let g = glyph(ch);
-            for row in 0..5 {
+            for (row, bits) in g.iter().enumerate() {
                 for col in 0..3 {
-                    if g[row] >> (2 - col) & 1 == 1 {
+                    if bits >> (2 - col) & 1 == 1 {
                         for dy in 0..scale {
                             for dx in 0..scale {
                                 self.set(

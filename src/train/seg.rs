@@ -78,7 +78,7 @@ pub struct SegTrainConfig {
 /// A segmenter of either kind, behind one interface.
 pub enum Segmenter {
     UNet(UNet),
-    Swin(SwinSegmenter),
+    Swin(Box<SwinSegmenter>),
 }
 
 impl Segmenter {
@@ -86,7 +86,9 @@ impl Segmenter {
         let root = store.root();
         Ok(match kind {
             SegKind::UNet => Segmenter::UNet(UNet::new(&root, cfg.unet.clone())?),
-            SegKind::Swin => Segmenter::Swin(SwinSegmenter::new(&root, cfg.swin.clone())?),
+            SegKind::Swin => {
+                Segmenter::Swin(Box::new(SwinSegmenter::new(&root, cfg.swin.clone())?))
+            }
         })
     }
 
