@@ -107,7 +107,7 @@ fn each_code_path_matches_reference() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn fast_matches_reference_on_random_geometry(
         n in 1usize..4,

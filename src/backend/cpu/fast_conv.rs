@@ -137,9 +137,13 @@ fn im2col<T: StorageElem>(
                         let lo = (-shift).clamp(ox0 as isize, ox1 as isize) as usize;
                         let hi = (g.w as isize - shift).clamp(lo as isize, ox1 as isize) as usize;
                         d[..lo - ox0].fill(zero);
-                        d[lo - ox0..hi - ox0].copy_from_slice(
-                            &src[(lo as isize + shift) as usize..(hi as isize + shift) as usize],
-                        );
+                        if hi > lo {
+                            // (an empty range may sit left of the image: no index then)
+                            d[lo - ox0..hi - ox0].copy_from_slice(
+                                &src[(lo as isize + shift) as usize
+                                    ..(hi as isize + shift) as usize],
+                            );
+                        }
                         d[hi - ox0..].fill(zero);
                     } else {
                         for (i, v) in d.iter_mut().enumerate() {
