@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use brainsynth::autograd::grad;
-use brainsynth::ops::Conv2dParams;
+use brainsynth::ops::{Conv2dParams, ModConvParams, modulated_conv2d};
 use brainsynth::{DType, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
@@ -40,7 +40,13 @@ fn conv3x3(c: &mut Criterion) {
         group.bench_function(format!("fwd+bwd {id}"), |b| {
             b.iter(|| {
                 let y = x.conv2d(&w, p).expect("conv2d");
-                grad(&[y], Some(std::slice::from_ref(&g)), &[x.clone(), w.clone()], false).expect("grad")
+                grad(
+                    &[y],
+                    Some(std::slice::from_ref(&g)),
+                    &[x.clone(), w.clone()],
+                    false,
+                )
+                .expect("grad")
             })
         });
     }
@@ -68,5 +74,43 @@ fn matmul(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv3x3, matmul);
+fn modconv(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut group = c.benchmark_group("modconv3x3");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    // (N, Cin, Cout, H=W): a StyleGAN2 synthesis layer of the quick profile
+    let (n, ci, co, hw) = (4, 64, 64, 32);
+    let x = Tensor::randn(&[n, ci, hw, hw], DType::F32, &mut rng).variable();
+    let w = Tensor::randn(&[co, ci, 3, 3], DType::F32, &mut rng).variable();
+    let s = Tensor::randn(&[n, ci], DType::F32, &mut rng).variable();
+    let g = Tensor::randn(&[n, co, hw, hw], DType::F32, &mut rng);
+    for fused in [true, false] {
+        let p = ModConvParams::same(3).fused(fused);
+        let id = format!(
+            "({n},{ci},{co},{hw}) {}",
+            if fused { "fused" } else { "non-fused" }
+        );
+        group.bench_function(format!("fwd {id}"), |b| {
+            b.iter(|| modulated_conv2d(&x, &w, &s, None, p).expect("modconv"))
+        });
+        group.bench_function(format!("fwd+bwd {id}"), |b| {
+            b.iter(|| {
+                let y = modulated_conv2d(&x, &w, &s, None, p).expect("modconv");
+                grad(
+                    &[y],
+                    Some(std::slice::from_ref(&g)),
+                    &[x.clone(), w.clone(), s.clone()],
+                    false,
+                )
+                .expect("grad")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv3x3, matmul, modconv);
 criterion_main!(benches);

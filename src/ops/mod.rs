@@ -4,8 +4,10 @@
 pub mod conv;
 pub mod elementwise;
 pub mod matmul;
+pub mod modconv;
 pub mod reduce;
 pub mod view;
 
 pub use conv::Conv2dParams;
 pub use elementwise::{Binary, Unary};
+pub use modconv::{ModConvParams, modulated_conv2d};
