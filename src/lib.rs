@@ -7,9 +7,14 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod cli;
 pub mod data;
 pub mod error;
+pub mod eval;
+pub mod io;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 pub mod testing;
 

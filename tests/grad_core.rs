@@ -331,7 +331,13 @@ fn grad_skips_unneeded_inputs_and_backward_accumulates() {
     let w = rand_tensor(&[3], 14).variable();
     let y = x.mul(&w).unwrap().sum_all().unwrap();
     // asking for d/dx only: w's gradient is not part of the answer
-    let g = grad(std::slice::from_ref(&y), None, std::slice::from_ref(&x), false).unwrap();
+    let g = grad(
+        std::slice::from_ref(&y),
+        None,
+        std::slice::from_ref(&x),
+        false,
+    )
+    .unwrap();
     assert_eq!(g[0].to_vec_f64().unwrap(), w.to_vec_f64().unwrap());
     y.backward().unwrap();
     y.backward().unwrap();

@@ -118,6 +118,37 @@ pub fn par_for(n: usize, f: impl Fn(usize) + Sync) {
     });
 }
 
+// ---- block-parallel helper (added for norm / attention kernels) ------------------------------
+
+/// Split `out` into consecutive blocks of `block_len` and hand each thread a run of whole blocks:
+/// `f(first_block, run)` where `run.len()` is a multiple of `block_len`. Kernels that need
+/// per-thread scratch (attention scores, ...) allocate it once per call of `f`. Runs on the calling
+/// thread when `out` is small.
+pub fn par_blocks_mut<U: Send>(
+    out: &mut [U],
+    block_len: usize,
+    f: impl Fn(usize, &mut [U]) + Sync,
+) {
+    let block_len = block_len.max(1);
+    let blocks = out.len() / block_len;
+    let threads = if out.len() < PAR_MIN {
+        1
+    } else {
+        worker_threads().min(blocks).max(1)
+    };
+    if threads == 1 {
+        f(0, out);
+        return;
+    }
+    let per = blocks.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (i, c) in out.chunks_mut(per * block_len).enumerate() {
+            let f = &f;
+            s.spawn(move || as_worker(|| f(i * per, c)));
+        }
+    });
+}
+
 // ---- one level of threads ----
 // Kernels that split work over threads (these helpers, the GEMM, the conv tiles) run serially
 // when called from inside a worker: nested pools would put several threads on each core.

@@ -1,0 +1,3 @@
+//! Evaluation: Dice per tumour class and BraTS region, per subject in 3D, and summaries.
+
+pub mod dice;

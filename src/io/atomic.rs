@@ -1,0 +1,143 @@
+//! Atomic file writes: write a temporary file next to the destination, flush it to disk, then
+//! rename it over the destination. A reader never sees a half-written file; a failed or abandoned
+//! write leaves the destination untouched and removes the temporary file.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{Error, Result};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A file being written under a temporary name; [`AtomicFile::commit`] makes it appear at its
+/// destination. Dropping it uncommitted deletes the temporary file.
+#[derive(Debug)]
+pub struct AtomicFile {
+    dest: PathBuf,
+    tmp: PathBuf,
+    file: Option<BufWriter<File>>,
+}
+
+/// Temporary sibling path for `dest` (same folder, so the final rename stays on one file system).
+/// `keep_suffix` is appended after the unique part (useful for writers that look at extensions).
+pub fn temp_path_for(dest: &Path, keep_suffix: &str) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp_name = format!(".{name}.tmp-{}-{n}{keep_suffix}", std::process::id());
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join(tmp_name),
+        _ => PathBuf::from(tmp_name),
+    }
+}
+
+impl AtomicFile {
+    /// Start writing `dest` (its folder must exist).
+    pub fn create(dest: impl AsRef<Path>) -> Result<Self> {
+        let dest = dest.as_ref().to_path_buf();
+        let tmp = temp_path_for(&dest, "");
+        let file = File::create(&tmp).map_err(|e| Error::io(&dest, e))?;
+        Ok(AtomicFile {
+            dest,
+            tmp,
+            file: Some(BufWriter::new(file)),
+        })
+    }
+
+    /// The destination path.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// The writer (buffered).
+    pub fn writer(&mut self) -> &mut BufWriter<File> {
+        self.file.as_mut().expect("AtomicFile used after commit")
+    }
+
+    /// Write all of `bytes`, naming the destination in errors.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let dest = self.dest.clone();
+        self.writer()
+            .write_all(bytes)
+            .map_err(|e| Error::io(dest, e))
+    }
+
+    /// Overwrite bytes at `offset` (after flushing), then return to the end of the file.
+    pub fn patch(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        let dest = self.dest.clone();
+        let w = self.writer();
+        let io = |e| Error::io(&dest, e);
+        w.flush().map_err(io)?;
+        let f = w.get_mut();
+        f.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+        Ok(())
+    }
+
+    /// Flush, sync to disk and rename over the destination.
+    pub fn commit(mut self) -> Result<()> {
+        let w = self.file.take().expect("AtomicFile committed twice");
+        let io = |e| Error::io(&self.dest, e);
+        let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+        f.sync_all().map_err(io)?;
+        drop(f);
+        commit_temp(&self.tmp, &self.dest)
+    }
+}
+
+/// Rename a finished temporary file over its destination (and sync the folder where possible).
+pub fn commit_temp(tmp: &Path, dest: &Path) -> Result<()> {
+    if let Err(e) = std::fs::rename(tmp, dest) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(Error::io(dest, e));
+    }
+    if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // Best effort: make the rename itself durable.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Write `bytes` to `dest` atomically.
+pub fn write_atomic(dest: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let mut f = AtomicFile::create(dest)?;
+    f.write_all(bytes)?;
+    f.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abandoned_write_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("bs-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("x.bin");
+        {
+            let mut f = AtomicFile::create(&dest).unwrap();
+            f.write_all(b"half").unwrap();
+        }
+        assert!(!dest.exists());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        write_atomic(&dest, b"whole").unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"whole");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,87 @@
+//! Embeddings: Swin's relative-position bias (a learned table gathered into [heads, N, N]),
+//! learned lookup tables, and the sinusoidal timestep embedding of the diffusion U-Net.
+//! All gathers are `gather_map` / `index_select`, whose adjoint scatter-adds into the table.
+
+use std::sync::Arc;
+
+use crate::ops::attention::relative_position_index;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// Swin `relative_position_bias_table[relative_position_index]` permuted to [heads, N, N]: table
+/// [(2ws−1)², heads] → bias [heads, ws², ws²], ready for [`crate::ops::attention::window_attention`].
+pub fn relative_position_bias(table: &Tensor, ws: usize) -> Result<Tensor> {
+    let side = 2 * ws.max(1) - 1;
+    let ts = table.shape();
+    if ws == 0 || ts.len() != 2 || ts[0] != side * side {
+        return Err(Error::shape(
+            "relative_position_bias",
+            format!(
+                "table {ts:?}, expected [{}, heads] for window {ws}",
+                side * side
+            ),
+        ));
+    }
+    let heads = ts[1];
+    let n = ws * ws;
+    let idx = relative_position_index(ws);
+    if n * n * heads >= u32::MAX as usize || table.elem_count() >= u32::MAX as usize {
+        return Err(Error::invalid(
+            "relative_position_bias",
+            "window too large for 32-bit index maps",
+        ));
+    }
+    // out[h, p] = table[idx[p], h]
+    let mut map = Vec::with_capacity(heads * n * n);
+    for h in 0..heads {
+        for &i in &idx {
+            map.push((i * heads + h) as u32);
+        }
+    }
+    table.gather_map(Arc::new(map), &[heads, n, n])
+}
+
+/// Learned embedding lookup: rows `ids` of `table` [V, D] → [ids.len(), D]; the table gets
+/// gradients (repeated ids accumulate).
+pub fn embedding(table: &Tensor, ids: &[usize]) -> Result<Tensor> {
+    if table.rank() != 2 {
+        return Err(Error::shape(
+            "embedding",
+            format!("table {:?} must be [V, D]", table.shape()),
+        ));
+    }
+    if let Some(&bad) = ids.iter().find(|&&i| i >= table.shape()[0]) {
+        return Err(Error::invalid(
+            "embedding",
+            format!("id {bad} outside a table of {} entries", table.shape()[0]),
+        ));
+    }
+    table.index_select(0, ids)
+}
+
+/// guided-diffusion `timestep_embedding`: t [N] → [N, dim] = [cos(t·f), sin(t·f)] with
+/// f_i = max_period^(−i/half), i < half = dim/2 (a zero column is appended for odd dim).
+/// Frequencies are computed in f64; the result has t's dtype. Differentiable in t.
+pub fn timestep_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<Tensor> {
+    if t.rank() != 1 || dim == 0 {
+        return Err(Error::shape(
+            "timestep_embedding",
+            format!(
+                "timesteps {:?} must be [N] and dim ({dim}) positive",
+                t.shape()
+            ),
+        ));
+    }
+    let half = dim / 2;
+    let n = t.shape()[0];
+    let freqs: Vec<f64> = (0..half)
+        .map(|i| (-(max_period.ln()) * i as f64 / half as f64).exp())
+        .collect();
+    let f = Tensor::from_f64s(&freqs, &[1, half], t.dtype())?;
+    let args = t.reshape(&[n, 1])?.mul(&f)?;
+    let mut parts = vec![args.cos()?, args.sin()?];
+    if dim % 2 == 1 {
+        parts.push(Tensor::zeros(&[n, 1], t.dtype()));
+    }
+    Tensor::cat(&parts, 1)
+}

@@ -1,0 +1,649 @@
+//! Normalisation: group / instance / layer norm (torch semantics, biased variance), group norm
+//! with a fused SiLU (diffusion U-Net), StyleGAN1 AdaIN and StyleGAN2's 2nd-moment normalisation.
+//!
+//! Every norm here is one shape: x viewed as [n, c, inner] with statistics over each of `groups`
+//! groups of c/groups channels (layer norm: c = normalised size, inner = 1, one group). The
+//! forward is one fused kernel (statistics in one f64 pass per group, then affine and activation
+//! in a second pass). Its backward is built from two more primitives, the bare normalisation
+//! x̂(x) and the inverse deviation rstd(x), whose own backward rules use each other, so every
+//! derivative order is exact (R1 and path-length regularisation differentiate through these).
+
+use std::sync::Arc;
+
+use crate::autograd::{GradFn, is_grad_enabled, record};
+use crate::backend::cpu::par_blocks_mut;
+use crate::tensor::{Kernel, StorageElem, Tensor};
+use crate::{Error, Result};
+
+/// Default epsilon of group / layer / instance norm (DESIGN §5).
+pub const NORM_EPS: f64 = 1e-5;
+/// Epsilon of StyleGAN's instance norm, pixel norm and 2nd-moment norm (DESIGN §5).
+pub const STYLEGAN_EPS: f64 = 1e-8;
+
+/// Activation applied after the affine step of the fused kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    None,
+    Silu,
+}
+
+/// x as [n, c, inner]; statistics per (sample, group) over c/groups · inner values.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    n: usize,
+    c: usize,
+    inner: usize,
+    groups: usize,
+}
+
+impl Dims {
+    fn cpg(&self) -> usize {
+        self.c / self.groups
+    }
+    fn row_len(&self) -> usize {
+        self.cpg() * self.inner
+    }
+    fn shape3(&self) -> [usize; 3] {
+        [self.n, self.c, self.inner]
+    }
+    /// One row per (sample, group).
+    fn rows_shape(&self) -> [usize; 3] {
+        [self.n, self.groups, self.row_len()]
+    }
+}
+
+/// Mean and 1/sqrt(var + eps) of one row, accumulated in f64 in one pass. Values are shifted by
+/// the first element so that a large mean does not cancel the variance away.
+fn row_stats<T: StorageElem>(xr: &[T], eps: f64) -> (f64, f64) {
+    let m = xr.len();
+    if m == 0 {
+        return (0.0, 1.0 / eps.sqrt());
+    }
+    let k = xr[0].to_f64();
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for &v in xr {
+        let d = v.to_f64() - k;
+        s1 += d;
+        s2 += d * d;
+    }
+    let mf = m as f64;
+    let var = ((s2 - s1 * s1 / mf) / mf).max(0.0);
+    (k + s1 / mf, 1.0 / (var + eps).sqrt())
+}
+
+/// y = act(x̂ · w[c] + b[c]) with x̂ the group-normalised input; inputs x (and w, b when affine).
+struct NormKernel {
+    d: Dims,
+    eps: f64,
+    affine: bool,
+    act: Act,
+}
+
+impl Kernel for NormKernel {
+    fn run<T: StorageElem>(&self, xs: &[&[T]]) -> Result<Vec<T>> {
+        let x = xs[0];
+        let d = self.d;
+        let (m, cpg, inner) = (d.row_len(), d.cpg(), d.inner);
+        let mut out = vec![T::zero(); x.len()];
+        if m == 0 {
+            return Ok(out);
+        }
+        par_blocks_mut(&mut out, m, |first, ys| {
+            for (i, y) in ys.chunks_mut(m).enumerate() {
+                let r = first + i;
+                let xr = &x[r * m..(r + 1) * m];
+                let (mean, rstd) = row_stats(xr, self.eps);
+                let g = r % d.groups;
+                for ci in 0..cpg {
+                    let c = g * cpg + ci;
+                    // y = x·a + s folds mean, rstd and the affine into one multiply-add
+                    let (a, s) = if self.affine {
+                        let w = xs[1][c].to_f64();
+                        let b = xs[2][c].to_f64();
+                        (w * rstd, b - mean * rstd * w)
+                    } else {
+                        (rstd, -mean * rstd)
+                    };
+                    let (a, s) = (T::from_f64(a), T::from_f64(s));
+                    let xc = &xr[ci * inner..(ci + 1) * inner];
+                    let yc = &mut y[ci * inner..(ci + 1) * inner];
+                    match self.act {
+                        Act::None => {
+                            for (o, &v) in yc.iter_mut().zip(xc) {
+                                *o = v * a + s;
+                            }
+                        }
+                        Act::Silu => {
+                            for (o, &v) in yc.iter_mut().zip(xc) {
+                                let z = v * a + s;
+                                *o = z / (T::one() + (-z).exp());
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(out)
+    }
+}
+
+/// 1/sqrt(var + eps) per (sample, group): output [n, groups].
+struct RstdKernel {
+    d: Dims,
+    eps: f64,
+}
+
+impl Kernel for RstdKernel {
+    fn run<T: StorageElem>(&self, xs: &[&[T]]) -> Result<Vec<T>> {
+        let m = self.d.row_len();
+        let rows = self.d.n * self.d.groups;
+        Ok((0..rows)
+            .map(|r| T::from_f64(row_stats(&xs[0][r * m..(r + 1) * m], self.eps).1))
+            .collect())
+    }
+}
+
+/// First-order backward of act(x̂·w + b) in two passes over the data, used when the gradient
+/// will not be differentiated again (no `create_graph`): inputs x, w, b, g; output the flat
+/// concatenation [gx (n·c·inner), gw (c), gb (c)]. The recorded rule in [`NormAffineBackward`]
+/// computes the same values with differentiable ops.
+struct NormBackwardKernel {
+    d: Dims,
+    eps: f64,
+    act: Act,
+}
+
+/// Per-row statistics of the backward: mean, rstd, mean(ĝ), mean(ĝ·x̂) (ĝ = ∂L/∂x̂), then the
+/// row's partial sums of gw and gb per channel.
+const ROW_STATS: usize = 4;
+
+impl NormBackwardKernel {
+    /// ∂L/∂z for pre-activation z given the upstream gradient.
+    #[inline]
+    fn dz<T: StorageElem>(&self, g: T, z: T) -> T {
+        match self.act {
+            Act::None => g,
+            Act::Silu => {
+                let s = T::one() / (T::one() + (-z).exp());
+                g * s * (T::one() + z * (T::one() - s))
+            }
+        }
+    }
+}
+
+impl Kernel for NormBackwardKernel {
+    fn run<T: StorageElem>(&self, xs: &[&[T]]) -> Result<Vec<T>> {
+        let (x, w, b, g) = (xs[0], xs[1], xs[2], xs[3]);
+        let d = self.d;
+        let (m, cpg, inner) = (d.row_len(), d.cpg(), d.inner);
+        let rows = d.n * d.groups;
+        let total = x.len();
+        let mut out = vec![T::zero(); total + 2 * d.c];
+        if m == 0 {
+            return Ok(out);
+        }
+        // pass 1: statistics and partial weight/bias sums per row, in f64
+        let per = ROW_STATS + 2 * cpg;
+        let mut stats = vec![0f64; rows * per];
+        par_blocks_mut(&mut stats, per, |first, st| {
+            for (i, srow) in st.chunks_mut(per).enumerate() {
+                let r = first + i;
+                let xr = &x[r * m..(r + 1) * m];
+                let gr = &g[r * m..(r + 1) * m];
+                let (mean, rstd) = row_stats(xr, self.eps);
+                let grp = r % d.groups;
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for ci in 0..cpg {
+                    let c = grp * cpg + ci;
+                    let (wc, bc) = (w[c].to_f64(), b[c].to_f64());
+                    let (mut pw, mut pb) = (0f64, 0f64);
+                    for k in ci * inner..(ci + 1) * inner {
+                        let xh = (xr[k].to_f64() - mean) * rstd;
+                        let gz = self.dz(gr[k], T::from_f64(xh * wc + bc)).to_f64();
+                        pw += gz * xh;
+                        pb += gz;
+                        sg += gz * wc;
+                        sgx += gz * wc * xh;
+                    }
+                    srow[ROW_STATS + ci] = pw;
+                    srow[ROW_STATS + cpg + ci] = pb;
+                }
+                let mf = m as f64;
+                srow[..ROW_STATS].copy_from_slice(&[mean, rstd, sg / mf, sgx / mf]);
+            }
+        });
+        // pass 2: gx = rstd · (ĝ − mean ĝ − x̂ · mean(ĝ·x̂))
+        let (gx, gwb) = out.split_at_mut(total);
+        par_blocks_mut(gx, m, |first, ys| {
+            for (i, y) in ys.chunks_mut(m).enumerate() {
+                let r = first + i;
+                let xr = &x[r * m..(r + 1) * m];
+                let gr = &g[r * m..(r + 1) * m];
+                let st = &stats[r * per..r * per + ROW_STATS];
+                let (mean, rstd, mg, mgx) = (st[0], st[1], st[2], st[3]);
+                let grp = r % d.groups;
+                for ci in 0..cpg {
+                    let c = grp * cpg + ci;
+                    let (wc, bc) = (w[c].to_f64(), b[c].to_f64());
+                    for k in ci * inner..(ci + 1) * inner {
+                        let xh = (xr[k].to_f64() - mean) * rstd;
+                        let gz = self.dz(gr[k], T::from_f64(xh * wc + bc)).to_f64();
+                        y[k] = T::from_f64(rstd * (gz * wc - mg - xh * mgx));
+                    }
+                }
+            }
+        });
+        // weight and bias gradients: sum the row partials over the batch
+        for r in 0..rows {
+            let grp = r % d.groups;
+            let srow = &stats[r * per..(r + 1) * per];
+            for ci in 0..cpg {
+                let c = grp * cpg + ci;
+                gwb[c] += T::from_f64(srow[ROW_STATS + ci]);
+                gwb[d.c + c] += T::from_f64(srow[ROW_STATS + cpg + ci]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// [gx, gw, gb] of act(x̂·w + b) by the fused kernel (values only, no history).
+fn norm_backward_fused(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+    d: Dims,
+    eps: f64,
+    act: Act,
+) -> Result<[Tensor; 3]> {
+    let total = x.elem_count();
+    let k = NormBackwardKernel { d, eps, act };
+    let flat = Tensor::run_kernel(
+        "group_norm_backward",
+        &[&x.detach(), &w.detach(), &b.detach(), &g.detach()],
+        &[total + 2 * d.c],
+        &k,
+    )?;
+    Ok([
+        flat.narrow(0, 0, total)?.reshape(&d.shape3())?,
+        flat.narrow(0, total, d.c)?,
+        flat.narrow(0, total + d.c, d.c)?,
+    ])
+}
+
+/// x̂ = (x − mean) · rstd per group, x given as [n, c, inner]. Differentiable to every order.
+fn normalize(x: &Tensor, d: Dims, eps: f64) -> Result<Tensor> {
+    let k = NormKernel {
+        d,
+        eps,
+        affine: false,
+        act: Act::None,
+    };
+    let out = Tensor::run_kernel("group_norm", &[x], &d.shape3(), &k)?;
+    Ok(record(out, &[x], || {
+        Arc::new(NormalizeBackward {
+            x: x.clone(),
+            d,
+            eps,
+        })
+    }))
+}
+
+/// rstd per group as [n, groups, 1] (broadcasts against the [n, groups, row] view).
+fn rstd(x: &Tensor, d: Dims, eps: f64) -> Result<Tensor> {
+    let k = RstdKernel { d, eps };
+    let out = Tensor::run_kernel("group_norm", &[x], &[d.n, d.groups, 1], &k)?;
+    Ok(record(out, &[x], || {
+        Arc::new(RstdBackward {
+            x: x.clone(),
+            d,
+            eps,
+        })
+    }))
+}
+
+/// Gradient through x̂: rstd · (g − mean(g) − x̂ · mean(g · x̂)) per group. `xhat` and `g` are
+/// [n, c, inner]; the result is too.
+fn normalize_grad(x: &Tensor, xhat: &Tensor, g: &Tensor, d: Dims, eps: f64) -> Result<Tensor> {
+    let rs = d.rows_shape();
+    let xh = xhat.reshape(&rs)?;
+    let g = g.reshape(&rs)?;
+    let r = rstd(x, d, eps)?;
+    let mg = g.mean_axes(&[2], true)?;
+    let mgx = g.mul(&xh)?.mean_axes(&[2], true)?;
+    g.sub(&mg)?
+        .sub(&xh.mul(&mgx)?)?
+        .mul(&r)?
+        .reshape(&d.shape3())
+}
+
+struct NormalizeBackward {
+    x: Tensor,
+    d: Dims,
+    eps: f64,
+}
+impl GradFn for NormalizeBackward {
+    fn name(&self) -> &'static str {
+        "group_norm"
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.x.clone()]
+    }
+    fn backward(&self, out: &Tensor, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        if !is_grad_enabled() {
+            // not differentiated again: the fused kernel gives the same values in two passes
+            let (w, b) = (
+                Tensor::ones(&[self.d.c], self.x.dtype()),
+                Tensor::zeros(&[self.d.c], self.x.dtype()),
+            );
+            let [gx, _, _] = norm_backward_fused(&self.x, &w, &b, g, self.d, self.eps, Act::None)?;
+            return Ok(vec![Some(gx)]);
+        }
+        Ok(vec![Some(normalize_grad(
+            &self.x, out, g, self.d, self.eps,
+        )?)])
+    }
+}
+
+struct RstdBackward {
+    x: Tensor,
+    d: Dims,
+    eps: f64,
+}
+impl GradFn for RstdBackward {
+    fn name(&self) -> &'static str {
+        "group_norm_rstd"
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.x.clone()]
+    }
+    /// d rstd / dx = −rstd² · x̂ / m (m values per group).
+    fn backward(&self, out: &Tensor, g: &Tensor, _needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let d = self.d;
+        let xh = normalize(&self.x, d, self.eps)?.reshape(&d.rows_shape())?;
+        let coef = g
+            .mul(&out.sqr()?)?
+            .affine(-1.0 / d.row_len().max(1) as f64, 0.0)?;
+        Ok(vec![Some(xh.mul(&coef)?.reshape(&d.shape3())?)])
+    }
+}
+
+/// The fused op: act(x̂ · w + b) with w, b of shape [c].
+fn norm_affine(x: &Tensor, w: &Tensor, b: &Tensor, d: Dims, eps: f64, act: Act) -> Result<Tensor> {
+    let k = NormKernel {
+        d,
+        eps,
+        affine: true,
+        act,
+    };
+    let out = Tensor::run_kernel("group_norm", &[x, w, b], &d.shape3(), &k)?;
+    Ok(record(out, &[x, w, b], || {
+        Arc::new(NormAffineBackward {
+            x: x.clone(),
+            w: w.clone(),
+            b: b.clone(),
+            d,
+            eps,
+            act,
+        })
+    }))
+}
+
+struct NormAffineBackward {
+    x: Tensor,
+    w: Tensor,
+    b: Tensor,
+    d: Dims,
+    eps: f64,
+    act: Act,
+}
+impl GradFn for NormAffineBackward {
+    fn name(&self) -> &'static str {
+        "group_norm_affine"
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.x.clone(), self.w.clone(), self.b.clone()]
+    }
+    fn backward(&self, _out: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let d = self.d;
+        if !is_grad_enabled() {
+            // not differentiated again: the fused kernel gives the same values in two passes
+            let [gx, gw, gb] =
+                norm_backward_fused(&self.x, &self.w, &self.b, g, d, self.eps, self.act)?;
+            let pick = |t: Tensor, i: usize| if needs[i] { Some(t) } else { None };
+            return Ok(vec![pick(gx, 0), pick(gw, 1), pick(gb, 2)]);
+        }
+        // recompute x̂ (recorded, so the gradient differentiates again)
+        let xhat = normalize(&self.x, d, self.eps)?;
+        let w3 = self.w.reshape(&[1, d.c, 1])?;
+        let gz = match self.act {
+            Act::None => g.clone(),
+            Act::Silu => {
+                // silu'(z) = σ(z)·(1 + z·(1 − σ(z)))
+                let z = xhat.mul(&w3)?.add(&self.b.reshape(&[1, d.c, 1])?)?;
+                let s = z.sigmoid()?;
+                g.mul(&s.mul(&z.mul(&s.affine(-1.0, 1.0)?)?.affine(1.0, 1.0)?)?)?
+            }
+        };
+        let gx = if needs[0] {
+            Some(normalize_grad(&self.x, &xhat, &gz.mul(&w3)?, d, self.eps)?)
+        } else {
+            None
+        };
+        let gw = if needs[1] {
+            Some(gz.mul(&xhat)?.sum_axes(&[0, 2], false)?)
+        } else {
+            None
+        };
+        let gb = if needs[2] {
+            Some(gz.sum_axes(&[0, 2], false)?)
+        } else {
+            None
+        };
+        Ok(vec![gx, gw, gb])
+    }
+}
+
+/// Check an optional per-channel parameter has shape [c].
+fn check_param(op: &'static str, what: &str, p: Option<&Tensor>, c: usize) -> Result<()> {
+    if let Some(p) = p {
+        if p.shape() != [c] {
+            return Err(Error::shape(
+                op,
+                format!("{what} has shape {:?}, expected [{c}]", p.shape()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Normalise x viewed as [n, c, inner] and apply the optional affine and activation; the result
+/// has `out_shape`.
+#[allow(clippy::too_many_arguments)]
+fn run_norm(
+    x: &Tensor,
+    d: Dims,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    act: Act,
+    op: &'static str,
+) -> Result<Tensor> {
+    if eps.is_nan() || eps < 0.0 {
+        return Err(Error::invalid(op, format!("eps must be >= 0, got {eps}")));
+    }
+    let x3 = x.reshape(&d.shape3())?;
+    let y = if weight.is_none() && bias.is_none() && act == Act::None {
+        normalize(&x3, d, eps)?
+    } else {
+        // missing parameters become constants (no gradient is asked of them)
+        let w = match weight {
+            Some(w) => w.clone(),
+            None => Tensor::ones(&[d.c], x.dtype()),
+        };
+        let b = match bias {
+            Some(b) => b.clone(),
+            None => Tensor::zeros(&[d.c], x.dtype()),
+        };
+        norm_affine(&x3, &w, &b, d, eps, act)?
+    };
+    y.reshape(x.shape())
+}
+
+fn group_dims(op: &'static str, x: &Tensor, groups: usize) -> Result<Dims> {
+    if x.rank() < 2 {
+        return Err(Error::shape(
+            op,
+            format!("input {:?} needs at least [N, C]", x.shape()),
+        ));
+    }
+    let s = x.shape();
+    let c = s[1];
+    if groups == 0 || c % groups != 0 {
+        return Err(Error::invalid(
+            op,
+            format!("{groups} groups do not divide {c} channels of input {s:?}"),
+        ));
+    }
+    Ok(Dims {
+        n: s[0],
+        c,
+        inner: s[2..].iter().product(),
+        groups,
+    })
+}
+
+/// torch.nn.functional.group_norm: x [N, C, *] normalised over each group of C/groups channels
+/// (biased variance), then · weight[c] + bias[c] when given.
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let d = group_dims("group_norm", x, groups)?;
+    check_param("group_norm", "weight", weight, d.c)?;
+    check_param("group_norm", "bias", bias, d.c)?;
+    run_norm(x, d, weight, bias, eps, Act::None, "group_norm")
+}
+
+/// silu(group_norm(x)) in one pass: the diffusion U-Net's `normalization` + `SiLU`.
+pub fn group_norm_silu(
+    x: &Tensor,
+    groups: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let d = group_dims("group_norm_silu", x, groups)?;
+    check_param("group_norm_silu", "weight", weight, d.c)?;
+    check_param("group_norm_silu", "bias", bias, d.c)?;
+    run_norm(x, d, weight, bias, eps, Act::Silu, "group_norm_silu")
+}
+
+/// torch.nn.functional.instance_norm without running statistics: x [N, C, *] normalised per
+/// sample and channel, then the optional per-channel affine.
+pub fn instance_norm(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    if x.rank() < 3 {
+        return Err(Error::shape(
+            "instance_norm",
+            format!("input {:?} needs [N, C, spatial...]", x.shape()),
+        ));
+    }
+    let c = x.shape()[1];
+    let d = group_dims("instance_norm", x, c.max(1))?;
+    check_param("instance_norm", "weight", weight, d.c)?;
+    check_param("instance_norm", "bias", bias, d.c)?;
+    run_norm(x, d, weight, bias, eps, Act::None, "instance_norm")
+}
+
+/// torch.nn.functional.layer_norm: normalise over the trailing dims `normalized_shape`, then
+/// · weight + bias (each of shape `normalized_shape`) when given.
+pub fn layer_norm(
+    x: &Tensor,
+    normalized_shape: &[usize],
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let s = x.shape();
+    let k = normalized_shape.len();
+    if k == 0 || k > s.len() || s[s.len() - k..] != *normalized_shape {
+        return Err(Error::shape(
+            "layer_norm",
+            format!("input {s:?} does not end with normalized shape {normalized_shape:?}"),
+        ));
+    }
+    for (what, p) in [("weight", weight), ("bias", bias)] {
+        if let Some(p) = p {
+            if p.shape() != normalized_shape {
+                return Err(Error::shape(
+                    "layer_norm",
+                    format!(
+                        "{what} has shape {:?}, expected {normalized_shape:?}",
+                        p.shape()
+                    ),
+                ));
+            }
+        }
+    }
+    let m: usize = normalized_shape.iter().product();
+    let d = Dims {
+        n: s[..s.len() - k].iter().product(),
+        c: m,
+        inner: 1,
+        groups: 1,
+    };
+    let w = weight.map(|w| w.reshape(&[m])).transpose()?;
+    let b = bias.map(|b| b.reshape(&[m])).transpose()?;
+    run_norm(x, d, w.as_ref(), b.as_ref(), eps, Act::None, "layer_norm")
+}
+
+/// StyleGAN1 AdaIN: instance norm (eps 1e-8 in StyleGAN, see [`STYLEGAN_EPS`]) followed by the
+/// style modulation of NVlabs' `style_mod`: x̂ · (scale + 1) + bias, with scale and bias [N, C]
+/// (the two halves of the style affine's output).
+pub fn adain(x: &Tensor, style_scale: &Tensor, style_bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.rank() < 3 {
+        return Err(Error::shape(
+            "adain",
+            format!("input {:?} needs [N, C, spatial...]", x.shape()),
+        ));
+    }
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    for (what, t) in [("style scale", style_scale), ("style bias", style_bias)] {
+        if t.shape() != [n, c] {
+            return Err(Error::shape(
+                "adain",
+                format!(
+                    "{what} has shape {:?}, expected [{n}, {c}] for input {:?}",
+                    t.shape(),
+                    x.shape()
+                ),
+            ));
+        }
+    }
+    let mut ps = vec![n, c];
+    ps.resize(x.rank(), 1);
+    let xn = instance_norm(x, None, None, eps)?;
+    xn.mul(&style_scale.add_scalar(1.0)?.reshape(&ps)?)?
+        .add(&style_bias.reshape(&ps)?)
+}
+
+/// StyleGAN2 `normalize_2nd_moment`: x · rsqrt(mean(x², dim) + eps) (eps 1e-8 there).
+pub fn normalize_2nd_moment(x: &Tensor, dim: isize, eps: f64) -> Result<Tensor> {
+    if x.rank() == 0 {
+        return Err(Error::shape(
+            "normalize_2nd_moment",
+            "needs at least one dimension, got a scalar",
+        ));
+    }
+    let ms = x.sqr()?.mean_axes(&[dim], true)?;
+    x.mul(&ms.add_scalar(eps)?.rsqrt()?)
+}

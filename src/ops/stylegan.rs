@@ -1,0 +1,263 @@
+//! StyleGAN-specific layers, each as its reference (NVlabs) implementation: bias + activation
+//! (`bias_act`), minibatch standard deviation, noise injection, pixel norm, StyleGAN3's
+//! filtered leaky ReLU (reference path), and the diffusion model's sinusoidal timestep embedding.
+//!
+//! These are compositions of differentiable ops (elementwise, reductions, views, upfirdn2d), so
+//! their gradients of any order come from those ops; e.g. leaky ReLU's derivative is a constant
+//! mask that its second derivative re-applies.
+
+use crate::ops::upfirdn::upfirdn2d;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// Activation of [`bias_act`] (NVlabs `activation_funcs`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    Linear,
+    Relu,
+    /// Leaky ReLU with the given negative slope (NVlabs default 0.2).
+    Lrelu(f64),
+    Tanh,
+    Sigmoid,
+    /// x·sigmoid(x) (NVlabs 'swish').
+    Silu,
+    Softplus,
+}
+
+impl Act {
+    /// NVlabs' default gain: √2 for relu, lrelu and swish, 1 otherwise.
+    pub fn default_gain(self) -> f64 {
+        match self {
+            Act::Relu | Act::Lrelu(_) | Act::Silu => std::f64::consts::SQRT_2,
+            _ => 1.0,
+        }
+    }
+
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::Linear => Ok(x.clone()),
+            Act::Relu => x.relu(),
+            Act::Lrelu(a) => x.leaky_relu(a),
+            Act::Tanh => x.tanh(),
+            Act::Sigmoid => x.sigmoid(),
+            Act::Silu => x.silu(),
+            Act::Softplus => x.softplus(),
+        }
+    }
+}
+
+/// `clamp(act(x + b) · gain, −clamp, clamp)`, as NVlabs `bias_act`: `b` is `[x.shape[dim]]`,
+/// broadcast along `dim`; `gain` defaults to [`Act::default_gain`]; no clamp when `None`.
+pub fn bias_act(
+    x: &Tensor,
+    b: Option<&Tensor>,
+    dim: usize,
+    act: Act,
+    gain: Option<f64>,
+    clamp: Option<f64>,
+) -> Result<Tensor> {
+    const OP: &str = "bias_act";
+    let mut y = x.clone();
+    if let Some(b) = b {
+        if dim >= x.rank() || b.shape() != [x.shape()[dim]] {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "bias {:?} does not match dim {dim} of input {:?}",
+                    b.shape(),
+                    x.shape()
+                ),
+            ));
+        }
+        let mut bs = vec![1; x.rank()];
+        bs[dim] = x.shape()[dim];
+        y = y.add(&b.reshape(&bs)?)?;
+    }
+    y = act.apply(&y)?;
+    let gain = gain.unwrap_or_else(|| act.default_gain());
+    if gain != 1.0 {
+        y = y.mul_scalar(gain)?;
+    }
+    if let Some(c) = clamp {
+        if c.is_nan() || c < 0.0 {
+            return Err(Error::invalid(OP, format!("clamp {c} must be ≥ 0")));
+        }
+        y = y.clamp(-c, c)?;
+    }
+    Ok(y)
+}
+
+/// StyleGAN2's minibatch standard deviation layer (`MinibatchStdLayer`): the batch is split
+/// into groups of `G = min(group_size, N)` (sample i in group i mod N/G), channels into
+/// `num_channels` parts; the group std (ε 1e-8), averaged over each part and the pixels, is
+/// appended as `num_channels` new channels. `[N, C, H, W]` → `[N, C + F, H, W]`.
+pub fn minibatch_stddev(x: &Tensor, group_size: usize, num_channels: usize) -> Result<Tensor> {
+    const OP: &str = "minibatch_stddev";
+    let (n, c, h, w) = match x.shape() {
+        [n, c, h, w] => (*n, *c, *h, *w),
+        s => {
+            return Err(Error::shape(
+                OP,
+                format!("input must be [N, C, H, W], got {s:?}"),
+            ));
+        }
+    };
+    let g = group_size.min(n);
+    let f = num_channels;
+    if g == 0 || f == 0 || n % g != 0 || c % f != 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "input {:?}: the batch must split into groups of {g} and the channels into {f} parts",
+                x.shape()
+            ),
+        ));
+    }
+    let groups = n / g;
+    let y = x.reshape(&[g, groups, f, c / f, h, w])?;
+    let y = y.sub(&y.mean_axes(&[0], true)?)?;
+    let y = y.sqr()?.mean_axes(&[0], false)?; // [n, F, c, H, W]
+    let y = y.add_scalar(1e-8)?.sqrt()?;
+    let y = y.mean_axes(&[2, 3, 4], false)?; // [n, F]
+    let y = y
+        .reshape(&[1, groups, f, 1, 1])?
+        .broadcast_as(&[g, groups, f, h, w])?
+        .reshape(&[n, f, h, w])?;
+    Tensor::cat(&[x.clone(), y], 1)
+}
+
+/// Noise injection: `x + noise · strength`, `noise` `[N, 1, H, W]` (one map per sample, shared
+/// by the channels), `strength` a scalar (`[]` or `[1]`, StyleGAN2) or per channel `[C]`
+/// (StyleGAN1).
+pub fn add_noise(x: &Tensor, noise: &Tensor, strength: &Tensor) -> Result<Tensor> {
+    const OP: &str = "add_noise";
+    let (n, c, h, w) = match x.shape() {
+        [n, c, h, w] => (*n, *c, *h, *w),
+        s => {
+            return Err(Error::shape(
+                OP,
+                format!("input must be [N, C, H, W], got {s:?}"),
+            ));
+        }
+    };
+    if noise.shape() != [n, 1, h, w] {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "noise must be [N, 1, H, W] = {:?} for input {:?}, got {:?}",
+                [n, 1, h, w],
+                x.shape(),
+                noise.shape()
+            ),
+        ));
+    }
+    let s = match strength.shape() {
+        [] | [1] => strength.reshape(&[1, 1, 1, 1])?,
+        [k] if *k == c => strength.reshape(&[1, c, 1, 1])?,
+        s => {
+            return Err(Error::shape(
+                OP,
+                format!("strength must be a scalar or [C] = [{c}], got {s:?}"),
+            ));
+        }
+    };
+    x.add(&noise.mul(&s)?)
+}
+
+/// Pixel norm (ProGAN, StyleGAN mapping): `x · rsqrt(mean(x², dim 1) + 1e-8)`.
+pub fn pixel_norm(x: &Tensor) -> Result<Tensor> {
+    if x.rank() < 2 {
+        return Err(Error::shape(
+            "pixel_norm",
+            format!(
+                "input needs a channel dimension (dim 1), got {:?}",
+                x.shape()
+            ),
+        ));
+    }
+    x.mul(&x.sqr()?.mean_axes(&[1], true)?.add_scalar(1e-8)?.rsqrt()?)
+}
+
+/// StyleGAN3's filtered leaky ReLU, reference path (`_filtered_lrelu_ref`): add the bias `b`
+/// `[C]`, upsample with `fu` (`up`, `padding` `(x0, x1, y0, y1)`, gain `up²`), leaky ReLU with
+/// `slope`, × `gain`, clamp to ±`clamp`, then downsample with `fd` (`down`). A `None` filter is
+/// the identity.
+#[allow(clippy::too_many_arguments)]
+pub fn filtered_lrelu(
+    x: &Tensor,
+    fu: Option<&Tensor>,
+    fd: Option<&Tensor>,
+    b: Option<&Tensor>,
+    up: usize,
+    down: usize,
+    padding: (isize, isize, isize, isize),
+    gain: f64,
+    slope: f64,
+    clamp: Option<f64>,
+    flip_filter: bool,
+) -> Result<Tensor> {
+    const OP: &str = "filtered_lrelu";
+    if x.rank() != 4 {
+        return Err(Error::shape(
+            OP,
+            format!("input must be [N, C, H, W], got {:?}", x.shape()),
+        ));
+    }
+    let valid = gain > 0.0 && slope >= 0.0; // false for NaN too
+    if !valid {
+        return Err(Error::invalid(
+            OP,
+            format!("gain {gain} must be > 0 and slope {slope} ≥ 0"),
+        ));
+    }
+    let identity = Tensor::ones(&[1, 1], x.dtype());
+    let fu = fu.unwrap_or(&identity);
+    let fd = fd.unwrap_or(&identity);
+    let y = bias_act(x, b, 1, Act::Linear, None, None)?;
+    let y = upfirdn2d(
+        &y,
+        fu,
+        (up, up),
+        (1, 1),
+        padding,
+        (up * up) as f64,
+        flip_filter,
+    )?;
+    let y = bias_act(&y, None, 1, Act::Lrelu(slope), Some(gain), clamp)?;
+    upfirdn2d(&y, fd, (1, 1), (down, down), (0, 0, 0, 0), 1.0, flip_filter)
+}
+
+/// Sinusoidal timestep embedding (guided-diffusion `timestep_embedding`): for `t` `[N]`,
+/// `[cos(t·f_i), sin(t·f_i)]` with `f_i = max_period^(−i/half)`, `half = dim/2` (cos first), and
+/// a zero column when `dim` is odd. Output `[N, dim]`.
+pub fn sinusoidal_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<Tensor> {
+    const OP: &str = "sinusoidal_embedding";
+    let n = match t.shape() {
+        [n] => *n,
+        s => {
+            return Err(Error::shape(
+                OP,
+                format!("timesteps must be [N], got {s:?}"),
+            ));
+        }
+    };
+    let half = dim / 2;
+    let valid = half > 0 && max_period > 0.0; // false for NaN too
+    if !valid {
+        return Err(Error::invalid(
+            OP,
+            format!("dim {dim} must be ≥ 2 and max_period {max_period} > 0"),
+        ));
+    }
+    let freqs: Vec<f64> = (0..half)
+        .map(|i| (-max_period.ln() * i as f64 / half as f64).exp())
+        .collect();
+    let freqs = Tensor::from_f64s(&freqs, &[1, half], t.dtype())?;
+    let args = t.reshape(&[n, 1])?.mul(&freqs)?;
+    let emb = Tensor::cat(&[args.cos()?, args.sin()?], 1)?;
+    if dim % 2 == 1 {
+        emb.pad_axis(1, 0, 1)
+    } else {
+        Ok(emb)
+    }
+}

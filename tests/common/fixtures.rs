@@ -1,0 +1,67 @@
+//! Reader for the small PyTorch fixture files in `tests/fixtures/` (written by the
+//! `tests/fixtures/make_*.py` scripts). Format, all little-endian:
+//! magic `BSFX1\n`, then records until end of file, each
+//! `u32 name_len, name (UTF-8), u32 ndim, ndim × u32 dims, prod(dims) × f32 values`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// One stored array: its shape and values (row-major).
+#[derive(Clone, Debug)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Array {
+    pub fn f64s(&self) -> Vec<f64> {
+        self.data.iter().map(|&v| v as f64).collect()
+    }
+}
+
+fn take<'a>(buf: &mut &'a [u8], n: usize, file: &str) -> &'a [u8] {
+    assert!(buf.len() >= n, "fixture {file}: truncated");
+    let (a, b) = buf.split_at(n);
+    *buf = b;
+    a
+}
+
+fn u32_at(buf: &mut &[u8], file: &str) -> u32 {
+    let b = take(buf, 4, file);
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// All arrays of `tests/fixtures/<file>`, by name.
+pub fn load(file: &str) -> HashMap<String, Array> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join(file);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut buf: &[u8] = &bytes;
+    assert_eq!(
+        take(&mut buf, 6, file),
+        b"BSFX1\n",
+        "fixture {file}: bad magic"
+    );
+    let mut out = HashMap::new();
+    while !buf.is_empty() {
+        let n = u32_at(&mut buf, file) as usize;
+        let name = String::from_utf8(take(&mut buf, n, file).to_vec()).expect("utf-8 name");
+        let nd = u32_at(&mut buf, file) as usize;
+        let shape: Vec<usize> = (0..nd).map(|_| u32_at(&mut buf, file) as usize).collect();
+        let count: usize = shape.iter().product();
+        let data = take(&mut buf, 4 * count, file)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(name, Array { shape, data });
+    }
+    out
+}
+
+/// Fetch one array, naming the file and array when it is missing.
+pub fn get<'a>(m: &'a HashMap<String, Array>, name: &str) -> &'a Array {
+    m.get(name)
+        .unwrap_or_else(|| panic!("fixture array {name} missing"))
+}
