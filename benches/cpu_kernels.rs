@@ -94,11 +94,11 @@ fn modconv(c: &mut Criterion) {
             if fused { "fused" } else { "non-fused" }
         );
         group.bench_function(format!("fwd {id}"), |b| {
-            b.iter(|| modulated_conv2d(&x, &w, &s, None, p).expect("modconv"))
+            b.iter(|| modulated_conv2d(&x, &w, &s, None, None, p).expect("modconv"))
         });
         group.bench_function(format!("fwd+bwd {id}"), |b| {
             b.iter(|| {
-                let y = modulated_conv2d(&x, &w, &s, None, p).expect("modconv");
+                let y = modulated_conv2d(&x, &w, &s, None, None, p).expect("modconv");
                 grad(
                     &[y],
                     Some(std::slice::from_ref(&g)),
