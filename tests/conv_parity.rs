@@ -1,7 +1,7 @@
 //! Fast conv kernels (tiled im2col + GEMM, flipped backward-data, col2im) against the reference
 //! loops, over random geometries (proptest) and over fixed shapes that reach each code path:
 //! tiles cut mid-row, blocks of whole samples, pointwise convs, stride > 1, padding past the
-//! kernel's reach. The kernels are called directly, so no process-wide switch is involved.
+//! kernel's reach, thin inputs. The kernels are called directly, so no process-wide switch is involved.
 //!
 //! Tolerance: ‖fast − ref‖ / ‖ref‖ below 1e-5 in f32 and 1e-12 in f64.
 
@@ -93,6 +93,8 @@ fn each_code_path_matches_reference() {
         geom(30, 4, 6, (3, 3), (1, 1), (1, 1), (0, 0), (1, 1), 2),
         // stride 2: backward-data through col2im
         geom(3, 4, 6, (17, 15), (3, 3), (2, 2), (1, 1), (1, 1), 2),
+        // thin input (fewer than 16 channels, more outputs): col2im at stride 1
+        geom(2, 3, 8, (9, 9), (3, 3), (1, 1), (1, 1), (1, 1), 1),
         // padding beyond the kernel's reach: col2im too
         geom(2, 3, 4, (6, 7), (3, 2), (1, 1), (3, 2), (1, 1), 1),
         // dilation and asymmetric everything

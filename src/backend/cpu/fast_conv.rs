@@ -8,8 +8,9 @@
 //!
 //! - forward: y[tile] = W_g · cols(tile); 1×1 stride-1 unpadded convs use x itself as cols.
 //! - backward-data: with stride 1 it is a forward conv of dy with the flipped, transposed weight
-//!   (padding d·(k−1)−p), so it shares the forward path; otherwise cols = W_gᵀ·dy per tile and
-//!   col2im adds them into dx, one (sample, group) per task so no two tasks touch the same dx.
+//!   (padding d·(k−1)−p), so it shares the forward path; otherwise (stride > 1, padding past the
+//!   kernel's reach, thin inputs) cols = W_gᵀ·dy per tile and col2im adds them into dx, one
+//!   (sample, group) per task so no two tasks touch the same dx.
 //! - backward-weight: dW_g += dy(tile) · cols(tile)ᵀ, one partial dW per worker, summed at the end.
 
 use super::fast::{SyncConst, SyncPtr, gemm_raw, par_tasks};
@@ -331,7 +332,11 @@ fn flip_transpose<T: StorageElem>(w: &[T], g: &ConvGeom) -> Vec<T> {
 pub fn conv2d_backward_data<T: StorageElem>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
     let mut dx = vec![T::zero(); g.n * g.cin * g.h * g.w];
     let reach = (g.dil.0 * (g.kh - 1), g.dil.1 * (g.kw - 1));
-    if g.stride == (1, 1) && g.pad.0 <= reach.0 && g.pad.1 <= reach.1 {
+    let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
+    // The flipped conv's GEMM has cig rows: a thin input (an image's 5 channels) would leave
+    // most of the 16-row micro-kernel idle, so it takes col2im's cig·kh·kw rows instead.
+    let thin = cig < 16 && cig < cog;
+    if g.stride == (1, 1) && g.pad.0 <= reach.0 && g.pad.1 <= reach.1 && !thin {
         let flipped = ConvGeom {
             cin: g.cout,
             h: g.oh,
@@ -345,7 +350,6 @@ pub fn conv2d_backward_data<T: StorageElem>(dy: &[T], w: &[T], g: &ConvGeom) -> 
         forward_into(dy, &flip_transpose(w, g), &flipped, &mut dx);
         return dx;
     }
-    let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
     let (k, p, hw) = (cig * g.kh * g.kw, g.oh * g.ow, g.h * g.w);
     let piece = (COLS_BYTES / (k * size_of::<T>()).max(1))
         .max(MIN_COLS)
