@@ -123,9 +123,13 @@ impl Kernel for ConvKernel {
             (CpuKernels::Reference, Which::Weight) => {
                 reference::conv2d_backward_weight(xs[0], xs[1], g)
             }
-            (CpuKernels::Fast, Which::Forward) => cpu::fast::conv2d(xs[0], xs[1], g),
-            (CpuKernels::Fast, Which::Data) => cpu::fast::conv2d_backward_data(xs[0], xs[1], g),
-            (CpuKernels::Fast, Which::Weight) => cpu::fast::conv2d_backward_weight(xs[0], xs[1], g),
+            (CpuKernels::Fast, Which::Forward) => cpu::fast_conv::conv2d(xs[0], xs[1], g),
+            (CpuKernels::Fast, Which::Data) => {
+                cpu::fast_conv::conv2d_backward_data(xs[0], xs[1], g)
+            }
+            (CpuKernels::Fast, Which::Weight) => {
+                cpu::fast_conv::conv2d_backward_weight(xs[0], xs[1], g)
+            }
         })
     }
     #[cfg(feature = "cuda")]

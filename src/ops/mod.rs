@@ -9,6 +9,7 @@ pub mod filter_design;
 pub mod grid_sample;
 pub mod loss;
 pub mod matmul;
+pub mod modconv;
 pub mod norm;
 pub mod reduce;
 pub mod resize;
@@ -18,3 +19,4 @@ pub mod view;
 
 pub use conv::Conv2dParams;
 pub use elementwise::{Binary, Unary};
+pub use modconv::{ModConvParams, modulated_conv2d};

@@ -1,6 +1,14 @@
-//! Fast kernels: real GEMM (`matrixmultiply`) and threads.
+//! Fast kernels: a real GEMM (`matrixmultiply`'s packed AVX-512 / FMA micro-kernels) and our
+//! own threads. There is one level of threads: `matrixmultiply` is built without its thread
+//! pool, and `gemm` splits a large product over our workers itself — unless it is called from
+//! inside a worker (`super::in_worker`), where it stays serial.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::tensor::{DType, StorageElem};
+
+/// Below this many multiply-adds a product is not worth another thread.
+const GEMM_PAR_MIN: usize = 1 << 21;
 
 /// C[b] = A[b] · B[b] for row-major A (m×k), B (k×n), on a blocked GEMM.
 pub fn matmul<T: StorageElem>(
@@ -12,6 +20,32 @@ pub fn matmul<T: StorageElem>(
     n: usize,
 ) -> Vec<T> {
     let mut c = vec![T::zero(); batch * m * n];
+    if batch >= super::worker_threads() && batch > 1 {
+        // many products: one per task, each serial
+        let cp = SyncPtr(c.as_mut_ptr());
+        par_tasks(
+            batch,
+            || (),
+            |_, bi| {
+                // SAFETY: task bi writes only C[bi]; A and B are read in bounds.
+                unsafe {
+                    gemm_raw(
+                        m,
+                        k,
+                        n,
+                        a[bi * m * k..].as_ptr(),
+                        (k as isize, 1),
+                        b[bi * k * n..].as_ptr(),
+                        (n as isize, 1),
+                        cp.get().add(bi * m * n),
+                        (n as isize, 1),
+                        false,
+                    )
+                }
+            },
+        );
+        return c;
+    }
     for bi in 0..batch {
         gemm(
             m,
@@ -29,7 +63,8 @@ pub fn matmul<T: StorageElem>(
 }
 
 /// C (m×n, row-major) (+)= A (m×k) · B (k×n), A and B given with (row, col) strides so
-/// transposed operands need no copy. `accumulate` adds into C instead of overwriting.
+/// transposed operands need no copy. `accumulate` adds into C instead of overwriting. Large
+/// products are split over threads (by rows or columns of C, whichever is longer).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<T: StorageElem>(
     m: usize,
@@ -45,16 +80,112 @@ pub fn gemm<T: StorageElem>(
     if m == 0 || n == 0 {
         return;
     }
-    let beta = if accumulate { 1.0 } else { 0.0 };
+    assert!(
+        (k == 0 || (extent(m, k, sa) <= a.len() && extent(k, n, sb) <= b.len()))
+            && m * n <= c.len(),
+        "gemm: operands smaller than their strided extents"
+    );
+    let threads = super::worker_threads();
+    let cp = SyncPtr(c.as_mut_ptr());
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    if threads < 2 || m * n * k < GEMM_PAR_MIN {
+        // SAFETY: extents checked above.
+        unsafe {
+            gemm_raw(
+                m,
+                k,
+                n,
+                ap,
+                sa,
+                bp,
+                sb,
+                cp.get(),
+                (n as isize, 1),
+                accumulate,
+            )
+        };
+        return;
+    }
+    let split_cols = n >= m;
+    let len = if split_cols { n } else { m };
+    // chunks a multiple of the micro-kernel width, so only the last one has a ragged edge
+    let chunk = len.div_ceil(threads).next_multiple_of(16);
+    let pieces = len.div_ceil(chunk);
+    let (ap, bp) = (SyncConst(ap), SyncConst(bp));
+    par_tasks(
+        pieces,
+        || (),
+        |_, i| {
+            let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(len));
+            // SAFETY: piece i writes rows (or columns) lo..hi of C only; reads stay within the
+            // extents checked above.
+            unsafe {
+                if split_cols {
+                    gemm_raw(
+                        m,
+                        k,
+                        hi - lo,
+                        ap.get(),
+                        sa,
+                        bp.get().offset(lo as isize * sb.1),
+                        sb,
+                        cp.get().add(lo),
+                        (n as isize, 1),
+                        accumulate,
+                    )
+                } else {
+                    gemm_raw(
+                        hi - lo,
+                        k,
+                        n,
+                        ap.get().offset(lo as isize * sa.0),
+                        sa,
+                        bp.get(),
+                        sb,
+                        cp.get().add(lo * n),
+                        (n as isize, 1),
+                        accumulate,
+                    )
+                }
+            }
+        },
+    );
+}
+
+/// Serial C (m×n, strides `sc`) (+)= A · B on raw pointers.
+///
+/// # Safety
+/// Every element the strides address must be valid: A over m×k, B over k×n, C over m×n (C
+/// written, and read when accumulating), and no other thread may touch the addressed C.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_raw<T: StorageElem>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    sa: (isize, isize),
+    b: *const T,
+    sb: (isize, isize),
+    c: *mut T,
+    sc: (isize, isize),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
     if k == 0 {
         if !accumulate {
-            c.iter_mut().for_each(|v| *v = T::zero());
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: in C's extent (caller's contract)
+                    unsafe { *c.offset(i as isize * sc.0 + j as isize * sc.1) = T::zero() };
+                }
+            }
         }
         return;
     }
-    // SAFETY: the slices cover the strided extents: callers pass full operand buffers whose
-    // lengths match (m, k, n) and the strides; debug builds check the extents.
-    debug_assert!(extent(m, k, sa) <= a.len() && extent(k, n, sb) <= b.len() && m * n <= c.len());
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    // SAFETY: forwarded caller contract; T is f32 or f64 as DTYPE says.
     unsafe {
         match T::DTYPE {
             DType::F32 => matrixmultiply::sgemm(
@@ -62,32 +193,32 @@ pub fn gemm<T: StorageElem>(
                 k,
                 n,
                 1.0,
-                a.as_ptr() as *const f32,
+                a as *const f32,
                 sa.0,
                 sa.1,
-                b.as_ptr() as *const f32,
+                b as *const f32,
                 sb.0,
                 sb.1,
                 beta as f32,
-                c.as_mut_ptr() as *mut f32,
-                n as isize,
-                1,
+                c as *mut f32,
+                sc.0,
+                sc.1,
             ),
             DType::F64 => matrixmultiply::dgemm(
                 m,
                 k,
                 n,
                 1.0,
-                a.as_ptr() as *const f64,
+                a as *const f64,
                 sa.0,
                 sa.1,
-                b.as_ptr() as *const f64,
+                b as *const f64,
                 sb.0,
                 sb.1,
                 beta,
-                c.as_mut_ptr() as *mut f64,
-                n as isize,
-                1,
+                c as *mut f64,
+                sc.0,
+                sc.1,
             ),
         }
     }
@@ -97,188 +228,68 @@ fn extent(r: usize, c: usize, s: (isize, isize)) -> usize {
     (r - 1) * s.0 as usize + (c - 1) * s.1 as usize + 1
 }
 
-use super::reference::ConvGeom;
+/// A pointer that tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
+// SAFETY: only used for disjoint writes, as each use site states.
+unsafe impl<T: Send> Send for SyncPtr<T> {}
+unsafe impl<T: Send> Sync for SyncPtr<T> {}
+impl<T> SyncPtr<T> {
+    /// (A method, so closures capture the whole wrapper rather than the raw field.)
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
 
-/// Unfold one sample's group of input channels into columns [cig·kh·kw, oh·ow] (zero where the
-/// window leaves the image).
-fn im2col<T: StorageElem>(x: &[T], g: &ConvGeom, cols: &mut [T]) {
-    let cig = g.cin / g.groups;
-    let p = g.oh * g.ow;
-    for c in 0..cig {
-        let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = &mut cols[((c * g.kh + ky) * g.kw + kx) * p..][..p];
-                for oy in 0..g.oh {
-                    let y = (oy * g.stride.0 + ky * g.dil.0) as isize - g.pad.0 as isize;
-                    let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    if y < 0 || y as usize >= g.h {
-                        dst.iter_mut().for_each(|v| *v = T::zero());
-                        continue;
-                    }
-                    let src = &xc[y as usize * g.w..(y as usize + 1) * g.w];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        let xx = (ox * g.stride.1 + kx * g.dil.1) as isize - g.pad.1 as isize;
-                        *d = if xx < 0 || xx as usize >= g.w {
-                            T::zero()
-                        } else {
-                            src[xx as usize]
-                        };
-                    }
-                }
+#[derive(Clone, Copy)]
+pub(crate) struct SyncConst<T>(pub(crate) *const T);
+// SAFETY: read-only access to data that outlives the tasks.
+unsafe impl<T: Sync> Send for SyncConst<T> {}
+unsafe impl<T: Sync> Sync for SyncConst<T> {}
+impl<T> SyncConst<T> {
+    pub(crate) fn get(self) -> *const T {
+        self.0
+    }
+}
+
+/// Run `f(state, task)` for task in 0..count over the workers, handing out tasks one at a time
+/// (a shared machine slows threads unevenly, so static splits leave cores idle). Each worker
+/// has its own `init()` state; the states come back, one per worker that ran.
+pub(crate) fn par_tasks<S: Send>(
+    count: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize) + Sync,
+) -> Vec<S> {
+    let threads = super::worker_threads().min(count).max(1);
+    if threads == 1 {
+        let mut s = init();
+        (0..count).for_each(|t| f(&mut s, t));
+        return vec![s];
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut s = init();
+        loop {
+            let t = next.fetch_add(1, Ordering::Relaxed);
+            if t >= count {
+                break;
+            }
+            f(&mut s, t);
+        }
+        s
+    };
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (1..threads)
+            .map(|_| sc.spawn(|| super::as_worker(work)))
+            .collect();
+        // the calling thread works too, marked a worker for the duration
+        let mut states = vec![super::as_worker(work)];
+        for h in handles {
+            match h.join() {
+                Ok(s) => states.push(s),
+                Err(e) => std::panic::resume_unwind(e),
             }
         }
-    }
-}
-
-/// The adjoint of `im2col`: add columns back into the image.
-fn col2im<T: StorageElem>(cols: &[T], g: &ConvGeom, x: &mut [T]) {
-    let cig = g.cin / g.groups;
-    let p = g.oh * g.ow;
-    for c in 0..cig {
-        let xc = &mut x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = &cols[((c * g.kh + ky) * g.kw + kx) * p..][..p];
-                for oy in 0..g.oh {
-                    let y = (oy * g.stride.0 + ky * g.dil.0) as isize - g.pad.0 as isize;
-                    if y < 0 || y as usize >= g.h {
-                        continue;
-                    }
-                    let dst = &mut xc[y as usize * g.w..(y as usize + 1) * g.w];
-                    for ox in 0..g.ow {
-                        let xx = (ox * g.stride.1 + kx * g.dil.1) as isize - g.pad.1 as isize;
-                        if xx >= 0 && (xx as usize) < g.w {
-                            dst[xx as usize] += row[oy * g.ow + ox];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Split `out` into `n` equal per-sample blocks and run `f(sample, block)` over threads.
-fn per_sample<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    if n == 0 {
-        return;
-    }
-    let per = out.len() / n;
-    let threads = super::num_threads().min(n).max(1);
-    let samples_per_thread = n.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (t, chunk) in out
-            .chunks_mut((per * samples_per_thread).max(1))
-            .enumerate()
-        {
-            let f = &f;
-            s.spawn(move || {
-                for (i, block) in chunk.chunks_mut(per.max(1)).enumerate() {
-                    f(t * samples_per_thread + i, block);
-                }
-            });
-        }
-    });
-}
-
-/// conv2d forward by im2col + GEMM, samples over threads.
-pub fn conv2d<T: StorageElem>(x: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
-    let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
-    let (k, p) = (cig * g.kh * g.kw, g.oh * g.ow);
-    let mut y = vec![T::zero(); g.n * g.cout * p];
-    per_sample(&mut y, g.n, |n, yn| {
-        let mut cols = vec![T::zero(); k * p];
-        for gi in 0..g.groups {
-            let xg = &x[(n * g.cin + gi * cig) * g.h * g.w..][..cig * g.h * g.w];
-            im2col(xg, g, &mut cols);
-            let wg = &w[gi * cog * k..(gi + 1) * cog * k];
-            gemm(
-                cog,
-                k,
-                p,
-                wg,
-                (k as isize, 1),
-                &cols,
-                (p as isize, 1),
-                &mut yn[gi * cog * p..(gi + 1) * cog * p],
-                false,
-            );
-        }
-    });
-    y
-}
-
-/// conv2d backward-data: columns = Wᵀ·dy, then col2im.
-pub fn conv2d_backward_data<T: StorageElem>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
-    let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
-    let (k, p) = (cig * g.kh * g.kw, g.oh * g.ow);
-    let mut dx = vec![T::zero(); g.n * g.cin * g.h * g.w];
-    per_sample(&mut dx, g.n, |n, dxn| {
-        let mut cols = vec![T::zero(); k * p];
-        for gi in 0..g.groups {
-            let wg = &w[gi * cog * k..(gi + 1) * cog * k];
-            let dyg = &dy[(n * g.cout + gi * cog) * p..][..cog * p];
-            // Wᵀ: view W [cog, k] with strides (1, k)
-            gemm(
-                k,
-                cog,
-                p,
-                wg,
-                (1, k as isize),
-                dyg,
-                (p as isize, 1),
-                &mut cols,
-                false,
-            );
-            col2im(
-                &cols,
-                g,
-                &mut dxn[gi * cig * g.h * g.w..(gi + 1) * cig * g.h * g.w],
-            );
-        }
-    });
-    dx
-}
-
-/// conv2d backward-weight: dW = Σ_n dy·colsᵀ, partial sums per thread then added.
-pub fn conv2d_backward_weight<T: StorageElem>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
-    let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
-    let (k, p) = (cig * g.kh * g.kw, g.oh * g.ow);
-    let wlen = g.cout * k;
-    let threads = super::num_threads().min(g.n).max(1);
-    let mut partial = vec![T::zero(); threads * wlen];
-    let per_thread = g.n.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (t, dw) in partial.chunks_mut(wlen.max(1)).enumerate() {
-            s.spawn(move || {
-                let mut cols = vec![T::zero(); k * p];
-                for n in t * per_thread..((t + 1) * per_thread).min(g.n) {
-                    for gi in 0..g.groups {
-                        let xg = &x[(n * g.cin + gi * cig) * g.h * g.w..][..cig * g.h * g.w];
-                        im2col(xg, g, &mut cols);
-                        let dyg = &dy[(n * g.cout + gi * cog) * p..][..cog * p];
-                        // colsᵀ: view cols [k, p] with strides (1, p)
-                        gemm(
-                            cog,
-                            p,
-                            k,
-                            dyg,
-                            (p as isize, 1),
-                            &cols,
-                            (1, p as isize),
-                            &mut dw[gi * cog * k..(gi + 1) * cog * k],
-                            true,
-                        );
-                    }
-                }
-            });
-        }
-    });
-    let mut dw = vec![T::zero(); wlen];
-    for part in partial.chunks(wlen.max(1)) {
-        for (d, &v) in dw.iter_mut().zip(part) {
-            *d += v;
-        }
-    }
-    dw
+        states
+    })
 }

@@ -2,6 +2,7 @@
 //! `fast` (GEMM-based, all cores, used by default), plus the small threading helpers they share.
 
 pub mod fast;
+pub mod fast_conv;
 pub mod fused_reference;
 pub mod reference;
 
@@ -87,7 +88,7 @@ pub fn par_chunks_mut<U: Send>(
     f: impl Fn(usize, &mut [U]) + Sync,
 ) {
     let n = out.len();
-    let threads = num_threads().min(n.div_ceil(min_chunk.max(1))).max(1);
+    let threads = worker_threads().min(n.div_ceil(min_chunk.max(1))).max(1);
     if threads == 1 {
         f(0, out);
         return;
@@ -96,7 +97,7 @@ pub fn par_chunks_mut<U: Send>(
     std::thread::scope(|s| {
         for (i, c) in out.chunks_mut(chunk).enumerate() {
             let f = &f;
-            s.spawn(move || f(i * chunk, c));
+            s.spawn(move || as_worker(|| f(i * chunk, c)));
         }
     });
 }
@@ -104,7 +105,7 @@ pub fn par_chunks_mut<U: Send>(
 /// Run `f(i)` for i in 0..n over threads, each thread taking a contiguous range. `f` must only
 /// touch state it owns per index (callers pass disjoint output regions).
 pub fn par_for(n: usize, f: impl Fn(usize) + Sync) {
-    let threads = num_threads().min(n).max(1);
+    let threads = worker_threads().min(n).max(1);
     if threads == 1 {
         (0..n).for_each(f);
         return;
@@ -113,7 +114,7 @@ pub fn par_for(n: usize, f: impl Fn(usize) + Sync) {
     std::thread::scope(|s| {
         for t in 0..threads {
             let f = &f;
-            s.spawn(move || (t * per..((t + 1) * per).min(n)).for_each(f));
+            s.spawn(move || as_worker(|| (t * per..((t + 1) * per).min(n)).for_each(f)));
         }
     });
 }
@@ -134,7 +135,7 @@ pub fn par_blocks_mut<U: Send>(
     let threads = if out.len() < PAR_MIN {
         1
     } else {
-        num_threads().min(blocks).max(1)
+        worker_threads().min(blocks).max(1)
     };
     if threads == 1 {
         f(0, out);
@@ -144,7 +145,37 @@ pub fn par_blocks_mut<U: Send>(
     std::thread::scope(|s| {
         for (i, c) in out.chunks_mut(per * block_len).enumerate() {
             let f = &f;
-            s.spawn(move || f(i * per, c));
+            s.spawn(move || as_worker(|| f(i * per, c)));
         }
     });
+}
+
+// ---- one level of threads ----
+// Kernels that split work over threads (these helpers, the GEMM, the conv tiles) run serially
+// when called from inside a worker: nested pools would put several threads on each core.
+
+thread_local! {
+    static IN_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on a thread that one of the parallel helpers started.
+pub fn in_worker() -> bool {
+    IN_WORKER.with(|w| w.get())
+}
+
+/// Run `f` marked as a worker, so parallel kernels it calls stay on this thread.
+pub fn as_worker<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IN_WORKER.with(|w| w.set(self.0));
+        }
+    }
+    let _restore = Restore(IN_WORKER.with(|w| w.replace(true)));
+    f()
+}
+
+/// Threads a parallel kernel may use from here: `num_threads()`, or 1 inside a worker.
+pub fn worker_threads() -> usize {
+    if in_worker() { 1 } else { num_threads() }
 }

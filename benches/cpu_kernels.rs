@@ -1,0 +1,116 @@
+//! CPU kernel timings on the shapes of `shared/anchors/torch_cpu.py` (quick profile), to be read
+//! beside that script's PyTorch numbers measured in the same sitting: see `benches/README.md`.
+//!
+//! conv3x3 shapes are (N, Cin, Cout, H=W) as in the anchor script; "fwd+bwd" is a training step's
+//! conv work: forward, then the gradients of x and of the weight for a given output gradient.
+
+use std::time::Duration;
+
+use brainsynth::autograd::grad;
+use brainsynth::ops::{Conv2dParams, ModConvParams, modulated_conv2d};
+use brainsynth::{DType, Tensor};
+use criterion::{Criterion, criterion_group, criterion_main};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+const CONV_SHAPES: [(usize, usize, usize, usize); 5] = [
+    (8, 64, 64, 64),
+    (8, 128, 128, 32),
+    (8, 32, 32, 128),
+    (16, 256, 256, 16),
+    (8, 5, 64, 64),
+];
+
+fn conv3x3(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut group = c.benchmark_group("conv3x3");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for (n, ci, co, hw) in CONV_SHAPES {
+        let x = Tensor::randn(&[n, ci, hw, hw], DType::F32, &mut rng).variable();
+        let w = Tensor::randn(&[co, ci, 3, 3], DType::F32, &mut rng).variable();
+        let g = Tensor::randn(&[n, co, hw, hw], DType::F32, &mut rng);
+        let p = Conv2dParams::same(3);
+        let id = format!("({n},{ci},{co},{hw})");
+        group.bench_function(format!("fwd {id}"), |b| {
+            b.iter(|| x.conv2d(&w, p).expect("conv2d"))
+        });
+        group.bench_function(format!("fwd+bwd {id}"), |b| {
+            b.iter(|| {
+                let y = x.conv2d(&w, p).expect("conv2d");
+                grad(
+                    &[y],
+                    Some(std::slice::from_ref(&g)),
+                    &[x.clone(), w.clone()],
+                    false,
+                )
+                .expect("grad")
+            })
+        });
+    }
+    group.finish();
+}
+
+fn matmul(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut group = c.benchmark_group("matmul");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    let a = Tensor::randn(&[512, 512], DType::F32, &mut rng);
+    let b = Tensor::randn(&[512, 512], DType::F32, &mut rng);
+    group.bench_function("512x512x512", |bn| {
+        bn.iter(|| a.matmul(&b).expect("matmul"))
+    });
+    // a mapping-network layer over a batch: [256, 512] · [512, 512]ᵀ
+    let x = Tensor::randn(&[256, 512], DType::F32, &mut rng);
+    let w = Tensor::randn(&[512, 512], DType::F32, &mut rng);
+    group.bench_function("linear 256x512->512", |bn| {
+        bn.iter(|| x.linear(&w, None).expect("linear"))
+    });
+    group.finish();
+}
+
+fn modconv(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut group = c.benchmark_group("modconv3x3");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    // (N, Cin, Cout, H=W): a StyleGAN2 synthesis layer of the quick profile
+    let (n, ci, co, hw) = (4, 64, 64, 32);
+    let x = Tensor::randn(&[n, ci, hw, hw], DType::F32, &mut rng).variable();
+    let w = Tensor::randn(&[co, ci, 3, 3], DType::F32, &mut rng).variable();
+    let s = Tensor::randn(&[n, ci], DType::F32, &mut rng).variable();
+    let g = Tensor::randn(&[n, co, hw, hw], DType::F32, &mut rng);
+    for fused in [true, false] {
+        let p = ModConvParams::same(3).fused(fused);
+        let id = format!(
+            "({n},{ci},{co},{hw}) {}",
+            if fused { "fused" } else { "non-fused" }
+        );
+        group.bench_function(format!("fwd {id}"), |b| {
+            b.iter(|| modulated_conv2d(&x, &w, &s, None, None, p).expect("modconv"))
+        });
+        group.bench_function(format!("fwd+bwd {id}"), |b| {
+            b.iter(|| {
+                let y = modulated_conv2d(&x, &w, &s, None, None, p).expect("modconv");
+                grad(
+                    &[y],
+                    Some(std::slice::from_ref(&g)),
+                    &[x.clone(), w.clone(), s.clone()],
+                    false,
+                )
+                .expect("grad")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv3x3, matmul, modconv);
+criterion_main!(benches);
