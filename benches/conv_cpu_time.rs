@@ -3,7 +3,9 @@
 //! this tracks a kernel's efficiency (GFLOP per CPU-second) much better than wall time.
 //! Linux only (reads /proc/self/stat). Pair with `benches/torch_conv_cpu_time.py`.
 //!
-//!     BRAINSYNTH_THREADS=1 cargo run --release --example conv_cpu_time -- N CIN COUT HW ITERS
+//!     BRAINSYNTH_THREADS=1 cargo bench --bench conv_cpu_time -- N CIN COUT HW ITERS
+//!
+//! (A bench target that `cargo bench` alone skips: it needs a shape.)
 
 use brainsynth::backend::cpu::fast_conv;
 use brainsynth::backend::cpu::reference::ConvGeom;
