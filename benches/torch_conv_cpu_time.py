@@ -1,4 +1,4 @@
-"""PyTorch's counterpart of examples/conv_cpu_time.rs: process CPU time of conv3x3 forward and
+"""PyTorch's counterpart of benches/conv_cpu_time.rs: process CPU time of conv3x3 forward and
 forward+backward (x and w gradients) on the anchor shapes, with a chosen number of threads.
 
     python benches/torch_conv_cpu_time.py THREADS
