@@ -72,9 +72,10 @@ the checkpoints.
 
 Profiles:
   quick   64x64 slices of 24 phantom subjects (6 test, 3 validation), batch 8;
-          U-Net base 16, depth 4 (max 128), deep supervision, 1200 SGD steps, lr 0.01;
+          U-Net base 16, depth 4 (max 128), deep supervision, 2700 SGD steps, lr 0.01;
           Swin patch 2, embed 24, depths 2-2-2-2, heads 1-2-4-8, window 4, UperNet 48,
-          1200 AdamW steps, lr 1e-3, warm-up 100; at most 10 minutes per model.
+          750 AdamW steps, lr 1e-3, warm-up 50; at most 10 minutes per model;
+          a third of each batch is drawn from slices with tumour (as nnU-Net).
   paper   256x256 slices (BraTS), batch 16; U-Net base 64, depth 6 (max 512);
           Swin-B (embed 128, depths 2-2-18-2, heads 4-8-16-32, window 7), UperNet 512,
           AdamW lr 6e-5; for GPUs.
