@@ -25,7 +25,10 @@ struct Block {
 }
 
 fn norm_params(vs: &Scope, c: usize) -> Result<(Tensor, Tensor)> {
-    Ok((vs.param("weight", &[c], Init::Ones)?, vs.param("bias", &[c], Init::Zeros)?))
+    Ok((
+        vs.param("weight", &[c], Init::Ones)?,
+        vs.param("bias", &[c], Init::Zeros)?,
+    ))
 }
 
 impl Block {
@@ -39,8 +42,20 @@ impl Block {
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = instance_norm(&self.c1.forward(x)?, Some(&self.n1.0), Some(&self.n1.1), 1e-5)?.leaky_relu(0.01)?;
-        instance_norm(&self.c2.forward(&h)?, Some(&self.n2.0), Some(&self.n2.1), 1e-5)?.leaky_relu(0.01)
+        let h = instance_norm(
+            &self.c1.forward(x)?,
+            Some(&self.n1.0),
+            Some(&self.n1.1),
+            1e-5,
+        )?
+        .leaky_relu(0.01)?;
+        instance_norm(
+            &self.c2.forward(&h)?,
+            Some(&self.n2.0),
+            Some(&self.n2.1),
+            1e-5,
+        )?
+        .leaky_relu(0.01)
     }
 }
 
@@ -62,11 +77,19 @@ impl PlainUNet {
         let (mut upc, mut up) = (Vec::new(), Vec::new());
         for (i, &f) in widths[..widths.len() - 1].iter().rev().enumerate() {
             let s = vs.sub(format!("upc{i}"));
-            upc.push((s.param("weight", &[c, f, 2, 2], Init::torch_default_weight())?, s.param("bias", &[f], Init::Zeros)?));
+            upc.push((
+                s.param("weight", &[c, f, 2, 2], Init::torch_default_weight())?,
+                s.param("bias", &[f], Init::Zeros)?,
+            ));
             up.push(Block::new(&vs.sub(format!("up{i}")), 2 * f, f)?);
             c = f;
         }
-        Ok(PlainUNet { down, upc, up, head: Conv2d::new(&vs.sub("head"), c, 4, 1, Conv2dParams::default(), true)? })
+        Ok(PlainUNet {
+            down,
+            upc,
+            up,
+            head: Conv2d::new(&vs.sub("head"), c, 4, 1, Conv2dParams::default(), true)?,
+        })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut sk = Vec::new();
@@ -94,12 +117,18 @@ fn unet_step(c: &mut Criterion) {
     let mut opt = Adam::new(&store, AdamConfig::adam(1e-3)).expect("optimiser");
     let mut rng = StdRng::seed_from_u64(0);
     let x = Tensor::randn(&[8, 4, 64, 64], DType::F32, &mut rng);
-    let y: Vec<usize> = (0..8 * 64 * 64).map(|_| rng.random_range(0..4usize)).collect();
+    let y: Vec<usize> = (0..8 * 64 * 64)
+        .map(|_| rng.random_range(0..4usize))
+        .collect();
     let mut group = c.benchmark_group("unet_step");
-    group.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(8));
     group.bench_function("b8 64x64 (32-64-128-256) Adam", |b| {
         b.iter(|| {
-            let loss = cross_entropy(&net.forward(&x).expect("forward"), &y, None, None).expect("loss");
+            let loss =
+                cross_entropy(&net.forward(&x).expect("forward"), &y, None, None).expect("loss");
             store.zero_grad();
             loss.backward().expect("backward");
             opt.step().expect("step");

@@ -61,7 +61,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $d:expr) => {
+    ($t:ty, $d:expr, $erf:path) => {
         impl Float for $t {
             const DTYPE: DType = $d;
             #[inline]
@@ -114,7 +114,7 @@ macro_rules! impl_float {
             }
             #[inline]
             fn erf(self) -> Self {
-                erf_f64(self as f64) as $t
+                $erf(self as f64) as $t
             }
             #[inline]
             fn max(self, o: Self) -> Self {
@@ -135,8 +135,29 @@ macro_rules! impl_float {
         }
     };
 }
-impl_float!(f32, DType::F32);
-impl_float!(f64, DType::F64);
+impl_float!(f32, DType::F32, erf_for_f32);
+impl_float!(f64, DType::F64, erf_f64);
+
+/// The error function to f32 precision, several times cheaper than [`erf_f64`] (exact GELU
+/// evaluates it for every activation): the series below 0.5, where it converges in a few terms,
+/// and beyond, the Chebyshev-fitted erfc of Numerical Recipes (fractional error < 1.2e-7).
+pub fn erf_for_f32(x: f64) -> f64 {
+    let z = x.abs();
+    if z < 0.5 {
+        return erf_f64(x);
+    }
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = 1.0 - t * poly.exp();
+    if x < 0.0 { -r } else { r }
+}
 
 /// The error function to f64 precision (std has none): an all-positive series for |x| < 3
 /// (no cancellation) and a continued fraction for erfc beyond.
