@@ -324,7 +324,12 @@ fn timestep_embedding_odd_dim_and_stylegan_alias() {
     // the StyleGAN module re-exports this very function
     let alias = brainsynth::ops::stylegan::sinusoidal_embedding(&tt, 5, 10000.0).unwrap();
     assert_eq!(alias.to_vec_f64().unwrap(), v5);
-    let r = check_grad(|v| timestep_embedding(&v[0], 6, 100.0), &[tt.clone()], 1e-6).unwrap();
+    let r = check_grad(
+        |v| timestep_embedding(&v[0], 6, 100.0),
+        std::slice::from_ref(&tt),
+        1e-6,
+    )
+    .unwrap();
     assert!(r.compared == 3 && r.max_err < 1e-6, "{:.3e}", r.max_err);
     for (dim, period) in [(1, 1e4), (0, 1e4), (4, 0.0), (4, f64::NAN)] {
         let e = timestep_embedding(&tt, dim, period).unwrap_err();
