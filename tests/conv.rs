@@ -38,6 +38,26 @@ fn conv2d_first_and_second_order() {
 }
 
 #[test]
+fn backward_primitives_first_and_second_order() {
+    // conv2d's adjoints as ops in their own right (each is the other's and conv2d's backward)
+    let p = params(2, 1, 1, 2);
+    let (xs, ws) = ([2, 4, 5, 5], [6, 2, 3, 3]);
+    let x = rand_tensor(&xs, 30);
+    let w = rand_tensor(&ws, 31);
+    let dy = rand_tensor(&[2, 6, 3, 3], 32);
+    let data = |v: &[Tensor]| v[0].conv2d_backward_data(&v[1], &xs, p);
+    let weight = |v: &[Tensor]| v[0].conv2d_backward_weight(&v[1], &ws, p);
+    let r = check_grad(data, &[dy.clone(), w.clone()], 1e-6).unwrap();
+    assert!(r.max_err < 1e-6, "backward_data: {r:?}");
+    let r = check_grad(weight, &[x.clone(), dy.clone()], 1e-6).unwrap();
+    assert!(r.max_err < 1e-6, "backward_weight: {r:?}");
+    let r = check_grad2(|v| data(v)?.sqr(), &[dy.clone(), w], 1e-5).unwrap();
+    assert!(r.max_err < 1e-5, "backward_data second order: {r:?}");
+    let r = check_grad2(|v| weight(v)?.sqr(), &[x, dy], 1e-5).unwrap();
+    assert!(r.max_err < 1e-5, "backward_weight second order: {r:?}");
+}
+
+#[test]
 fn transposed_conv_gradients_and_shape() {
     let p = params(2, 1, 1, 1);
     let x = rand_tensor(&[1, 3, 4, 4], 1);

@@ -1,6 +1,7 @@
 //! The R1 penalty through a small StyleGAN-style discriminator, in f64:
 //! D = conv3x3 → bias_act (leaky ReLU 0.2, gain √2) → downsample2d ([1,3,3,1]) →
-//! minibatch stddev (group 2) → flatten → linear, and R1 = ½·mean_n ‖∂ΣD/∂x_n‖² (γ = 1).
+//! minibatch stddev (group 2) → flatten → linear, and R1 = ½·mean_n ‖∂ΣD/∂x_n‖² (γ = 1) by
+//! `ops::loss::r1_penalty_with`.
 //!
 //! (a) ∂R1/∂(every D weight) by double backward against central differences of R1 itself
 //!     (R1 evaluated with `grad(create_graph = true)` at each perturbed weight), plus a generic
@@ -12,6 +13,7 @@ mod common;
 
 use brainsynth::autograd::grad;
 use brainsynth::ops::Conv2dParams;
+use brainsynth::ops::loss::r1_penalty_with;
 use brainsynth::ops::stylegan::{Act, bias_act, minibatch_stddev};
 use brainsynth::ops::upfirdn::{downsample2d, setup_filter};
 use brainsynth::testing::{check_grad2, rand_tensor};
@@ -46,18 +48,10 @@ fn discriminator(x: &Tensor, p: &[Tensor]) -> Result<Tensor> {
     y.reshape(&[n, usize::MAX])?.linear(&p[2], Some(&p[3]))
 }
 
-/// R1 = ½·mean_n Σ_chw (∂ΣD/∂x)², built with `create_graph` so it can be differentiated again.
-/// Returns (R1, ∂ΣD/∂x, logits).
-fn r1(x: &Tensor, p: &[Tensor]) -> Result<(Tensor, Tensor, Tensor)> {
-    let x = x.detach().variable();
-    let logits = discriminator(&x, p)?;
-    let gx = grad(&[logits.sum_all()?], None, std::slice::from_ref(&x), true)?.remove(0);
-    let per_sample = gx.sqr()?.sum_axes(&[1, 2, 3], false)?;
-    Ok((
-        per_sample.mean_axes(&[0], false)?.mul_scalar(0.5)?,
-        gx,
-        logits,
-    ))
+/// R1 (γ = 1) through the crate's StyleGAN2 penalty, which builds ∂ΣD/∂x with `create_graph`
+/// so the value can be differentiated again with respect to the weights.
+fn r1(x: &Tensor, p: &[Tensor]) -> Result<Tensor> {
+    r1_penalty_with(x, 1.0, |x| discriminator(x, p))
 }
 
 fn weights(seed: u64) -> Vec<Tensor> {
@@ -73,10 +67,10 @@ fn r1_weight_gradients_match_finite_differences_of_r1() {
     let x = rand_tensor(&X, 1);
     let p = weights(10);
     let vars: Vec<Tensor> = p.iter().map(|t| t.variable()).collect();
-    let (value, _, _) = r1(&x, &vars).unwrap();
+    let value = r1(&x, &vars).unwrap();
     let analytic = grad(&[value], None, &vars, false).unwrap();
     // R1 itself needs a recorded graph (it is a gradient), so no `no_grad` here
-    let r1_at = |q: &[Tensor]| r1(&x, q).and_then(|(v, _, _)| v.item());
+    let r1_at = |q: &[Tensor]| r1(&x, q).and_then(|v| v.item());
     let eps = 1e-5;
     let (mut worst, mut compared, mut nonzero) = (0.0f64, 0, 0);
     for (i, a) in analytic.iter().enumerate() {
@@ -149,7 +143,13 @@ fn r1_and_its_weight_gradients_match_pytorch_double_backward() {
         .iter()
         .map(|n| tensor(get(&m, n)).variable())
         .collect();
-    let (value, gx, logits) = r1(&x, &p).unwrap();
+    // D's output and its input gradient first, to locate a mismatch
+    let xv = x.variable();
+    let logits = discriminator(&xv, &p).unwrap();
+    let gx = grad(&[logits.sum_all().unwrap()], None, &[xv], false)
+        .unwrap()
+        .remove(0);
+    let value = r1(&x, &p).unwrap();
     assert_close("logits", &logits, get(&m, "logits"));
     assert_close("grad_x", &gx, get(&m, "grad_x"));
     assert_close("r1", &value.reshape(&[1]).unwrap(), get(&m, "r1"));
