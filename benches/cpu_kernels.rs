@@ -3,10 +3,16 @@
 //!
 //! conv3x3 shapes are (N, Cin, Cout, H=W) as in the anchor script; "fwd+bwd" is a training step's
 //! conv work: forward, then the gradients of x and of the weight for a given output gradient.
+//! gn_silu is `silu(group_norm(x, G))` (no affine, eps 1e-5) on (N, C, H=W, G), fwd+bwd giving
+//! x's gradient; winattn is `softmax(q·kᵀ/√d + bias)·v` on (windows, heads, tokens, head_dim)
+//! with a [heads, tokens, tokens] bias and no mask, fwd+bwd giving q, k, v and bias gradients,
+//! as the anchor script times them.
 
 use std::time::Duration;
 
 use brainsynth::autograd::grad;
+use brainsynth::ops::attention::window_attention;
+use brainsynth::ops::norm::group_norm_silu;
 use brainsynth::ops::{Conv2dParams, ModConvParams, modulated_conv2d};
 use brainsynth::{DType, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -112,5 +118,68 @@ fn modconv(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv3x3, matmul, modconv);
+const GN_SHAPES: [(usize, usize, usize, usize); 2] = [(8, 128, 64, 32), (8, 256, 32, 32)];
+
+fn gn_silu(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut group = c.benchmark_group("gn_silu");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    for (n, ch, hw, groups) in GN_SHAPES {
+        let x = Tensor::randn(&[n, ch, hw, hw], DType::F32, &mut rng).variable();
+        let g = Tensor::randn(&[n, ch, hw, hw], DType::F32, &mut rng);
+        let id = format!("({n},{ch},{hw},{groups})");
+        let f = || group_norm_silu(&x, groups, None, None, 1e-5).expect("group_norm_silu");
+        group.bench_function(format!("fwd {id}"), |b| b.iter(f));
+        group.bench_function(format!("fwd+bwd {id}"), |b| {
+            b.iter(|| {
+                grad(
+                    &[f()],
+                    Some(std::slice::from_ref(&g)),
+                    std::slice::from_ref(&x),
+                    false,
+                )
+                .expect("grad")
+            })
+        });
+    }
+    group.finish();
+}
+
+const WINATTN_SHAPES: [(usize, usize, usize, usize); 2] = [(128, 3, 64, 32), (32, 6, 64, 32)];
+
+fn winattn(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut group = c.benchmark_group("winattn");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    for (nw, heads, t, hd) in WINATTN_SHAPES {
+        let mut qkv = || Tensor::randn(&[nw, heads, t, hd], DType::F32, &mut rng).variable();
+        let (q, k, v) = (qkv(), qkv(), qkv());
+        let bias = Tensor::randn(&[heads, t, t], DType::F32, &mut rng).variable();
+        let g = Tensor::randn(&[nw, heads, t, hd], DType::F32, &mut rng);
+        let scale = (hd as f64).powf(-0.5);
+        let id = format!("({nw},{heads},{t},{hd})");
+        let f = || window_attention(&q, &k, &v, &bias, None, scale).expect("window_attention");
+        group.bench_function(format!("fwd {id}"), |b| b.iter(f));
+        group.bench_function(format!("fwd+bwd {id}"), |b| {
+            b.iter(|| {
+                grad(
+                    &[f()],
+                    Some(std::slice::from_ref(&g)),
+                    &[q.clone(), k.clone(), v.clone(), bias.clone()],
+                    false,
+                )
+                .expect("grad")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv3x3, matmul, modconv, gn_silu, winattn);
 criterion_main!(benches);

@@ -302,6 +302,51 @@ fn embeddings_values() {
 }
 
 #[test]
+fn timestep_embedding_odd_dim_and_stylegan_alias() {
+    let tt = Tensor::from_f64s(&[0.0, 1.0, 3.5], &[3], DType::F64).unwrap();
+    // half = 2, freqs = [1, 10000^(−1/2) = 0.01]; cos first, then sin
+    let e = timestep_embedding(&tt, 4, 10000.0)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    let want = [3.5f64.cos(), 0.035f64.cos(), 3.5f64.sin(), 0.035f64.sin()];
+    for (a, b) in e[8..].iter().zip(want) {
+        assert!((a - b).abs() < 1e-15, "{a} vs {b}");
+    }
+    // odd dim: the same four columns, then a zero column
+    let e5 = timestep_embedding(&tt, 5, 10000.0).unwrap();
+    assert_eq!(e5.shape(), &[3, 5]);
+    let v5 = e5.to_vec_f64().unwrap();
+    for r in 0..3 {
+        assert_eq!(&v5[r * 5..r * 5 + 4], &e[r * 4..r * 4 + 4]);
+        assert_eq!(v5[r * 5 + 4], 0.0);
+    }
+    // the StyleGAN module re-exports this very function
+    let alias = brainsynth::ops::stylegan::sinusoidal_embedding(&tt, 5, 10000.0).unwrap();
+    assert_eq!(alias.to_vec_f64().unwrap(), v5);
+    let r = check_grad(
+        |v| timestep_embedding(&v[0], 6, 100.0),
+        std::slice::from_ref(&tt),
+        1e-6,
+    )
+    .unwrap();
+    assert!(r.compared == 3 && r.max_err < 1e-6, "{:.3e}", r.max_err);
+    for (dim, period) in [(1, 1e4), (0, 1e4), (4, 0.0), (4, f64::NAN)] {
+        let e = timestep_embedding(&tt, dim, period).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Invalid {
+                    op: "timestep_embedding",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn shape_errors_name_the_op() {
     let expect = |r: Result<Tensor>, op: &str| match r {
         Err(e @ (Error::Shape { .. } | Error::Invalid { .. })) => {

@@ -1,6 +1,8 @@
 //! Finite-difference gradient checks (f64) for the core ops: elementwise, reductions, views,
 //! matmul; second order where the GAN regularisers need it.
 
+use std::sync::Arc;
+
 use brainsynth::autograd::{grad, no_grad};
 use brainsynth::ops::Unary;
 use brainsynth::testing::{check_grad, check_grad2, rand_tensor};
@@ -245,6 +247,74 @@ fn views_and_gathers() {
         "gather",
         |v| v[0].roll(1, 1)?.mul(&v[0])?.pad2d((1, 1, 1, 1), true),
         std::slice::from_ref(&x),
+    );
+}
+
+#[test]
+fn remaining_views_and_reductions_first_order() {
+    let x = rand_tensor(&[2, 3, 4], 70);
+    let y = rand_tensor(&[2, 3, 4], 71);
+    ok1(
+        "minimum",
+        |v| v[0].minimum(&v[1])?.mul(&v[0]),
+        &[x.clone(), y.clone()],
+    );
+    ok1(
+        "min_axes",
+        |v| v[0].min_axes(&[1], false),
+        std::slice::from_ref(&x),
+    );
+    ok1(
+        "sum_to",
+        |v| v[0].sqr()?.sum_to(&[2, 1, 4]),
+        std::slice::from_ref(&x),
+    );
+    ok1(
+        "unsqueeze+flatten",
+        |v| v[0].unsqueeze(1)?.flatten(2, 3)?.sqr(),
+        std::slice::from_ref(&x),
+    );
+    ok1(
+        "split",
+        |v| {
+            let p = v[0].split(-1, &[1, 3])?;
+            p[0].mul(&p[1].sum_axes(&[-1], true)?)
+        },
+        std::slice::from_ref(&x),
+    );
+    ok1(
+        "chunk",
+        |v| {
+            let p = v[0].chunk(1, 3)?;
+            p[0].mul(&p[2])?.add(&p[1])
+        },
+        std::slice::from_ref(&x),
+    );
+    ok1(
+        "stack",
+        |v| Tensor::stack(&[v[0].clone(), v[1].sqr()?], 1),
+        &[x.clone(), y.clone()],
+    );
+    ok1(
+        "contiguous",
+        |v| {
+            v[0].transpose(0, 2)?
+                .contiguous()?
+                .mul(&v[1].transpose(0, 2)?)
+        },
+        &[x.clone(), y],
+    );
+    // an index map with repeats and unused entries: gather, and its adjoint scatter-add
+    let map: Arc<Vec<u32>> = Arc::new(vec![5, 0, 5, 23, 7, 7, 7, 1]);
+    ok1(
+        "gather_map",
+        |v| v[0].gather_map(map.clone(), &[2, 4])?.sqr(),
+        std::slice::from_ref(&x),
+    );
+    ok1(
+        "scatter_add_map",
+        |v| v[0].scatter_add_map(map.clone(), &[24])?.sqr(),
+        &[rand_tensor(&[8], 72)],
     );
 }
 

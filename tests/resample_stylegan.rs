@@ -1,9 +1,9 @@
-//! StyleGAN layers: bias_act, minibatch stddev, noise, pixel norm, filtered leaky ReLU and the
-//! sinusoidal embedding. Hand values, first-order checks for each, second order for bias_act
+//! StyleGAN layers: bias_act, minibatch stddev, noise, pixel norm, filtered leaky ReLU (the
+//! sinusoidal embedding's tests are with `timestep_embedding` in `attention_ops.rs`). Hand values, first-order checks for each, second order for bias_act
 //! (lrelu with gain and clamp) and minibatch stddev.
 
 use brainsynth::ops::stylegan::{
-    Act, add_noise, bias_act, filtered_lrelu, minibatch_stddev, pixel_norm, sinusoidal_embedding,
+    Act, add_noise, bias_act, filtered_lrelu, minibatch_stddev, pixel_norm,
 };
 use brainsynth::ops::upfirdn::setup_filter;
 use brainsynth::testing::{check_grad, check_grad2, rand_tensor, rand_vals};
@@ -371,44 +371,5 @@ fn filtered_lrelu_matches_its_definition() {
             false
         )
         .is_err()
-    );
-}
-
-#[test]
-fn sinusoidal_embedding_values() {
-    let tt = t(&[0.0, 1.0, 3.5], &[3]);
-    let e = sinusoidal_embedding(&tt, 4, 10000.0).unwrap();
-    assert_eq!(e.shape(), &[3, 4]);
-    let v = e.to_vec_f64().unwrap();
-    close(&v[..4], &[1.0, 1.0, 0.0, 0.0], 0.0);
-    // half = 2, freqs = [1, 10000^(−1/2) = 0.01]; cos first, then sin
-    close(
-        &v[4..8],
-        &[1f64.cos(), 0.01f64.cos(), 1f64.sin(), 0.01f64.sin()],
-        1e-15,
-    );
-    close(
-        &v[8..],
-        &[3.5f64.cos(), 0.035f64.cos(), 3.5f64.sin(), 0.035f64.sin()],
-        1e-15,
-    );
-    let e = sinusoidal_embedding(&tt, 5, 10000.0).unwrap();
-    assert_eq!(e.shape(), &[3, 5]);
-    assert_eq!(e.to_vec_f64().unwrap()[9], 0.0);
-    ok1(
-        "embedding",
-        |v| sinusoidal_embedding(&v[0], 6, 100.0),
-        &[tt],
-    );
-    let e = sinusoidal_embedding(&t(&[1.0; 4], &[2, 2]), 4, 1e4).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::Shape {
-                op: "sinusoidal_embedding",
-                ..
-            }
-        ),
-        "{e}"
     );
 }

@@ -59,29 +59,37 @@ pub fn embedding(table: &Tensor, ids: &[usize]) -> Result<Tensor> {
     table.index_select(0, ids)
 }
 
-/// guided-diffusion `timestep_embedding`: t [N] → [N, dim] = [cos(t·f), sin(t·f)] with
-/// f_i = max_period^(−i/half), i < half = dim/2 (a zero column is appended for odd dim).
+/// guided-diffusion `timestep_embedding`: t [N] → [N, dim] = [cos(t·f), sin(t·f)] (cos first)
+/// with f_i = max_period^(−i/half), i < half = dim/2, and a zero column appended for odd dim.
 /// Frequencies are computed in f64; the result has t's dtype. Differentiable in t.
 pub fn timestep_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<Tensor> {
-    if t.rank() != 1 || dim == 0 {
-        return Err(Error::shape(
-            "timestep_embedding",
-            format!(
-                "timesteps {:?} must be [N] and dim ({dim}) positive",
-                t.shape()
-            ),
+    const OP: &str = "timestep_embedding";
+    let n = match t.shape() {
+        [n] => *n,
+        s => {
+            return Err(Error::shape(
+                OP,
+                format!("timesteps must be [N], got {s:?}"),
+            ));
+        }
+    };
+    let half = dim / 2;
+    let valid = half > 0 && max_period > 0.0; // false for NaN too
+    if !valid {
+        return Err(Error::invalid(
+            OP,
+            format!("dim {dim} must be ≥ 2 and max_period {max_period} > 0"),
         ));
     }
-    let half = dim / 2;
-    let n = t.shape()[0];
     let freqs: Vec<f64> = (0..half)
-        .map(|i| (-(max_period.ln()) * i as f64 / half as f64).exp())
+        .map(|i| (-max_period.ln() * i as f64 / half as f64).exp())
         .collect();
     let f = Tensor::from_f64s(&freqs, &[1, half], t.dtype())?;
     let args = t.reshape(&[n, 1])?.mul(&f)?;
-    let mut parts = vec![args.cos()?, args.sin()?];
+    let emb = Tensor::cat(&[args.cos()?, args.sin()?], 1)?;
     if dim % 2 == 1 {
-        parts.push(Tensor::zeros(&[n, 1], t.dtype()));
+        emb.pad_axis(1, 0, 1)
+    } else {
+        Ok(emb)
     }
-    Tensor::cat(&parts, 1)
 }

@@ -1,6 +1,7 @@
 //! StyleGAN-specific layers, each as its reference (NVlabs) implementation: bias + activation
 //! (`bias_act`), minibatch standard deviation, noise injection, pixel norm, StyleGAN3's
-//! filtered leaky ReLU (reference path), and the diffusion model's sinusoidal timestep embedding.
+//! filtered leaky ReLU (reference path); the diffusion model's sinusoidal timestep embedding is
+//! re-exported from [`crate::ops::embedding`].
 //!
 //! These are compositions of differentiable ops (elementwise, reductions, views, upfirdn2d), so
 //! their gradients of any order come from those ops; e.g. leaky ReLU's derivative is a constant
@@ -227,37 +228,6 @@ pub fn filtered_lrelu(
     upfirdn2d(&y, fd, (1, 1), (down, down), (0, 0, 0, 0), 1.0, flip_filter)
 }
 
-/// Sinusoidal timestep embedding (guided-diffusion `timestep_embedding`): for `t` `[N]`,
-/// `[cos(t·f_i), sin(t·f_i)]` with `f_i = max_period^(−i/half)`, `half = dim/2` (cos first), and
-/// a zero column when `dim` is odd. Output `[N, dim]`.
-pub fn sinusoidal_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<Tensor> {
-    const OP: &str = "sinusoidal_embedding";
-    let n = match t.shape() {
-        [n] => *n,
-        s => {
-            return Err(Error::shape(
-                OP,
-                format!("timesteps must be [N], got {s:?}"),
-            ));
-        }
-    };
-    let half = dim / 2;
-    let valid = half > 0 && max_period > 0.0; // false for NaN too
-    if !valid {
-        return Err(Error::invalid(
-            OP,
-            format!("dim {dim} must be ≥ 2 and max_period {max_period} > 0"),
-        ));
-    }
-    let freqs: Vec<f64> = (0..half)
-        .map(|i| (-max_period.ln() * i as f64 / half as f64).exp())
-        .collect();
-    let freqs = Tensor::from_f64s(&freqs, &[1, half], t.dtype())?;
-    let args = t.reshape(&[n, 1])?.mul(&freqs)?;
-    let emb = Tensor::cat(&[args.cos()?, args.sin()?], 1)?;
-    if dim % 2 == 1 {
-        emb.pad_axis(1, 0, 1)
-    } else {
-        Ok(emb)
-    }
-}
+/// The diffusion model's sinusoidal timestep embedding; one implementation, in
+/// [`crate::ops::embedding`].
+pub use crate::ops::embedding::timestep_embedding as sinusoidal_embedding;
