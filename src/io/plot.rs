@@ -193,7 +193,13 @@ pub fn write_line_plot(
         let label = fmt_tick(fx);
         // glyphs are 4 pixels apart at scale 1; keep the last label inside the picture
         let lw = 8 * label.len() as i64;
-        c.text((px - 8).min(width as i64 - lw - 2), top + ph + 8, &label, 2, dark);
+        c.text(
+            (px - 8).min(width as i64 - lw - 2),
+            top + ph + 8,
+            &label,
+            2,
+            dark,
+        );
     }
     c.line((left, top), (left, top + ph), dark);
     c.line((left, top + ph), (left + pw, top + ph), dark);
