@@ -444,6 +444,46 @@ fn optimisers_match_cpu() {
     }
 }
 
+/// Parameters of a store placed on the GPU live there; without a GPU, making one is an error
+/// value with the reason (no panic).
+#[test]
+fn param_store_places_parameters_on_its_device() {
+    let store = ParamStore::new(3);
+    store.set_device(GPU);
+    let p = store.root().param(
+        "w",
+        &[4, 3],
+        Init::Normal {
+            mean: 0.0,
+            std: 1.0,
+        },
+    );
+    match cuda::available(0) {
+        Ok(()) => {
+            let p = p.unwrap();
+            assert_eq!(p.device(), GPU);
+            // same initial values as on the CPU
+            let cpu = ParamStore::new(3)
+                .root()
+                .param(
+                    "w",
+                    &[4, 3],
+                    Init::Normal {
+                        mean: 0.0,
+                        std: 1.0,
+                    },
+                )
+                .unwrap();
+            assert_eq!(rel_err(&p, &cpu), 0.0);
+        }
+        Err(e) => {
+            let err = p.expect_err("a GPU parameter without a GPU").to_string();
+            println!("skipping the GPU half of param_store_places_parameters_on_its_device: {e}");
+            assert!(err.contains("driver") || err.contains("cuda"), "{err}");
+        }
+    }
+}
+
 #[test]
 fn unet_sgd_step_on_gpu_matches_cpu() {
     let Some(_) = gpu_or_skip("unet_sgd_step_on_gpu_matches_cpu") else {

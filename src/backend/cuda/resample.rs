@@ -196,3 +196,39 @@ pub(crate) fn upfirdn(
         &pl, &hh, &ww, &ohh, &oww, &tp, &fh, &fw, &ux, &uy, &dx, &dy, &px, &py, &xp, &yp)?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The transposed rows hold exactly the dense transpose, entries in increasing old-row order.
+    #[test]
+    fn transpose_is_the_dense_transpose() {
+        let start = [0, 2, 2, 5, 6];
+        let idx = [1, 0, 2, 1, 1, 2];
+        let w = [0.5, 1.5, 2.0, -1.0, 3.0, 4.0];
+        let m = Csr {
+            in_len: 3,
+            out_len: 4,
+            start: &start,
+            idx: &idx,
+            w: &w,
+        };
+        let (ts, ti, tw) = transpose(&m);
+        assert_eq!(ts, vec![0, 1, 4, 6]);
+        let mut dense = [[0.0; 4]; 3];
+        for i in 0..4 {
+            for t in start[i]..start[i + 1] {
+                dense[idx[t]][i] += w[t];
+            }
+        }
+        let mut back = [[0.0; 4]; 3];
+        for j in 0..3 {
+            assert!(ti[ts[j]..ts[j + 1]].windows(2).all(|p| p[0] <= p[1]));
+            for t in ts[j]..ts[j + 1] {
+                back[j][ti[t]] += tw[t];
+            }
+        }
+        assert_eq!(back, dense);
+    }
+}
