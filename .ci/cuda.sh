@@ -27,6 +27,7 @@ done
 
 echo "== CUDA parity tests (they skip, printing why, when no GPU is present)"
 cargo test --features cuda --test cuda_parity -- --nocapture --test-threads=1 2>&1 | grep -E 'skipping|test result'
+cargo test --features cuda --test cuda_parity_models -- --nocapture --test-threads=1 2>&1 | grep -E 'skipping|test result'
 
 echo "== CUDA benches build"
 cargo bench --features cuda --bench cuda_kernels --no-run

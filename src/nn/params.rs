@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::init::Init;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Device, Tensor};
 use crate::{Error, Result};
 
 /// Per-parameter settings the optimisers read at every step.
@@ -49,6 +49,8 @@ struct Inner {
     buffers: Vec<(String, Tensor)>,
     /// name → (is_buffer, index)
     index: HashMap<String, (bool, usize)>,
+    /// Where new parameters and buffers are placed (see `ParamStore::set_device`).
+    device: Device,
 }
 
 /// Named parameters and buffers of one model. Cloning gives another handle to the same store.
@@ -113,6 +115,7 @@ impl ParamStore {
                 params: Vec::new(),
                 buffers: Vec::new(),
                 index: HashMap::new(),
+                device: Device::Cpu,
             })),
         }
     }
@@ -386,7 +389,10 @@ impl Scope {
         let full = self.full_name("param", name)?;
         let mut rng = self.store.rng_for(&full);
         let vals = init.sample(shape, &mut rng)?;
-        let t = Tensor::from_f64s(&vals, shape, self.dtype())?.variable();
+        let t = self
+            .store
+            .place(Tensor::from_f64s(&vals, shape, self.dtype())?)?
+            .variable();
         self.store.insert_param(full, t, attrs)
     }
 
@@ -396,6 +402,7 @@ impl Scope {
         let full = self.full_name("buffer", name)?;
         // a fresh storage, so later `assign`s do not write into the caller's tensor
         let t = Tensor::from_f64s(&value.to_vec_f64()?, value.shape(), value.dtype())?;
+        let t = self.store.place(t)?;
         self.store.insert_buffer(full, t)
     }
 
@@ -404,7 +411,34 @@ impl Scope {
         let full = self.full_name("buffer", name)?;
         let mut rng = self.store.rng_for(&full);
         let vals = init.sample(shape, &mut rng)?;
-        let t = Tensor::from_f64s(&vals, shape, self.dtype())?;
+        let t = self
+            .store
+            .place(Tensor::from_f64s(&vals, shape, self.dtype())?)?;
         self.store.insert_buffer(full, t)
+    }
+}
+
+// ---- device placement ---------------------------------------------------------------------------
+
+impl ParamStore {
+    /// Place the parameters and buffers created from now on on `device` (call it before building
+    /// a model to train that model there; initial values are drawn on the host as before, so a
+    /// model built on the GPU starts from the same values as on the CPU).
+    pub fn set_device(&self, device: Device) {
+        self.lock().device = device;
+    }
+
+    /// Where new parameters and buffers are placed.
+    pub fn device(&self) -> Device {
+        self.lock().device
+    }
+
+    fn place(&self, t: Tensor) -> Result<Tensor> {
+        let d = self.device();
+        if d == Device::Cpu {
+            Ok(t)
+        } else {
+            t.to_device(d)
+        }
     }
 }

@@ -131,6 +131,30 @@ impl Kernel for AttnKernel {
         });
         Ok(out)
     }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        xs: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        let a = self.a;
+        let mut rest = xs[3..].iter().copied();
+        let bias = if self.has_bias { rest.next() } else { None };
+        let mask = if self.has_mask { rest.next() } else { None };
+        let g = crate::backend::cuda::attention::AttnGeom {
+            batch: a.batch,
+            nq: a.nq,
+            nk: a.nk,
+            d: a.d,
+            dv: a.dv,
+            heads: a.heads,
+            windows: a.windows,
+            scale: a.scale,
+        };
+        crate::backend::cuda::attention::attention(be, xs[0], xs[1], xs[2], bias, mask, &g)
+    }
 }
 
 /// softmax(q·kᵀ·scale + bias + mask) with recorded ops: [batch, nq, nk].

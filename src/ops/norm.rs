@@ -52,6 +52,23 @@ impl Dims {
     }
 }
 
+impl Dims {
+    #[cfg(feature = "cuda")]
+    fn gpu(&self, eps: f64, act: Act) -> crate::backend::cuda::norm::NormGeom {
+        crate::backend::cuda::norm::NormGeom {
+            n: self.n,
+            c: self.c,
+            inner: self.inner,
+            groups: self.groups,
+            eps,
+            act: match act {
+                Act::None => 0,
+                Act::Silu => 1,
+            },
+        }
+    }
+}
+
 /// Mean and 1/sqrt(var + eps) of one row, accumulated in f64 in one pass. Values are shifted by
 /// the first element so that a large mean does not cancel the variance away.
 fn row_stats<T: StorageElem>(xr: &[T], eps: f64) -> (f64, f64) {
@@ -125,6 +142,21 @@ impl Kernel for NormKernel {
         });
         Ok(out)
     }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        xs: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        let affine = if self.affine {
+            Some((xs[1], xs[2]))
+        } else {
+            None
+        };
+        crate::backend::cuda::norm::forward(be, xs[0], affine, &self.d.gpu(self.eps, self.act))
+    }
 }
 
 /// 1/sqrt(var + eps) per (sample, group): output [n, groups].
@@ -140,6 +172,16 @@ impl Kernel for RstdKernel {
         Ok((0..rows)
             .map(|r| T::from_f64(row_stats(&xs[0][r * m..(r + 1) * m], self.eps).1))
             .collect())
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        xs: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        crate::backend::cuda::norm::rstd(be, xs[0], &self.d.gpu(self.eps, Act::None))
     }
 }
 
@@ -244,6 +286,17 @@ impl Kernel for NormBackwardKernel {
             }
         }
         Ok(out)
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        xs: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        let g = self.d.gpu(self.eps, self.act);
+        crate::backend::cuda::norm::backward(be, xs[0], xs[1], xs[2], xs[3], &g)
     }
 }
 

@@ -102,6 +102,31 @@ impl Kernel for AxisKernel {
         });
         Ok(out)
     }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        xs: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        let m = &self.map;
+        let csr = crate::backend::cuda::resample::Csr {
+            in_len: m.in_len,
+            out_len: m.out_len,
+            start: &m.start,
+            idx: &m.idx,
+            w: &m.w,
+        };
+        crate::backend::cuda::resample::axis_map(
+            be,
+            xs[0],
+            &csr,
+            self.outer,
+            self.inner,
+            self.adjoint,
+        )
+    }
 }
 
 impl Tensor {

@@ -250,6 +250,33 @@ impl Kernel for UpfirdnKernel {
         });
         Ok(out)
     }
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        _op: &'static str,
+        xs: &[&crate::backend::cuda::CudaStorage],
+        _n: usize,
+        be: &Arc<crate::backend::cuda::CudaBackend>,
+    ) -> Result<crate::backend::cuda::CudaStorage> {
+        let p = &self.plan;
+        let plan = crate::backend::cuda::resample::FirPlan {
+            taps: &p.taps,
+            separable: p.separable,
+            fh: p.fh,
+            fw: p.fw,
+            up: p.up,
+            down: p.down,
+            pad0: (p.pad.0, p.pad.2),
+        };
+        crate::backend::cuda::resample::upfirdn(
+            be,
+            xs[0],
+            &plan,
+            self.planes,
+            self.in_hw,
+            self.out_hw,
+        )
+    }
 }
 
 fn run_plan(x: &Tensor, plan: Plan) -> Result<Tensor> {

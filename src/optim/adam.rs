@@ -145,6 +145,28 @@ impl Optimizer for Adam {
                 decoupled: c.decoupled,
                 step,
             };
+            #[cfg(feature = "cuda")]
+            {
+                if p.tensor.device() != crate::tensor::Device::Cpu {
+                    // the CPU loop's constants, computed the same way
+                    let gh = crate::backend::cuda::optim::AdamStep {
+                        b1: h.b1,
+                        b2: h.b2,
+                        eps: h.eps,
+                        bc2_sqrt: (1.0 - h.b2.powf(h.step)).sqrt(),
+                        step_size: h.lr / (1.0 - h.b1.powf(h.step)),
+                        decay: 1.0 - h.lr * h.wd,
+                        wd: h.wd,
+                        decoupled: h.decoupled,
+                    };
+                    if let Some(g) = p.tensor.grad() {
+                        super::slots_to_device(&p.tensor, s)?;
+                        let (m, v) = (&s.slots[0], &s.slots[1]);
+                        crate::backend::cuda::optim::adam_step(&p.tensor, &g, m, v, &gh)?;
+                    }
+                    continue;
+                }
+            }
             match p.tensor.dtype() {
                 DType::F32 => {
                     if let Some(g) = grad_values::<f32>(&p.tensor)? {

@@ -1,6 +1,6 @@
 //! Gradient-norm clipping with `torch.nn.utils.clip_grad_norm_`'s semantics.
 
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
 
 /// Scale the gradients of `params` (those that have one) so that their joint 2-norm is at most
@@ -18,8 +18,24 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<f64> {
         .filter_map(|p| p.grad().map(|g| (p, g)))
         .collect();
     let mut sq = 0.0;
+    // GPU gradients: squared sums reduced on their device, one scalar read per device and dtype
+    let mut on_device: Vec<Tensor> = Vec::new();
     for (_, g) in &grads {
-        sq += g.to_vec_f64()?.iter().map(|v| v * v).sum::<f64>();
+        if g.device() == Device::Cpu {
+            sq += g.to_vec_f64()?.iter().map(|v| v * v).sum::<f64>();
+            continue;
+        }
+        let s = g.detach().sqr()?.sum_all()?;
+        match on_device
+            .iter_mut()
+            .find(|t| t.device() == s.device() && t.dtype() == s.dtype())
+        {
+            Some(t) => *t = t.add(&s)?,
+            None => on_device.push(s),
+        }
+    }
+    for t in &on_device {
+        sq += t.item()?;
     }
     let total = sq.sqrt();
     let coef = max_norm / (total + 1e-6);

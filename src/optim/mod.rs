@@ -114,3 +114,15 @@ pub(crate) fn grad_values<T: StorageElem>(p: &Tensor) -> Result<Option<Vec<T>>> 
     }
     Ok(Some(g.to_vec_f64()?.into_iter().map(T::from_f64).collect()))
 }
+
+/// Move a parameter's state buffers to its device (states start where the parameter was when
+/// the optimiser was made; a model moved to the GPU afterwards takes its states along here).
+#[cfg(feature = "cuda")]
+pub(crate) fn slots_to_device(p: &Tensor, s: &mut ParamState) -> Result<()> {
+    for slot in &mut s.slots {
+        if slot.device() != p.device() {
+            *slot = slot.to_device(p.device())?;
+        }
+    }
+    Ok(())
+}

@@ -122,6 +122,24 @@ impl Optimizer for Sgd {
             } else {
                 0.0
             };
+            #[cfg(feature = "cuda")]
+            {
+                if p.tensor.device() != crate::tensor::Device::Cpu {
+                    let h = crate::backend::cuda::optim::SgdStep {
+                        lr,
+                        wd,
+                        momentum: c.momentum,
+                        damp: 1.0 - c.dampening,
+                        nesterov: c.nesterov,
+                        first,
+                    };
+                    if let Some(g) = p.tensor.grad() {
+                        super::slots_to_device(&p.tensor, s)?;
+                        crate::backend::cuda::optim::sgd_step(&p.tensor, &g, &s.slots[0], &h)?;
+                    }
+                    continue;
+                }
+            }
             match p.tensor.dtype() {
                 DType::F32 => {
                     if let Some(g) = grad_values::<f32>(&p.tensor)? {

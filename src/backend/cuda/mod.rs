@@ -8,8 +8,12 @@
 //! (index maps, `assign` from the CPU).
 
 pub mod alloc;
+pub(crate) mod attention;
 pub mod fused;
+pub(crate) mod norm;
 pub(crate) mod ops;
+pub(crate) mod optim;
+pub(crate) mod resample;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
