@@ -4,81 +4,19 @@
 //! printed reason when no GPU is present.
 #![cfg(feature = "cuda")]
 
+#[path = "common/gpu.rs"]
+mod gpu;
+use gpu::*;
+
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use brainsynth::autograd::grad;
 use brainsynth::backend::cpu::{self, CpuKernels};
-use brainsynth::backend::cuda;
 use brainsynth::backend::fused::{self, GnAct};
 use brainsynth::ops::{Binary, Conv2dParams, Unary};
 use brainsynth::{DType, Device, Result, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-
-const GPU: Device = Device::Cuda(0);
-
-/// The GPU, or None after printing why the test is skipped.
-fn gpu_or_skip(test: &str) -> Option<Device> {
-    match cuda::available(0) {
-        Ok(()) => {
-            cpu::set_kernels(CpuKernels::Reference);
-            Some(GPU)
-        }
-        Err(e) => {
-            println!("skipping {test}: {e}");
-            None
-        }
-    }
-}
-
-/// A fresh seed (printed), or BRAINSYNTH_SEED to reproduce a failure.
-fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("BRAINSYNTH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    println!("{test}: seed {seed}");
-    StdRng::seed_from_u64(seed)
-}
-
-fn tol(dt: DType) -> f64 {
-    match dt {
-        DType::F32 => 1e-5,
-        DType::F64 => 1e-12,
-    }
-}
-
-/// ‖gpu − cpu‖ / ‖cpu‖ (absolute when the reference is zero).
-fn rel_err(gpu: &Tensor, cpu: &Tensor) -> f64 {
-    assert_eq!(gpu.device(), GPU, "result left the GPU");
-    assert_eq!(gpu.shape(), cpu.shape());
-    let g = gpu.to_device(Device::Cpu).unwrap().to_vec_f64().unwrap();
-    let c = cpu.to_vec_f64().unwrap();
-    let diff: f64 = g
-        .iter()
-        .zip(&c)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = c.iter().map(|b| b * b).sum::<f64>().sqrt();
-    if norm == 0.0 { diff } else { diff / norm }
-}
-
-fn assert_close(what: &str, gpu: &Tensor, cpu: &Tensor) {
-    let e = rel_err(gpu, cpu);
-    let t = tol(cpu.dtype());
-    assert!(e < t, "{what}: relative error {e:.3e} (limit {t:.0e})");
-}
-
-fn on_gpu(ts: &[Tensor]) -> Vec<Tensor> {
-    ts.iter().map(|t| t.to_device(GPU).unwrap()).collect()
-}
 
 /// Forward of `f` and the gradients of ⟨f(xs), w⟩ (w pseudo-random) for every input, on the GPU and
 /// on the CPU, compared.

@@ -6,10 +6,11 @@
 //! (BRAINSYNTH_SEED repeats one) and skips with a printed reason when no GPU is present.
 #![cfg(feature = "cuda")]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+#[path = "common/gpu.rs"]
+mod gpu;
+use gpu::*;
 
 use brainsynth::autograd::grad;
-use brainsynth::backend::cpu::{self, CpuKernels};
 use brainsynth::backend::cuda;
 use brainsynth::models::unet::{UNet, UNetConfig};
 use brainsynth::nn::{Init, ParamStore};
@@ -21,73 +22,6 @@ use brainsynth::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig, clip_grad_n
 use brainsynth::{DType, Device, Result, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-
-const GPU: Device = Device::Cuda(0);
-
-/// The GPU, or None after printing why the test is skipped.
-fn gpu_or_skip(test: &str) -> Option<Device> {
-    match cuda::available(0) {
-        Ok(()) => {
-            cpu::set_kernels(CpuKernels::Reference);
-            Some(GPU)
-        }
-        Err(e) => {
-            println!("skipping {test}: {e}");
-            None
-        }
-    }
-}
-
-/// A fresh seed (printed), or BRAINSYNTH_SEED to reproduce a failure.
-fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("BRAINSYNTH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    println!("{test}: seed {seed}");
-    StdRng::seed_from_u64(seed)
-}
-
-fn tol(dt: DType) -> f64 {
-    match dt {
-        DType::F32 => 1e-5,
-        DType::F64 => 1e-12,
-    }
-}
-
-/// ‖gpu − cpu‖ / ‖cpu‖ (absolute when the reference is zero).
-fn rel_err(gpu: &Tensor, cpu: &Tensor) -> f64 {
-    assert_eq!(gpu.device(), GPU, "result left the GPU");
-    assert_eq!(gpu.shape(), cpu.shape());
-    let g = gpu.to_device(Device::Cpu).unwrap().to_vec_f64().unwrap();
-    let c = cpu.to_vec_f64().unwrap();
-    let diff: f64 = g
-        .iter()
-        .zip(&c)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = c.iter().map(|b| b * b).sum::<f64>().sqrt();
-    if norm == 0.0 { diff } else { diff / norm }
-}
-
-fn assert_close_tol(what: &str, gpu: &Tensor, cpu: &Tensor, t: f64) {
-    let e = rel_err(gpu, cpu);
-    assert!(e < t, "{what}: relative error {e:.3e} (limit {t:.0e})");
-}
-
-fn assert_close(what: &str, gpu: &Tensor, cpu: &Tensor) {
-    assert_close_tol(what, gpu, cpu, tol(cpu.dtype()));
-}
-
-fn on_gpu(ts: &[Tensor]) -> Vec<Tensor> {
-    ts.iter().map(|t| t.to_device(GPU).unwrap()).collect()
-}
 
 /// A fixed pseudo-random projection per op name.
 fn projection(name: &str, like: &Tensor) -> Tensor {
