@@ -120,20 +120,37 @@ fn unet_step(c: &mut Criterion) {
     let y: Vec<usize> = (0..8 * 64 * 64)
         .map(|_| rng.random_range(0..4usize))
         .collect();
+    let mut step = || {
+        let loss = cross_entropy(&net.forward(&x).expect("forward"), &y, None, None).expect("loss");
+        store.zero_grad();
+        loss.backward().expect("backward");
+        opt.step().expect("step");
+    };
+    // BRAINSYNTH_PROFILE=1: print where one step's time goes, per kernel, before timing it.
+    if brainsynth::profile::enabled() {
+        brainsynth::profile::disable();
+        for _ in 0..2 {
+            step();
+        }
+        brainsynth::profile::reset();
+        brainsynth::profile::enable();
+        let t0 = std::time::Instant::now();
+        for _ in 0..5 {
+            step();
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3 / 5.0;
+        brainsynth::profile::disable();
+        eprintln!(
+            "unet_step: {ms:.1} ms per step (5 steps, profiled)\n{}",
+            brainsynth::profile::report(5)
+        );
+    }
     let mut group = c.benchmark_group("unet_step");
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(8));
-    group.bench_function("b8 64x64 (32-64-128-256) Adam", |b| {
-        b.iter(|| {
-            let loss =
-                cross_entropy(&net.forward(&x).expect("forward"), &y, None, None).expect("loss");
-            store.zero_grad();
-            loss.backward().expect("backward");
-            opt.step().expect("step");
-        })
-    });
+    group.bench_function("b8 64x64 (32-64-128-256) Adam", |b| b.iter(&mut step));
     group.finish();
 }
 

@@ -16,6 +16,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod study;
 pub mod tensor;
 pub mod testing;

@@ -370,7 +370,9 @@ impl Tensor {
         if device != Device::Cpu {
             return Tensor::run_kernel_device(op, inputs, out_shape, k);
         }
-        let contig: Vec<Tensor> = inputs.iter().map(|t| t.contiguous_detached()).collect();
+        let contig: Vec<Tensor> = crate::profile::timed("(strided copy)", || {
+            inputs.iter().map(|t| t.contiguous_detached()).collect()
+        });
         let guards: Vec<_> = contig.iter().map(|t| t.storage_read()).collect();
         let dtype = guards.first().map(|g| g.dtype()).unwrap_or(DType::F32);
         if let Some(g) = guards.iter().find(|g| g.dtype() != dtype) {
@@ -389,7 +391,7 @@ impl Tensor {
                             [t.0.layout.offset..t.0.layout.offset + t.elem_count()]
                     })
                     .collect();
-                CpuStorage::F32(k.run(&xs)?)
+                CpuStorage::F32(crate::profile::timed(op, || k.run(&xs))?)
             }
             DType::F64 => {
                 let xs: Vec<&[f64]> = guards
@@ -400,7 +402,7 @@ impl Tensor {
                             [t.0.layout.offset..t.0.layout.offset + t.elem_count()]
                     })
                     .collect();
-                CpuStorage::F64(k.run(&xs)?)
+                CpuStorage::F64(crate::profile::timed(op, || k.run(&xs))?)
             }
         };
         if out.len() != shape::elem_count(out_shape) {
