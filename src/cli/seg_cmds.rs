@@ -156,6 +156,12 @@ fn cmd_train_seg(mut args: Args) -> Result<(), CliError> {
         o.seconds,
         o.images_per_second
     );
+    if crate::profile::enabled() {
+        eprintln!(
+            "kernel time per training step (BRAINSYNTH_PROFILE):\n{}",
+            crate::profile::report(o.iterations_done.max(1))
+        );
+    }
     Ok(())
 }
 
