@@ -336,16 +336,8 @@ impl Tensor {
         }
         let src = self.storage_read();
         let out = match &*src {
-            CpuStorage::F32(v) => {
-                let mut o = Vec::with_capacity(l.elem_count());
-                l.for_each_index(|i| o.push(v[i]));
-                CpuStorage::F32(o)
-            }
-            CpuStorage::F64(v) => {
-                let mut o = Vec::with_capacity(l.elem_count());
-                l.for_each_index(|i| o.push(v[i]));
-                CpuStorage::F64(o)
-            }
+            CpuStorage::F32(v) => CpuStorage::F32(l.gather_from(v)),
+            CpuStorage::F64(v) => CpuStorage::F64(l.gather_from(v)),
         };
         Tensor::from_storage(out, &l.shape, None)
     }
@@ -370,8 +362,18 @@ impl Tensor {
         if device != Device::Cpu {
             return Tensor::run_kernel_device(op, inputs, out_shape, k);
         }
+        // contiguous views (with any offset) are sliced below, only strided ones are copied
         let contig: Vec<Tensor> = crate::profile::timed("(strided copy)", || {
-            inputs.iter().map(|t| t.contiguous_detached()).collect()
+            inputs
+                .iter()
+                .map(|t| {
+                    if t.is_contiguous() {
+                        (*t).clone()
+                    } else {
+                        t.contiguous_detached()
+                    }
+                })
+                .collect()
         });
         let guards: Vec<_> = contig.iter().map(|t| t.storage_read()).collect();
         let dtype = guards.first().map(|g| g.dtype()).unwrap_or(DType::F32);

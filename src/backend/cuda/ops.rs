@@ -53,6 +53,8 @@ fn unary_code(op: Unary) -> (i32, f64, f64) {
         Unary::Sign => (22, 0.0, 0.0),
         Unary::InRange(lo, hi) => (23, lo, hi),
         Unary::Ge(c) => (24, c, 0.0),
+        Unary::LeakyDeriv(s) => (25, s, 0.0),
+        Unary::GeluDeriv => (26, 0.0, 0.0),
     }
 }
 
