@@ -393,7 +393,9 @@ impl Tensor {
                             [t.0.layout.offset..t.0.layout.offset + t.elem_count()]
                     })
                     .collect();
-                CpuStorage::F32(crate::profile::timed(op, || k.run(&xs))?)
+                CpuStorage::F32(crate::profile::timed(&profile_key(op, inputs), || {
+                    k.run(&xs)
+                })?)
             }
             DType::F64 => {
                 let xs: Vec<&[f64]> = guards
@@ -404,7 +406,9 @@ impl Tensor {
                             [t.0.layout.offset..t.0.layout.offset + t.elem_count()]
                     })
                     .collect();
-                CpuStorage::F64(crate::profile::timed(op, || k.run(&xs))?)
+                CpuStorage::F64(crate::profile::timed(&profile_key(op, inputs), || {
+                    k.run(&xs)
+                })?)
             }
         };
         if out.len() != shape::elem_count(out_shape) {
@@ -730,5 +734,15 @@ impl GradFn for ToDeviceBackward {
     }
     fn backward(&self, _o: &Tensor, g: &Tensor, _n: &[bool]) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.to_device(self.from)?)])
+    }
+}
+
+/// The profile table's key for a kernel call: its name, and its input shapes when asked.
+fn profile_key<'a>(op: &'a str, inputs: &[&Tensor]) -> std::borrow::Cow<'a, str> {
+    if crate::profile::by_shape() {
+        let shapes: Vec<_> = inputs.iter().map(|t| t.shape()).collect();
+        format!("{op} {shapes:?}").into()
+    } else {
+        op.into()
     }
 }
