@@ -55,10 +55,10 @@ impl std::fmt::Debug for Tensor {
         if let Some(g) = &self.0.grad_fn {
             write!(f, ", grad_fn: {}", g.name())?;
         }
-        if self.elem_count() <= 16 {
-            if let Ok(v) = self.to_vec_f64() {
-                write!(f, ", data: {v:?}")?;
-            }
+        if self.elem_count() <= 16
+            && let Ok(v) = self.to_vec_f64()
+        {
+            write!(f, ", data: {v:?}")?;
         }
         write!(f, "}}")
     }
