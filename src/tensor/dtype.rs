@@ -149,7 +149,11 @@ pub fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let xc = x.clamp(-87.336_55, 88.722_83);
-    let n = (xc * LOG2E).floor();
+    // ⌊v⌋ by the round-to-nearest of adding and subtracting 1.5·2²³ (|v| < 2²² here), then one
+    // step down where that rounded up: no call to floorf where SSE4.1 is not assumed
+    let v = xc * LOG2E;
+    let rn = (v + 12_582_912.0) - 12_582_912.0;
+    let n = if rn > v { rn - 1.0 } else { rn };
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.0 / 362_880.0;
     p = p * r + 1.0 / 40_320.0;
