@@ -144,6 +144,16 @@ fn apply_unary<T: Float>(op: Unary, x: T) -> T {
 /// loop, so the per-element `match` folds away and simple ops vectorize.
 fn map_unary<T: StorageElem>(op: Unary, x: &[T]) -> Vec<T> {
     use crate::backend::cpu::par_map;
+    if T::DTYPE == crate::DType::F32 {
+        // SAFETY: T is f32 (checked above); the result is a Vec<f32> handed back as Vec<T>.
+        let x32 = unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) };
+        if let Some(v) = f32_maps::map(op, x32) {
+            let mut v = std::mem::ManuallyDrop::new(v);
+            return unsafe {
+                Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity())
+            };
+        }
+    }
     macro_rules! arms {
         ($($plain:ident),* ; $($with:ident($($a:ident),*)),*) => {
             match op {
@@ -156,6 +166,89 @@ fn map_unary<T: StorageElem>(op: Unary, x: &[T]) -> Vec<T> {
           Gelu, Softplus, StepPos, Sign, GeluDeriv;
           Powf(p), LeakyRelu(s), Clamp(lo, hi), Affine(a, b), InRange(lo, hi), Ge(c),
           LeakyDeriv(s))
+}
+
+/// The transcendental activations over f32 as concrete loops in functions compiled for
+/// AVX-512 / AVX2 (chosen at run time): written this way the compiler vectorizes the whole
+/// polynomial evaluation of `exp_f32` / `erf_f32`, which it does not do through the generic
+/// `apply_unary` path. Same formulas as `apply_unary`, so the same values up to rounding.
+mod f32_maps {
+    use super::Unary;
+    use crate::tensor::dtype::{erf_f32, exp_f32};
+    use std::mem::MaybeUninit;
+
+    macro_rules! kernel {
+        ($x:expr, |$v:ident| $body:expr) => {{
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+            fn k512(x: &[f32], o: &mut [MaybeUninit<f32>]) {
+                for (o, &$v) in o.iter_mut().zip(x) {
+                    o.write($body);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn k256(x: &[f32], o: &mut [MaybeUninit<f32>]) {
+                for (o, &$v) in o.iter_mut().zip(x) {
+                    o.write($body);
+                }
+            }
+            fn k(x: &[f32], o: &mut [MaybeUninit<f32>]) {
+                for (o, &$v) in o.iter_mut().zip(x) {
+                    o.write($body);
+                }
+            }
+            run($x, |x, o| {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::is_x86_feature_detected!("avx512f")
+                        && std::is_x86_feature_detected!("avx512bw")
+                        && std::is_x86_feature_detected!("avx512vl")
+                        && std::is_x86_feature_detected!("avx512dq")
+                    {
+                        // SAFETY: the CPU has the features k512 was compiled for.
+                        return unsafe { k512(x, o) };
+                    }
+                    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+                    {
+                        // SAFETY: as above.
+                        return unsafe { k256(x, o) };
+                    }
+                }
+                k(x, o)
+            })
+        }};
+    }
+
+    /// `kern` over chunks of `x` on the worker threads, into a new vector.
+    fn run(x: &[f32], kern: impl Fn(&[f32], &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+        let n = x.len();
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        crate::backend::cpu::par_chunks_mut(&mut out.spare_capacity_mut()[..n], 1 << 15, |s, c| {
+            kern(&x[s..s + c.len()], c)
+        });
+        // SAFETY: the chunks cover 0..n and each kernel writes all of its chunk.
+        unsafe { out.set_len(n) };
+        out
+    }
+
+    const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+    /// `op` over `x`, or None for ops without a loop here.
+    pub(super) fn map(op: Unary, x: &[f32]) -> Option<Vec<f32>> {
+        Some(match op {
+            Unary::Exp => kernel!(x, |v| exp_f32(v)),
+            Unary::Erf => kernel!(x, |v| erf_f32(v)),
+            Unary::Sigmoid => kernel!(x, |v| 1.0 / (1.0 + exp_f32(-v))),
+            Unary::Silu => kernel!(x, |v| v / (1.0 + exp_f32(-v))),
+            Unary::Gelu => kernel!(x, |v| 0.5 * v * (1.0 + erf_f32(v * FRAC_1_SQRT_2))),
+            Unary::GeluDeriv => kernel!(x, |v| {
+                0.5 * (1.0 + erf_f32(v * FRAC_1_SQRT_2)) + v * exp_f32(-0.5 * v * v) * INV_SQRT_2PI
+            }),
+            _ => return None,
+        })
+    }
 }
 
 struct UnaryKernel(Unary);
