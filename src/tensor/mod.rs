@@ -173,12 +173,11 @@ impl Tensor {
     /// allocate, the result is a CPU tensor and the next op reports the device mismatch.)
     pub fn full_like(&self, v: f64) -> Tensor {
         #[cfg(feature = "cuda")]
-        if let Some(c) = &self.0.cuda {
-            if let Ok(s) =
+        if let Some(c) = &self.0.cuda
+            && let Ok(s) =
                 crate::backend::cuda::ops::fill(c.backend(), self.dtype(), self.elem_count(), v)
-            {
-                return Tensor::from_cuda(s, self.shape());
-            }
+        {
+            return Tensor::from_cuda(s, self.shape());
         }
         Tensor::full(v, self.shape(), self.dtype())
     }

@@ -92,13 +92,14 @@ fn coalesce2(shape: &[usize], sa: &[usize], sb: &[usize]) -> (Vec<usize>, Vec<us
         if d == 1 {
             continue;
         }
-        if let Some(last) = s.len().checked_sub(1) {
-            if a[last] == sa[i] * d && b[last] == sb[i] * d {
-                s[last] *= d;
-                a[last] = sa[i];
-                b[last] = sb[i];
-                continue;
-            }
+        if let Some(last) = s.len().checked_sub(1)
+            && a[last] == sa[i] * d
+            && b[last] == sb[i] * d
+        {
+            s[last] *= d;
+            a[last] = sa[i];
+            b[last] = sb[i];
+            continue;
         }
         s.push(d);
         a.push(sa[i]);
