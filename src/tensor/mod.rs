@@ -529,6 +529,20 @@ impl Tensor {
             CpuStorage::F64(v) => v[r].iter().map(|&x| x as f32).collect(),
         })
     }
+    /// All values as `T`, in row-major order (a plain copy when the dtype is already `T`).
+    pub fn to_vec_of<T: StorageElem>(&self) -> Result<Vec<T>> {
+        self.check_cpu("to_vec")?;
+        let t = self.contiguous_detached();
+        let s = t.storage_read();
+        let r = t.0.layout.offset..t.0.layout.offset + t.elem_count();
+        if let Some(v) = T::slice(&s) {
+            return Ok(v[r].to_vec());
+        }
+        Ok(match &*s {
+            CpuStorage::F32(v) => v[r].iter().map(|&x| T::from_f64(x as f64)).collect(),
+            CpuStorage::F64(v) => v[r].iter().map(|&x| T::from_f64(x)).collect(),
+        })
+    }
     /// The value of a one-element tensor.
     pub fn item(&self) -> Result<f64> {
         if self.elem_count() != 1 {
