@@ -373,6 +373,9 @@ fn argmax_map<T: Float>(
     s: (usize, usize),
     p: (usize, usize),
 ) -> Vec<u32> {
+    if k == (2, 2) && s == (2, 2) && p == (0, 0) {
+        return argmax_map_2x2(x, planes, (h, w), (oh, ow));
+    }
     let mut map = Vec::with_capacity(planes * oh * ow);
     for plane in 0..planes {
         let base = plane * h * w;
@@ -404,6 +407,39 @@ fn argmax_map<T: Float>(
             }
         }
     }
+    map
+}
+
+/// `argmax_map` for 2×2 windows with stride 2 and no padding (U-Net down-sampling): the four
+/// candidates in scan order, planes split over threads; the same choice as the general loop.
+fn argmax_map_2x2<T: Float>(
+    x: &[T],
+    planes: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<u32> {
+    let mut map = vec![0u32; planes * oh * ow];
+    let per_plane = (oh * ow).max(1);
+    crate::backend::cpu::par_blocks_mut(&mut map, per_plane, |first, out| {
+        for (j, o) in out.chunks_mut(per_plane).enumerate() {
+            let base = (first + j) * h * w;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let i0 = base + 2 * oy * w + 2 * ox;
+                    let mut best = i0;
+                    for c in [i0 + 1, i0 + w, i0 + w + 1] {
+                        let (b, v) = (x[best], x[c]);
+                        #[allow(clippy::eq_op)]
+                        let (b_nan, v_nan) = (b != b, v != v);
+                        if !b_nan && (v > b || v_nan) {
+                            best = c;
+                        }
+                    }
+                    o[oy * ow + ox] = best as u32;
+                }
+            }
+        }
+    });
     map
 }
 
