@@ -9,7 +9,7 @@ use crate::backend::cpu::{as_worker, worker_threads};
 use crate::tensor::StorageElem;
 
 /// Independent accumulators per sum.
-const LANES: usize = 8;
+const LANES: usize = 16;
 
 /// Below this many elements, one thread does the whole kernel.
 const PAR_MIN: usize = 1 << 15;
@@ -36,33 +36,91 @@ fn lane_sums2<T: StorageElem>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (
                 lt[l] += v;
             }
         }
+        let (mut rs, mut rt) = (T::zero(), T::zero());
         for (&x, &y) in ar.iter().zip(br) {
             let (u, v) = f(x, y);
-            ls[0] += u;
-            lt[0] += v;
+            rs += u;
+            rt += v;
         }
-        s += ls.iter().map(|v| v.to_f64()).sum::<f64>();
-        t += lt.iter().map(|v| v.to_f64()).sum::<f64>();
+        s += rs.to_f64() + ls.iter().map(|v| v.to_f64()).sum::<f64>();
+        t += rt.to_f64() + lt.iter().map(|v| v.to_f64()).sum::<f64>();
     }
     (s, t)
 }
 
-/// Mean and 1/sqrt(var + eps) of one row (biased variance), accumulated in f64 in one pass.
-/// Values are shifted by the first element so that a large mean does not cancel the variance.
+/// Σ f(x[i]) in f64: `LANES` accumulators of the element type per block of `BLOCK` values
+/// (one accumulator array, which the compiler turns into vector adds), blocks added in f64.
+#[inline(always)]
+fn lane_sum<T: StorageElem>(x: &[T], f: impl Fn(T) -> T) -> f64 {
+    let mut s = 0f64;
+    for blk in x.chunks(BLOCK) {
+        let mut ls = [T::zero(); LANES];
+        let chunks = blk.chunks_exact(LANES);
+        // the tail has its own sum: folding it into a lane keeps the lanes scalar
+        let mut rs = T::zero();
+        for &v in chunks.remainder() {
+            rs += f(v);
+        }
+        for c in chunks {
+            for l in 0..LANES {
+                ls[l] += f(c[l]);
+            }
+        }
+        s += rs.to_f64() + ls.iter().map(|v| v.to_f64()).sum::<f64>();
+    }
+    s
+}
+
+/// Σ f(a[i], b[i], c[i]) in f64, summed like [`lane_sum`].
+#[inline(always)]
+fn lane_sum3<T: StorageElem>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) -> f64 {
+    let mut s = 0f64;
+    for ((ba, bb), bc) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).zip(c.chunks(BLOCK)) {
+        let mut ls = [T::zero(); LANES];
+        let (ca, cb, cc) = (
+            ba.chunks_exact(LANES),
+            bb.chunks_exact(LANES),
+            bc.chunks_exact(LANES),
+        );
+        let mut rs = T::zero();
+        for ((&x, &y), &z) in ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .zip(cc.remainder())
+        {
+            rs += f(x, y, z);
+        }
+        for ((x, y), z) in ca.zip(cb).zip(cc) {
+            for l in 0..LANES {
+                ls[l] += f(x[l], y[l], z[l]);
+            }
+        }
+        s += rs.to_f64() + ls.iter().map(|v| v.to_f64()).sum::<f64>();
+    }
+    s
+}
+
+/// Mean and 1/sqrt(var + eps) of one row (biased variance) in two passes over the (cached) row:
+/// the mean, then the centred sum of squares, each summed in f64 across blocks.
 pub(super) fn row_stats<T: StorageElem>(xr: &[T], eps: f64) -> (f64, f64) {
     let m = xr.len();
     if m == 0 {
         return (0.0, 1.0 / eps.sqrt());
     }
+    // shifted by the first value, so that the f32 block sums of a large mean stay exact-ish
     let kt = xr[0];
-    let (s1, s2) = lane_sums2(xr, xr, |v, _| {
-        let d = v - kt;
-        (d, d * d)
-    });
-    let k = kt.to_f64();
     let mf = m as f64;
-    let var = ((s2 - s1 * s1 / mf) / mf).max(0.0);
-    (k + s1 / mf, 1.0 / (var + eps).sqrt())
+    let mean = kt.to_f64() + lane_sum(xr, |v| v - kt) / mf;
+    let mean_t = T::from_f64(mean);
+    let ss = lane_sum(xr, |v| {
+        let d = v - mean_t;
+        d * d
+    });
+    // the rounded mean m̃ gives Σ(x − m̃)² = Σ(x − m)² + m·(m − m̃)²: correct for it
+    let dm = mean - mean_t.to_f64();
+    let var = (ss / mf - dm * dm).max(0.0);
+    (mean, 1.0 / (var + eps).sqrt())
 }
 
 /// Split `rows` rows of `out` (each `row_len` long) over worker threads in contiguous runs and
@@ -219,19 +277,14 @@ pub(super) fn backward_row<T: StorageElem>(
     if inner == 1 {
         // layer norm: per-element weights; gw / gb sums are elementwise
         for (((pw, pb), &g), &v) in gw.iter_mut().zip(gb.iter_mut()).zip(gzr).zip(xr) {
-            let g = g.to_f64();
-            *pw += g * (v.to_f64() - mean) * rstd;
-            *pb += g;
+            *pw += (g * (v - mt) * rs).to_f64();
+            *pb += g.to_f64();
         }
-        let (mut sg, mut sgx) = ([0f64; LANES], [0f64; LANES]);
-        for (k, ((&g, &v), &wc)) in gzr.iter().zip(xr).zip(w).enumerate() {
-            let gw = g.to_f64() * wc.to_f64();
-            sg[k % LANES] += gw;
-            sgx[k % LANES] += gw * (v.to_f64() - mean);
-        }
-        sgx.iter_mut().for_each(|s| *s *= rstd);
-        let mg = T::from_f64(sg.iter().sum::<f64>() / mf);
-        let mgx = T::from_f64(sgx.iter().sum::<f64>() / mf);
+        let sg = lane_sum3(gzr, w, w, |g, wc, _| g * wc);
+        // Σ g·w·(x − mean) from the rounded mean, corrected in f64
+        let sgx = lane_sum3(gzr, w, xr, |g, wc, v| g * wc * (v - mt));
+        let sgx = (sgx + (mt.to_f64() - mean) * sg) * rstd;
+        let (mg, mgx) = (T::from_f64(sg / mf), T::from_f64(sgx / mf));
         for (((o, &g), &v), &wc) in gx.iter_mut().zip(gzr).zip(xr).zip(w) {
             *o = rs * (g * wc - mg - (v - mt) * rs * mgx);
         }
