@@ -3,10 +3,11 @@
 //!
 //! Every norm here is one shape: x viewed as [n, c, inner] with statistics over each of `groups`
 //! groups of c/groups channels (layer norm: c = normalised size, inner = 1, one group). The
-//! forward is one fused kernel (statistics in one f64 pass per group, then affine and activation
-//! in a second pass). Its backward is built from two more primitives, the bare normalisation
-//! x̂(x) and the inverse deviation rstd(x), whose own backward rules use each other, so every
-//! derivative order is exact (R1 and path-length regularisation differentiate through these).
+//! forward is one fused kernel (each row's statistics, then affine and activation, while the row
+//! is in cache: see `cpu`). Its recorded backward is built from two more primitives, the bare
+//! normalisation x̂(x) and the inverse deviation rstd(x), whose own backward rules use each other,
+//! so every derivative order is exact (R1 and path-length regularisation differentiate through
+//! these); a first-order gradient (no `create_graph`) takes one fused kernel instead.
 
 use std::sync::Arc;
 

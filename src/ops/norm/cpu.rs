@@ -1,9 +1,9 @@
 //! Fast CPU loops of the norm kernels. A norm row (one sample's group: c/groups channels ×
 //! inner values, or one token's features for layer norm) is small enough to stay in cache, so
 //! each row is finished in one visit: statistics, weight/bias partial sums and the output, with
-//! the data read from memory once. Sums run in f64 over independent lanes (`LANES` separate
-//! accumulators) so the compiler can vectorise them; a single accumulator chain would serialise
-//! every add on its latency.
+//! the data read from memory once. Sums run over `LANES` independent accumulators of the element
+//! type (one array per sum, which the compiler turns into vector adds; a single accumulator chain
+//! would serialise every add on its latency), flushed into f64 every `BLOCK` values.
 
 use crate::backend::cpu::{as_worker, worker_threads};
 use crate::tensor::StorageElem;
@@ -16,37 +16,6 @@ const PAR_MIN: usize = 1 << 15;
 
 /// Values summed in the element type before each flush into the f64 totals.
 const BLOCK: usize = LANES * 16;
-
-/// Σ f(a[i], b[i]) over two equally long slices into two f64 sums: `LANES` accumulators of the
-/// element type per block of `BLOCK` values (vectorisable, and short enough that f32 rounding
-/// stays at the level of one block), the blocks' sums added in f64.
-#[inline(always)]
-fn lane_sums2<T: StorageElem>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (f64, f64) {
-    let (mut s, mut t) = (0f64, 0f64);
-    for (ba, bb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
-        let (mut ls, mut lt) = ([T::zero(); LANES], [T::zero(); LANES]);
-        let (ac, bc) = (ba.chunks_exact(LANES), bb.chunks_exact(LANES));
-        let (ar, br) = (ac.remainder(), bc.remainder());
-        for (ca, cb) in ac.zip(bc) {
-            let ca: &[T; LANES] = ca.try_into().unwrap_or_else(|_| unreachable!());
-            let cb: &[T; LANES] = cb.try_into().unwrap_or_else(|_| unreachable!());
-            for l in 0..LANES {
-                let (u, v) = f(ca[l], cb[l]);
-                ls[l] += u;
-                lt[l] += v;
-            }
-        }
-        let (mut rs, mut rt) = (T::zero(), T::zero());
-        for (&x, &y) in ar.iter().zip(br) {
-            let (u, v) = f(x, y);
-            rs += u;
-            rt += v;
-        }
-        s += rs.to_f64() + ls.iter().map(|v| v.to_f64()).sum::<f64>();
-        t += rt.to_f64() + lt.iter().map(|v| v.to_f64()).sum::<f64>();
-    }
-    (s, t)
-}
 
 /// Σ f(x[i]) in f64: `LANES` accumulators of the element type per block of `BLOCK` values
 /// (one accumulator array, which the compiler turns into vector adds), blocks added in f64.
@@ -294,7 +263,8 @@ pub(super) fn backward_row<T: StorageElem>(
     let (mut sg, mut sgx) = (0f64, 0f64);
     for (ci, (gc, xc)) in gzr.chunks(inner).zip(xr.chunks(inner)).enumerate() {
         // Σ g·(x − mean) from the rounded mean, corrected in f64
-        let (pb, pxd) = lane_sums2(gc, xc, |g, v| (g, g * (v - mt)));
+        let pb = lane_sum(gc, |g| g);
+        let pxd = lane_sum3(gc, xc, xc, |g, v, _| g * (v - mt));
         let pw = (pxd + (mt.to_f64() - mean) * pb) * rstd;
         gw[ci] += pw;
         gb[ci] += pb;
