@@ -453,7 +453,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
 pub fn qkv_attention_legacy(qkv: &Tensor, heads: usize) -> Result<Tensor> {
     let op = "qkv_attention_legacy";
     let s = qkv.shape();
-    if s.len() != 3 || heads == 0 || s[1] % (3 * heads) != 0 {
+    if s.len() != 3 || heads == 0 || !s[1].is_multiple_of(3 * heads) {
         return Err(Error::shape(
             op,
             format!("qkv {s:?} must be [B, heads*3*C, T] with heads = {heads}"),
@@ -478,7 +478,7 @@ pub fn qkv_attention_legacy(qkv: &Tensor, heads: usize) -> Result<Tensor> {
 /// Swin `window_partition`: x [B, H, W, C] → [B·nW, ws·ws, C], windows in row-major order.
 pub fn window_partition(x: &Tensor, ws: usize) -> Result<Tensor> {
     let s = x.shape();
-    if s.len() != 4 || ws == 0 || s[1] % ws != 0 || s[2] % ws != 0 {
+    if s.len() != 4 || ws == 0 || !s[1].is_multiple_of(ws) || !s[2].is_multiple_of(ws) {
         return Err(Error::shape(
             "window_partition",
             format!("input {s:?} must be [B, H, W, C] with H and W multiples of window {ws}"),
@@ -500,13 +500,13 @@ pub fn window_reverse(windows: &Tensor, ws: usize, h: usize, w: usize) -> Result
             format!("windows {s:?} do not tile a {h}x{w} image with window {ws}"),
         )
     };
-    if ws == 0 || h % ws != 0 || w % ws != 0 || s.len() < 3 {
+    if ws == 0 || !h.is_multiple_of(ws) || !w.is_multiple_of(ws) || s.len() < 3 {
         return Err(bad());
     }
     let nw = (h / ws) * (w / ws);
     let c = s[s.len() - 1];
     let per: usize = s[1..s.len() - 1].iter().product();
-    if per != ws * ws || nw == 0 || s[0] % nw != 0 {
+    if per != ws * ws || nw == 0 || !s[0].is_multiple_of(nw) {
         return Err(bad());
     }
     let b = s[0] / nw;
@@ -543,7 +543,7 @@ pub fn shifted_window_mask(
     shift: usize,
     dtype: crate::DType,
 ) -> Result<Tensor> {
-    if ws == 0 || h % ws != 0 || w % ws != 0 || shift >= ws {
+    if ws == 0 || !h.is_multiple_of(ws) || !w.is_multiple_of(ws) || shift >= ws {
         return Err(Error::invalid(
             "shifted_window_mask",
             format!(

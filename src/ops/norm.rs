@@ -404,13 +404,13 @@ impl GradFn for NormAffineBackward {
 
 /// Check an optional per-channel parameter has shape [c].
 fn check_param(op: &'static str, what: &str, p: Option<&Tensor>, c: usize) -> Result<()> {
-    if let Some(p) = p {
-        if p.shape() != [c] {
-            return Err(Error::shape(
-                op,
-                format!("{what} has shape {:?}, expected [{c}]", p.shape()),
-            ));
-        }
+    if let Some(p) = p
+        && p.shape() != [c]
+    {
+        return Err(Error::shape(
+            op,
+            format!("{what} has shape {:?}, expected [{c}]", p.shape()),
+        ));
     }
     Ok(())
 }
@@ -457,7 +457,7 @@ fn group_dims(op: &'static str, x: &Tensor, groups: usize) -> Result<Dims> {
     }
     let s = x.shape();
     let c = s[1];
-    if groups == 0 || c % groups != 0 {
+    if groups == 0 || !c.is_multiple_of(groups) {
         return Err(Error::invalid(
             op,
             format!("{groups} groups do not divide {c} channels of input {s:?}"),
@@ -539,16 +539,16 @@ pub fn layer_norm(
         ));
     }
     for (what, p) in [("weight", weight), ("bias", bias)] {
-        if let Some(p) = p {
-            if p.shape() != normalized_shape {
-                return Err(Error::shape(
-                    "layer_norm",
-                    format!(
-                        "{what} has shape {:?}, expected {normalized_shape:?}",
-                        p.shape()
-                    ),
-                ));
-            }
+        if let Some(p) = p
+            && p.shape() != normalized_shape
+        {
+            return Err(Error::shape(
+                "layer_norm",
+                format!(
+                    "{what} has shape {:?}, expected {normalized_shape:?}",
+                    p.shape()
+                ),
+            ));
         }
     }
     let m: usize = normalized_shape.iter().product();
