@@ -87,6 +87,25 @@ impl Kernel for AxisKernel {
         let taps = m.idx.len().max(1);
         par_rows(&mut out, n_dst * inner, taps * inner, |o, d| {
             let s = &x[o * n_src * inner..(o + 1) * n_src * inner];
+            if inner == 1 {
+                // along the last axis rows are single values: a plain sparse matrix-vector
+                // product, without a slice per tap
+                for i in 0..m.out_len {
+                    let taps = m.start[i]..m.start[i + 1];
+                    if self.adjoint {
+                        for (&j, &wt) in m.idx[taps.clone()].iter().zip(&w[taps]) {
+                            d[j] += wt * s[i];
+                        }
+                    } else {
+                        let mut acc = T::zero();
+                        for (&j, &wt) in m.idx[taps.clone()].iter().zip(&w[taps]) {
+                            acc += wt * s[j];
+                        }
+                        d[i] = acc;
+                    }
+                }
+                return;
+            }
             for i in 0..m.out_len {
                 let taps = m.start[i]..m.start[i + 1];
                 for (&j, &wt) in m.idx[taps.clone()].iter().zip(&w[taps]) {
