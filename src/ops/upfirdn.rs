@@ -100,7 +100,7 @@ pub(crate) fn par_rows<U: Send>(
         return;
     }
     let rows = out.len() / row_len;
-    let threads = crate::backend::cpu::num_threads()
+    let threads = crate::backend::cpu::worker_threads()
         .min((rows * work_per_row) >> 15)
         .min(rows)
         .max(1);
@@ -111,16 +111,19 @@ pub(crate) fn par_rows<U: Send>(
         return;
     }
     let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (t, block) in out.chunks_mut(per * row_len).enumerate() {
-            let f = &f;
-            s.spawn(move || {
-                for (r, c) in block.chunks_mut(row_len).enumerate() {
-                    f(t * per + r, c);
-                }
-            });
-        }
-    });
+    let f = &f;
+    crate::backend::cpu::pool::join_all(
+        out.chunks_mut(per * row_len)
+            .enumerate()
+            .map(|(t, block)| {
+                Box::new(move || {
+                    for (r, c) in block.chunks_mut(row_len).enumerate() {
+                        f(t * per + r, c);
+                    }
+                }) as Box<dyn FnOnce() + Send + '_>
+            })
+            .collect(),
+    );
 }
 
 /// For each output index along an axis, the taps that meet real input samples: output i reads

@@ -278,18 +278,11 @@ pub(crate) fn par_tasks<S: Send>(
         }
         s
     };
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = (1..threads)
-            .map(|_| sc.spawn(|| super::as_worker(work)))
-            .collect();
-        // the calling thread works too, marked a worker for the duration
-        let mut states = vec![super::as_worker(work)];
-        for h in handles {
-            match h.join() {
-                Ok(s) => states.push(s),
-                Err(e) => std::panic::resume_unwind(e),
-            }
-        }
-        states
-    })
+    let work = &work;
+    // the calling thread works too (the pool runs the first job on it)
+    super::pool::join_all(
+        (0..threads)
+            .map(|_| Box::new(work) as Box<dyn FnOnce() -> S + Send + '_>)
+            .collect(),
+    )
 }

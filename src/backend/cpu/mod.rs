@@ -5,6 +5,7 @@ pub mod direct_conv;
 pub mod fast;
 pub mod fast_conv;
 pub mod fused_reference;
+pub mod pool;
 pub mod reference;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -139,7 +140,7 @@ pub fn par_zip<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
 }
 
 /// Split `out` into contiguous chunks (at least `min_chunk` long) and run `f(start, chunk)` on
-/// each in its own scoped thread.
+/// each, on the worker pool.
 pub fn par_chunks_mut<U: Send>(
     out: &mut [U],
     min_chunk: usize,
@@ -152,12 +153,13 @@ pub fn par_chunks_mut<U: Send>(
         return;
     }
     let chunk = n.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (i, c) in out.chunks_mut(chunk).enumerate() {
-            let f = &f;
-            s.spawn(move || as_worker(|| f(i * chunk, c)));
-        }
-    });
+    let f = &f;
+    pool::join_all(
+        out.chunks_mut(chunk)
+            .enumerate()
+            .map(|(i, c)| Box::new(move || f(i * chunk, c)) as Box<dyn FnOnce() + Send + '_>)
+            .collect(),
+    );
 }
 
 /// Run `f(i)` for i in 0..n over threads, each thread taking a contiguous range. `f` must only
@@ -169,12 +171,15 @@ pub fn par_for(n: usize, f: impl Fn(usize) + Sync) {
         return;
     }
     let per = n.div_ceil(threads);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let f = &f;
-            s.spawn(move || as_worker(|| (t * per..((t + 1) * per).min(n)).for_each(f)));
-        }
-    });
+    let f = &f;
+    pool::join_all(
+        (0..threads)
+            .map(|t| {
+                Box::new(move || (t * per..((t + 1) * per).min(n)).for_each(f))
+                    as Box<dyn FnOnce() + Send + '_>
+            })
+            .collect(),
+    );
 }
 
 // ---- block-parallel helper (added for norm / attention kernels) ------------------------------
@@ -200,12 +205,13 @@ pub fn par_blocks_mut<U: Send>(
         return;
     }
     let per = blocks.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (i, c) in out.chunks_mut(per * block_len).enumerate() {
-            let f = &f;
-            s.spawn(move || as_worker(|| f(i * per, c)));
-        }
-    });
+    let f = &f;
+    pool::join_all(
+        out.chunks_mut(per * block_len)
+            .enumerate()
+            .map(|(i, c)| Box::new(move || f(i * per, c)) as Box<dyn FnOnce() + Send + '_>)
+            .collect(),
+    );
 }
 
 // ---- one level of threads ----

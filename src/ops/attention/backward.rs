@@ -7,7 +7,7 @@
 
 use super::{AttnDims, mm, softmax_scores};
 use crate::Result;
-use crate::backend::cpu::{as_worker, worker_threads};
+use crate::backend::cpu::worker_threads;
 use crate::tensor::{Kernel, StorageElem};
 
 /// Inputs q, k, v, [bias], [mask], dO; output the flat concatenation
@@ -113,22 +113,19 @@ impl Kernel for AttnBackwardKernel {
             vec![work(0, a.batch, dq, dk, dvv)]
         } else {
             let per = a.batch.div_ceil(threads);
-            std::thread::scope(|s| {
-                let hs: Vec<_> = dq
-                    .chunks_mut(per * nq * d)
+            let work = &work;
+            crate::backend::cpu::pool::join_all(
+                dq.chunks_mut(per * nq * d)
                     .zip(dk.chunks_mut(per * nk * d))
                     .zip(dvv.chunks_mut(per * nk * dv))
                     .enumerate()
                     .map(|(t, ((dq, dk), dvv))| {
-                        let work = &work;
                         let blocks = dq.len() / (nq * d);
-                        s.spawn(move || as_worker(|| work(t * per, blocks, dq, dk, dvv)))
+                        Box::new(move || work(t * per, blocks, dq, dk, dvv))
+                            as Box<dyn FnOnce() -> Vec<T> + Send + '_>
                     })
-                    .collect();
-                hs.into_iter()
-                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
-            })
+                    .collect(),
+            )
         };
         for part in &partials {
             for (o, &x) in dbias.iter_mut().zip(part) {

@@ -5,7 +5,7 @@
 //! type (one array per sum, which the compiler turns into vector adds; a single accumulator chain
 //! would serialise every add on its latency), flushed into f64 every `BLOCK` values.
 
-use crate::backend::cpu::{as_worker, worker_threads};
+use crate::backend::cpu::worker_threads;
 use crate::tensor::StorageElem;
 
 /// Independent accumulators per sum.
@@ -111,19 +111,13 @@ pub(super) fn par_rows<U: Send, R: Send>(
         return vec![f(0, out)];
     }
     let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        let hs: Vec<_> = out
-            .chunks_mut(per * row_len)
+    let f = &f;
+    crate::backend::cpu::pool::join_all(
+        out.chunks_mut(per * row_len)
             .enumerate()
-            .map(|(i, c)| {
-                let f = &f;
-                s.spawn(move || as_worker(|| f(i * per, c)))
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+            .map(|(i, c)| Box::new(move || f(i * per, c)) as Box<dyn FnOnce() -> R + Send + '_>)
+            .collect(),
+    )
 }
 
 /// Activation fused after the affine step (see `Act` in the parent module).
