@@ -96,14 +96,21 @@ impl Segmenter {
     pub fn forward(&self, x: &Tensor, train: bool, rng: &mut SplitMix64) -> Result<Vec<Tensor>> {
         match self {
             Segmenter::UNet(m) => m.forward(x, train),
-            Segmenter::Swin(m) => Ok(vec![m.forward(x, train, rng)?]),
+            Segmenter::Swin(m) => {
+                let (y, aux) = m.forward_with_aux(x, train, rng)?;
+                Ok(std::iter::once(y).chain(aux).collect())
+            }
         }
     }
 
     pub fn supervision_weights(&self) -> Vec<f64> {
         match self {
             Segmenter::UNet(m) => m.config.supervision_weights(),
-            Segmenter::Swin(_) => vec![1.0],
+            // the UperNet head, then mmseg's auxiliary FCN head (both at full resolution)
+            Segmenter::Swin(m) => match m.config.aux_channels {
+                Some(_) => vec![1.0, m.config.aux_weight],
+                None => vec![1.0],
+            },
         }
     }
 }
@@ -122,7 +129,8 @@ fn downsample_classes(classes: &[u8], n: usize, h: usize, w: usize, f: usize) ->
     out
 }
 
-/// Soft Dice (foreground classes, over the batch) + cross-entropy, weighted over resolutions.
+/// Soft Dice (foreground classes, over the batch) + cross-entropy, weighted over outputs; each
+/// output's targets are sampled at its resolution (1, 1/2, 1/4, … of the labels).
 pub fn segmentation_loss(
     outputs: &[Tensor],
     weights: &[f64],
@@ -132,11 +140,25 @@ pub fn segmentation_loss(
     w: usize,
 ) -> Result<Tensor> {
     let mut total: Option<Tensor> = None;
-    for (i, (logits, &wt)) in outputs.iter().zip(weights).enumerate() {
+    for (logits, &wt) in outputs.iter().zip(weights) {
         if wt == 0.0 {
             continue;
         }
-        let f = 1 << i;
+        let lh = logits.shape().get(2).copied().unwrap_or(0);
+        if lh == 0
+            || h % lh != 0
+            || !(h / lh).is_power_of_two()
+            || logits.shape()[3] * (h / lh) != w
+        {
+            return Err(Error::shape(
+                "segmentation_loss",
+                format!(
+                    "logits {:?} are not at 1/2^k of the labels' {h}×{w}",
+                    logits.shape()
+                ),
+            ));
+        }
+        let f = h / lh;
         let target: Vec<usize> = if f == 1 {
             classes.iter().map(|&c| c as usize).collect()
         } else {
