@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use brainsynth::autograd::grad;
 use brainsynth::ops::attention::window_attention;
-use brainsynth::ops::norm::group_norm_silu;
+use brainsynth::ops::norm::{group_norm_silu, instance_norm, layer_norm};
 use brainsynth::ops::{Conv2dParams, ModConvParams, modulated_conv2d};
 use brainsynth::{DType, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -148,6 +148,55 @@ fn gn_silu(c: &mut Criterion) {
     group.finish();
 }
 
+/// Affine instance norm (the U-Net step's norm) on (N, C, H=W) and affine layer norm (Swin's) on
+/// (tokens, C): fwd, and fwd+bwd giving the x, weight and bias gradients.
+const INST_NORM_SHAPES: [(usize, usize, usize); 2] = [(8, 32, 64), (8, 256, 8)];
+const LAYER_NORM_SHAPES: [(usize, usize); 2] = [(32768, 48), (2048, 384)];
+
+fn norms(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut group = c.benchmark_group("norm");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    let mut run =
+        |id: String, x: Tensor, g: Tensor, f: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor| {
+            let ch = *x.shape().last().expect("rank");
+            let ch = if x.rank() == 4 { x.shape()[1] } else { ch };
+            let w = Tensor::randn(&[ch], DType::F32, &mut rng).variable();
+            let b = Tensor::randn(&[ch], DType::F32, &mut rng).variable();
+            group.bench_function(format!("fwd {id}"), |bn| bn.iter(|| f(&x, &w, &b)));
+            group.bench_function(format!("fwd+bwd {id}"), |bn| {
+                bn.iter(|| {
+                    grad(
+                        &[f(&x, &w, &b)],
+                        Some(std::slice::from_ref(&g)),
+                        &[x.clone(), w.clone(), b.clone()],
+                        false,
+                    )
+                    .expect("grad")
+                })
+            });
+        };
+    for (n, ch, hw) in INST_NORM_SHAPES {
+        let x =
+            Tensor::randn(&[n, ch, hw, hw], DType::F32, &mut StdRng::seed_from_u64(6)).variable();
+        let g = Tensor::randn(&[n, ch, hw, hw], DType::F32, &mut StdRng::seed_from_u64(7));
+        run(format!("instance ({n},{ch},{hw})"), x, g, &|x, w, b| {
+            instance_norm(x, Some(w), Some(b), 1e-5).expect("instance_norm")
+        });
+    }
+    for (t, ch) in LAYER_NORM_SHAPES {
+        let x = Tensor::randn(&[t, ch], DType::F32, &mut StdRng::seed_from_u64(8)).variable();
+        let g = Tensor::randn(&[t, ch], DType::F32, &mut StdRng::seed_from_u64(9));
+        run(format!("layer ({t},{ch})"), x, g, &|x, w, b| {
+            layer_norm(x, &[ch], Some(w), Some(b), 1e-5).expect("layer_norm")
+        });
+    }
+    group.finish();
+}
+
 const WINATTN_SHAPES: [(usize, usize, usize, usize); 2] = [(128, 3, 64, 32), (32, 6, 64, 32)];
 
 fn winattn(c: &mut Criterion) {
@@ -181,5 +230,5 @@ fn winattn(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv3x3, matmul, modconv, gn_silu, winattn);
+criterion_group!(benches, conv3x3, matmul, modconv, gn_silu, norms, winattn);
 criterion_main!(benches);

@@ -7,7 +7,7 @@
 enum {
     U_NEG = 0, U_EXP, U_LOG, U_SQRT, U_RSQRT, U_RECIP, U_SQR, U_SIN, U_COS, U_ABS, U_TANH,
     U_SIGMOID, U_ERF, U_RELU, U_SILU, U_GELU, U_SOFTPLUS, U_POWF, U_LEAKY, U_CLAMP, U_AFFINE,
-    U_STEPPOS, U_SIGN, U_INRANGE, U_GE
+    U_STEPPOS, U_SIGN, U_INRANGE, U_GE, U_LEAKYDERIV, U_GELUDERIV
 };
 
 template <typename T> __device__ __forceinline__ T unary_apply(int op, T x, T p, T q) {
@@ -38,6 +38,10 @@ template <typename T> __device__ __forceinline__ T unary_apply(int op, T x, T p,
     case U_SIGN: return x > zero ? one : (x < zero ? -one : zero);
     case U_INRANGE: return (x >= p && x <= q) ? one : zero;
     case U_GE: return x >= p ? one : zero;
+    case U_LEAKYDERIV: return x > zero ? one : p;
+    case U_GELUDERIV:
+        return (T)0.5 * (one + m_erf(x * (T)0.70710678118654752440))
+            + x * m_exp((T)-0.5 * x * x) * (T)0.39894228040143267794;
     default: return x;
     }
 }

@@ -204,3 +204,37 @@ fn errors_name_the_op() {
         "{e}"
     );
 }
+
+#[test]
+fn max_pool_2x2_stride_2_matches_a_max_over_window_axes() {
+    // odd sizes: the last row and column fall outside every window (floor mode)
+    let x = brainsynth::testing::rand_tensor(&[3, 4, 9, 7], 11);
+    let y = max_pool2d(&x, (2, 2), (2, 2), (0, 0)).unwrap();
+    let want = x
+        .narrow(2, 0, 8)
+        .unwrap()
+        .narrow(3, 0, 6)
+        .unwrap()
+        .reshape(&[3, 4, 4, 2, 3, 2])
+        .unwrap()
+        .max_axes(&[3, 5], false)
+        .unwrap();
+    assert_eq!(y.shape(), &[3, 4, 4, 3]);
+    assert_eq!(y.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+    // ties go to the first element of the window in scan order
+    let t = brainsynth::Tensor::from_f64s(&[1.0; 16], &[1, 1, 4, 4], brainsynth::DType::F64)
+        .unwrap()
+        .variable();
+    max_pool2d(&t, (2, 2), (2, 2), (0, 0))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g = t.grad().unwrap().to_vec_f64().unwrap();
+    let mut want = vec![0.0; 16];
+    for i in [0, 2, 8, 10] {
+        want[i] = 1.0;
+    }
+    assert_eq!(g, want);
+}

@@ -113,7 +113,7 @@ fn need(op: &'static str, t: &Tensor, shape: &[usize], what: &str) -> Result<()>
 
 fn gn_dims(op: &'static str, x: &Tensor, groups: usize) -> Result<GnDims> {
     let s = x.shape();
-    if s.len() < 2 || groups == 0 || s[1] % groups != 0 {
+    if s.len() < 2 || groups == 0 || !s[1].is_multiple_of(groups) {
         return Err(Error::shape(
             op,
             format!("input {s:?} must be [N, C, ...] with C divisible by {groups} groups"),

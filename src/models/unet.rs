@@ -193,7 +193,11 @@ impl UNet {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         let f = 1usize << (self.config.depth - 1);
         let s = x.shape();
-        if s.len() != 4 || s[1] != self.config.in_channels || s[2] % f != 0 || s[3] % f != 0 {
+        if s.len() != 4
+            || s[1] != self.config.in_channels
+            || !s[2].is_multiple_of(f)
+            || !s[3].is_multiple_of(f)
+        {
             return Err(Error::shape(
                 "unet",
                 format!(

@@ -129,7 +129,7 @@ fn conv_weight_shape(
     k: usize,
     groups: usize,
 ) -> Result<[usize; 4]> {
-    if groups == 0 || cin % groups != 0 || cout % groups != 0 || k == 0 {
+    if groups == 0 || !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) || k == 0 {
         return Err(Error::invalid(
             op,
             format!("{cin} → {cout} channels, kernel {k}, {groups} groups do not fit"),

@@ -4,13 +4,18 @@
 //!
 //! The forward is one fused kernel per (batch, head) block: scores by GEMM, bias and mask added
 //! and the softmax taken in place in a per-thread scratch buffer, then the product with v by GEMM;
-//! the score matrix never reaches memory as a tensor. The backward recomputes the probabilities
-//! with recorded ops and applies the softmax rule with matmuls, so it is exact to every order.
+//! the score matrix never reaches memory as a tensor. The recorded backward recomputes the
+//! probabilities with recorded ops and applies the softmax rule with matmuls, so it is exact to
+//! every order; when the gradient will not be differentiated again (no `create_graph`) on the
+//! CPU, one fused kernel ([`backward`]) gives the same values in a single pass.
 
 use std::sync::Arc;
 
-use crate::autograd::{GradFn, record};
+mod backward;
+
+use crate::autograd::{GradFn, is_grad_enabled, record};
 use crate::backend::cpu::{self, CpuKernels, par_blocks_mut};
+use crate::tensor::Device;
 use crate::tensor::{Kernel, StorageElem, Tensor};
 use crate::{Error, Result};
 
@@ -75,6 +80,59 @@ fn mm<T: StorageElem>(
     }
 }
 
+/// P = softmax(q·kᵀ·scale + bias[head] + mask[window]) of block `b` into `s` [nq, nk], q and k
+/// the block's [nq, d] and [nk, d] slices. Row sums in f64.
+fn softmax_scores<T: StorageElem>(
+    qb: &[T],
+    kb: &[T],
+    bias: Option<&[T]>,
+    mask: Option<&[T]>,
+    a: &AttnDims,
+    b: usize,
+    s: &mut [T],
+) {
+    let (nq, nk, d) = (a.nq, a.nk, a.d);
+    let scale = T::from_f64(a.scale);
+    // S = q · kᵀ (kᵀ read through strides)
+    mm(nq, d, nk, qb, (d, 1), kb, (1, d), s);
+    let hb = b % a.heads;
+    let wb = (b / a.heads) % a.windows;
+    let bias = bias.map(|bs| &bs[hb * nq * nk..(hb + 1) * nq * nk]);
+    let mask = mask.map(|ms| &ms[wb * nq * nk..(wb + 1) * nq * nk]);
+    for r in 0..nq {
+        let row = &mut s[r * nk..(r + 1) * nk];
+        let off = r * nk;
+        for x in row.iter_mut() {
+            *x = *x * scale;
+        }
+        if let Some(bs) = bias {
+            for (x, &y) in row.iter_mut().zip(&bs[off..off + nk]) {
+                *x += y;
+            }
+        }
+        if let Some(ms) = mask {
+            for (x, &y) in row.iter_mut().zip(&ms[off..off + nk]) {
+                *x += y;
+            }
+        }
+        let mut mx = T::from_f64(f64::NEG_INFINITY);
+        for &x in row.iter() {
+            if x > mx {
+                mx = x;
+            }
+        }
+        let mut sum = 0f64;
+        for x in row.iter_mut() {
+            *x = (*x - mx).exp();
+            sum += x.to_f64();
+        }
+        let inv = T::from_f64(1.0 / sum);
+        for x in row.iter_mut() {
+            *x = *x * inv;
+        }
+    }
+}
+
 impl Kernel for AttnKernel {
     fn run<T: StorageElem>(&self, xs: &[&[T]]) -> Result<Vec<T>> {
         let a = self.a;
@@ -87,7 +145,6 @@ impl Kernel for AttnKernel {
         if out.is_empty() {
             return Ok(out);
         }
-        let scale = T::from_f64(a.scale);
         par_blocks_mut(&mut out, nq * dv, |first, outs| {
             let mut s = vec![T::zero(); nq * nk];
             for (i, o) in outs.chunks_mut(nq * dv).enumerate() {
@@ -95,37 +152,7 @@ impl Kernel for AttnKernel {
                 let qb = &q[b * nq * d..(b + 1) * nq * d];
                 let kb = &k[b * nk * d..(b + 1) * nk * d];
                 let vb = &v[b * nk * dv..(b + 1) * nk * dv];
-                // S = q · kᵀ (kᵀ read through strides)
-                mm(nq, d, nk, qb, (d, 1), kb, (1, d), &mut s);
-                let hb = b % a.heads;
-                let wb = (b / a.heads) % a.windows;
-                for r in 0..nq {
-                    let row = &mut s[r * nk..(r + 1) * nk];
-                    let off = r * nk;
-                    let mut mx = T::from_f64(f64::NEG_INFINITY);
-                    for (j, x) in row.iter_mut().enumerate() {
-                        let mut y = *x * scale;
-                        if let Some(bs) = bias {
-                            y += bs[hb * nq * nk + off + j];
-                        }
-                        if let Some(ms) = mask {
-                            y += ms[wb * nq * nk + off + j];
-                        }
-                        *x = y;
-                        if y > mx {
-                            mx = y;
-                        }
-                    }
-                    let mut sum = 0f64;
-                    for x in row.iter_mut() {
-                        *x = (*x - mx).exp();
-                        sum += x.to_f64();
-                    }
-                    let inv = T::from_f64(1.0 / sum);
-                    for x in row.iter_mut() {
-                        *x = *x * inv;
-                    }
-                }
+                softmax_scores(qb, kb, bias.copied(), mask.copied(), &a, b, &mut s);
                 mm(nq, nk, dv, &s, (nk, 1), vb, (dv, 1), o);
             }
         });
@@ -230,6 +257,10 @@ impl GradFn for AttnBackward {
     }
     fn backward(&self, _out: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let a = self.a;
+        if !is_grad_enabled() && self.q.device() == Device::Cpu {
+            // not differentiated again: one fused pass gives the same values
+            return self.fused(g, needs);
+        }
         let p = probs(&self.q, &self.k, self.bias.as_ref(), self.mask.as_ref(), a)?;
         let gv = if needs[2] {
             Some(p.transpose(-1, -2)?.matmul(g)?)
@@ -264,6 +295,44 @@ impl GradFn for AttnBackward {
             }
         } else if self.bias.is_some() {
             out.push(None);
+        }
+        Ok(out)
+    }
+}
+
+impl AttnBackward {
+    /// [dQ, dK, dV, (dbias)] by [`backward::AttnBackwardKernel`] (values only, no history).
+    fn fused(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let a = self.a;
+        let kern = backward::AttnBackwardKernel {
+            a,
+            has_bias: self.bias.is_some(),
+            has_mask: self.mask.is_some(),
+        };
+        let det = |t: &Tensor| t.detach();
+        let mut ins = vec![det(&self.q), det(&self.k), det(&self.v)];
+        ins.extend(self.bias.as_ref().map(det));
+        ins.extend(self.mask.as_ref().map(det));
+        ins.push(det(g));
+        let refs: Vec<&Tensor> = ins.iter().collect();
+        let flat = Tensor::run_kernel("attention_backward", &refs, &[kern.out_len()], &kern)?;
+        let mut at = 0;
+        let mut take = |len: usize, shape: &[usize]| -> Result<Tensor> {
+            let t = flat.narrow(0, at, len)?.reshape(shape)?;
+            at += len;
+            Ok(t)
+        };
+        let dq = take(a.batch * a.nq * a.d, &[a.batch, a.nq, a.d])?;
+        let dk = take(a.batch * a.nk * a.d, &[a.batch, a.nk, a.d])?;
+        let dv = take(a.batch * a.nk * a.dv, &[a.batch, a.nk, a.dv])?;
+        let mut out = vec![Some(dq), Some(dk), Some(dv)];
+        if self.bias.is_some() {
+            out.push(Some(take(a.heads * a.nq * a.nk, &[a.heads, a.nq, a.nk])?));
+        }
+        for (o, &need) in out.iter_mut().zip(needs) {
+            if !need {
+                *o = None;
+            }
         }
         Ok(out)
     }
@@ -384,7 +453,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
 pub fn qkv_attention_legacy(qkv: &Tensor, heads: usize) -> Result<Tensor> {
     let op = "qkv_attention_legacy";
     let s = qkv.shape();
-    if s.len() != 3 || heads == 0 || s[1] % (3 * heads) != 0 {
+    if s.len() != 3 || heads == 0 || !s[1].is_multiple_of(3 * heads) {
         return Err(Error::shape(
             op,
             format!("qkv {s:?} must be [B, heads*3*C, T] with heads = {heads}"),
@@ -409,7 +478,7 @@ pub fn qkv_attention_legacy(qkv: &Tensor, heads: usize) -> Result<Tensor> {
 /// Swin `window_partition`: x [B, H, W, C] → [B·nW, ws·ws, C], windows in row-major order.
 pub fn window_partition(x: &Tensor, ws: usize) -> Result<Tensor> {
     let s = x.shape();
-    if s.len() != 4 || ws == 0 || s[1] % ws != 0 || s[2] % ws != 0 {
+    if s.len() != 4 || ws == 0 || !s[1].is_multiple_of(ws) || !s[2].is_multiple_of(ws) {
         return Err(Error::shape(
             "window_partition",
             format!("input {s:?} must be [B, H, W, C] with H and W multiples of window {ws}"),
@@ -431,13 +500,13 @@ pub fn window_reverse(windows: &Tensor, ws: usize, h: usize, w: usize) -> Result
             format!("windows {s:?} do not tile a {h}x{w} image with window {ws}"),
         )
     };
-    if ws == 0 || h % ws != 0 || w % ws != 0 || s.len() < 3 {
+    if ws == 0 || !h.is_multiple_of(ws) || !w.is_multiple_of(ws) || s.len() < 3 {
         return Err(bad());
     }
     let nw = (h / ws) * (w / ws);
     let c = s[s.len() - 1];
     let per: usize = s[1..s.len() - 1].iter().product();
-    if per != ws * ws || nw == 0 || s[0] % nw != 0 {
+    if per != ws * ws || nw == 0 || !s[0].is_multiple_of(nw) {
         return Err(bad());
     }
     let b = s[0] / nw;
@@ -474,7 +543,7 @@ pub fn shifted_window_mask(
     shift: usize,
     dtype: crate::DType,
 ) -> Result<Tensor> {
-    if ws == 0 || h % ws != 0 || w % ws != 0 || shift >= ws {
+    if ws == 0 || !h.is_multiple_of(ws) || !w.is_multiple_of(ws) || shift >= ws {
         return Err(Error::invalid(
             "shifted_window_mask",
             format!(

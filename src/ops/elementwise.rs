@@ -44,9 +44,14 @@ pub enum Unary {
     InRange(f64, f64),
     /// 1 where x >= c else 0 (no gradient).
     Ge(f64),
+    /// The derivative of `LeakyRelu(s)`: 1 where x > 0 else s (piecewise constant, so its own
+    /// derivative is 0). One pass instead of a mask and an affine in the backward rule.
+    LeakyDeriv(f64),
+    /// The derivative of exact GELU, Φ(x) + x·φ(x), in one pass (the backward rule of `Gelu`).
+    GeluDeriv,
 }
 
-#[inline]
+#[inline(always)]
 fn apply_unary<T: Float>(op: Unary, x: T) -> T {
     let f = T::from_f64;
     match op {
@@ -120,6 +125,129 @@ fn apply_unary<T: Float>(op: Unary, x: T) -> T {
                 T::zero()
             }
         }
+        Unary::LeakyDeriv(s) => {
+            if x > T::zero() {
+                T::one()
+            } else {
+                f(s)
+            }
+        }
+        Unary::GeluDeriv => {
+            let cdf = f(0.5) * (T::one() + (x * f(std::f64::consts::FRAC_1_SQRT_2)).erf());
+            let pdf = (f(-0.5) * x * x).exp() * f(0.398_942_280_401_432_7);
+            cdf + x * pdf
+        }
+    }
+}
+
+/// `apply_unary` over a slice, with the op fixed per loop: each arm is its own monomorphized
+/// loop, so the per-element `match` folds away and simple ops vectorize.
+fn map_unary<T: StorageElem>(op: Unary, x: &[T]) -> Vec<T> {
+    use crate::backend::cpu::par_map;
+    if T::DTYPE == crate::DType::F32 {
+        // SAFETY: T is f32 (checked above); the result is a Vec<f32> handed back as Vec<T>.
+        let x32 = unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) };
+        if let Some(v) = f32_maps::map(op, x32) {
+            let mut v = std::mem::ManuallyDrop::new(v);
+            return unsafe {
+                Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity())
+            };
+        }
+    }
+    macro_rules! arms {
+        ($($plain:ident),* ; $($with:ident($($a:ident),*)),*) => {
+            match op {
+                $(Unary::$plain => par_map(x, #[inline(always)] |v| apply_unary(Unary::$plain, v)),)*
+                $(Unary::$with($($a),*) => par_map(x, #[inline(always)] move |v| apply_unary(Unary::$with($($a),*), v)),)*
+            }
+        };
+    }
+    arms!(Neg, Exp, Log, Sqrt, Rsqrt, Recip, Sqr, Sin, Cos, Abs, Tanh, Sigmoid, Erf, Relu, Silu,
+          Gelu, Softplus, StepPos, Sign, GeluDeriv;
+          Powf(p), LeakyRelu(s), Clamp(lo, hi), Affine(a, b), InRange(lo, hi), Ge(c),
+          LeakyDeriv(s))
+}
+
+/// The transcendental activations over f32 as concrete loops in functions compiled for
+/// AVX-512 / AVX2 (chosen at run time): written this way the compiler vectorizes the whole
+/// polynomial evaluation of `exp_f32` / `erf_f32`, which it does not do through the generic
+/// `apply_unary` path. Same formulas as `apply_unary`, so the same values up to rounding.
+mod f32_maps {
+    use super::Unary;
+    use crate::tensor::dtype::{erf_f32, exp_f32};
+    use std::mem::MaybeUninit;
+
+    macro_rules! kernel {
+        ($x:expr, |$v:ident| $body:expr) => {{
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+            fn k512(x: &[f32], o: &mut [MaybeUninit<f32>]) {
+                for (o, &$v) in o.iter_mut().zip(x) {
+                    o.write($body);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn k256(x: &[f32], o: &mut [MaybeUninit<f32>]) {
+                for (o, &$v) in o.iter_mut().zip(x) {
+                    o.write($body);
+                }
+            }
+            fn k(x: &[f32], o: &mut [MaybeUninit<f32>]) {
+                for (o, &$v) in o.iter_mut().zip(x) {
+                    o.write($body);
+                }
+            }
+            run($x, |x, o| {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::is_x86_feature_detected!("avx512f")
+                        && std::is_x86_feature_detected!("avx512bw")
+                        && std::is_x86_feature_detected!("avx512vl")
+                        && std::is_x86_feature_detected!("avx512dq")
+                    {
+                        // SAFETY: the CPU has the features k512 was compiled for.
+                        return unsafe { k512(x, o) };
+                    }
+                    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+                    {
+                        // SAFETY: as above.
+                        return unsafe { k256(x, o) };
+                    }
+                }
+                k(x, o)
+            })
+        }};
+    }
+
+    /// `kern` over chunks of `x` on the worker threads, into a new vector.
+    fn run(x: &[f32], kern: impl Fn(&[f32], &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+        let n = x.len();
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        crate::backend::cpu::par_chunks_mut(&mut out.spare_capacity_mut()[..n], 1 << 15, |s, c| {
+            kern(&x[s..s + c.len()], c)
+        });
+        // SAFETY: the chunks cover 0..n and each kernel writes all of its chunk.
+        unsafe { out.set_len(n) };
+        out
+    }
+
+    const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+    /// `op` over `x`, or None for ops without a loop here.
+    pub(super) fn map(op: Unary, x: &[f32]) -> Option<Vec<f32>> {
+        Some(match op {
+            Unary::Exp => kernel!(x, |v| exp_f32(v)),
+            Unary::Erf => kernel!(x, |v| erf_f32(v)),
+            Unary::Sigmoid => kernel!(x, |v| 1.0 / (1.0 + exp_f32(-v))),
+            Unary::Silu => kernel!(x, |v| v / (1.0 + exp_f32(-v))),
+            Unary::Gelu => kernel!(x, |v| 0.5 * v * (1.0 + erf_f32(v * FRAC_1_SQRT_2))),
+            Unary::GeluDeriv => kernel!(x, |v| {
+                0.5 * (1.0 + erf_f32(v * FRAC_1_SQRT_2)) + v * exp_f32(-0.5 * v * v) * INV_SQRT_2PI
+            }),
+            _ => return None,
+        })
     }
 }
 
@@ -127,7 +255,7 @@ struct UnaryKernel(Unary);
 impl Kernel for UnaryKernel {
     fn run<T: StorageElem>(&self, x: &[&[T]]) -> Result<Vec<T>> {
         let op = self.0;
-        Ok(crate::backend::cpu::par_map(x[0], |v| apply_unary(op, v)))
+        Ok(map_unary(op, x[0]))
     }
     #[cfg(feature = "cuda")]
     fn cuda(
@@ -175,35 +303,34 @@ impl GradFn for UnaryBackward {
                     .affine(std::f64::consts::FRAC_2_SQRT_PI, 0.0)?,
             )?,
             Unary::Relu => g.mul(&x.unary(Unary::StepPos)?)?,
-            Unary::LeakyRelu(s) => {
-                // the derivative is a constant mask, so the second derivative re-applies it
-                let m = x.unary(Unary::StepPos)?.affine(1.0 - s, s)?;
-                g.mul(&m)?
-            }
+            // the derivative is a constant mask, so the second derivative re-applies it
+            Unary::LeakyRelu(s) => g.mul(&x.unary(Unary::LeakyDeriv(s))?)?,
             Unary::Silu => {
                 // d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x)))
                 let s = x.sigmoid()?;
                 let d = s.mul(&x.mul(&s.affine(-1.0, 1.0)?)?.affine(1.0, 1.0)?)?;
                 g.mul(&d)?
             }
-            Unary::Gelu => {
-                // Φ(x) + x·φ(x)
-                let cdf = x
-                    .affine(std::f64::consts::FRAC_1_SQRT_2, 0.0)?
-                    .erf()?
-                    .affine(0.5, 0.5)?;
+            // Φ(x) + x·φ(x), one fused op (its own rule below gives the second derivative)
+            Unary::Gelu => g.mul(&x.unary(Unary::GeluDeriv)?)?,
+            Unary::GeluDeriv => {
+                // d/dx [Φ(x) + x·φ(x)] = φ(x)·(2 − x²)
                 let pdf = x
                     .sqr()?
                     .affine(-0.5, 0.0)?
                     .exp()?
                     .affine(1.0 / (2.0 * std::f64::consts::PI).sqrt(), 0.0)?;
-                g.mul(&cdf.add(&x.mul(&pdf)?)?)?
+                g.mul(&pdf.mul(&x.sqr()?.affine(-1.0, 2.0)?)?)?
             }
             Unary::Softplus => g.mul(&x.sigmoid()?)?,
             Unary::Powf(p) => g.mul(&x.powf(p - 1.0)?)?.affine(p, 0.0)?,
             Unary::Clamp(lo, hi) => g.mul(&x.unary(Unary::InRange(lo, hi))?)?,
             Unary::Affine(a, _) => g.affine(a, 0.0)?,
-            Unary::StepPos | Unary::Sign | Unary::InRange(..) | Unary::Ge(_) => g.zeros_like(),
+            Unary::StepPos
+            | Unary::Sign
+            | Unary::InRange(..)
+            | Unary::Ge(_)
+            | Unary::LeakyDeriv(_) => g.zeros_like(),
         };
         Ok(vec![Some(gx)])
     }
@@ -222,7 +349,7 @@ pub enum Binary {
     GeMask,
 }
 
-#[inline]
+#[inline(always)]
 fn apply_binary<T: Float>(op: Binary, a: T, b: T) -> T {
     match op {
         Binary::Add => a + b,
@@ -263,59 +390,165 @@ struct BinaryKernel {
     out: Vec<usize>,
 }
 
-impl Kernel for BinaryKernel {
-    fn run<T: StorageElem>(&self, x: &[&[T]]) -> Result<Vec<T>> {
-        let (a, b, op) = (x[0], x[1], self.op);
+impl BinaryKernel {
+    /// `f` over the broadcast of `a` and `b`. The output is walked in rows of the innermost
+    /// dimension left after merging dimensions that step evenly in both inputs (a bias
+    /// [1, C, 1, 1] against [N, C, H, W] becomes rows of H·W with a fixed b), rows split over
+    /// threads.
+    fn apply<T: StorageElem>(&self, a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+        use crate::backend::cpu::{par_blocks_mut, par_map, par_zip};
         if self.a_shape == self.b_shape {
-            return Ok(crate::backend::cpu::par_zip(a, b, |p, q| {
-                apply_binary(op, p, q)
-            }));
+            return par_zip(a, b, f);
         }
         if b.len() == 1 {
             let q = b[0];
-            return Ok(crate::backend::cpu::par_map(a, |p| apply_binary(op, p, q)));
+            return par_map(a, |p| f(p, q));
         }
         if a.len() == 1 {
             let p = a[0];
-            return Ok(crate::backend::cpu::par_map(b, |q| apply_binary(op, p, q)));
+            return par_map(b, |q| f(p, q));
         }
         let out = &self.out;
         let n: usize = out.iter().product();
-        let sa = broadcast_strides(&self.a_shape, out);
-        let sb = broadcast_strides(&self.b_shape, out);
-        let rank = out.len();
-        let inner = out[rank - 1];
-        let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
-        let mut res = Vec::with_capacity(n);
-        let mut idx = vec![0usize; rank];
-        let (mut pa, mut pb) = (0usize, 0usize);
+        let (sa, sb) = (
+            broadcast_strides(&self.a_shape, out),
+            broadcast_strides(&self.b_shape, out),
+        );
+        // merge dimensions: d and d+1 merge when both inputs step over d+1 exactly
+        let (mut shape, mut ka, mut kb) = (Vec::new(), Vec::new(), Vec::new());
+        for d in 0..out.len() {
+            if out[d] == 1 {
+                continue;
+            }
+            match (shape.last_mut(), ka.last_mut(), kb.last_mut()) {
+                (Some(pd), Some(pa), Some(pb))
+                    if *pa == sa[d] * out[d] && *pb == sb[d] * out[d] =>
+                {
+                    *pd *= out[d];
+                    *pa = sa[d];
+                    *pb = sb[d];
+                }
+                _ => {
+                    shape.push(out[d]);
+                    ka.push(sa[d]);
+                    kb.push(sb[d]);
+                }
+            }
+        }
+        let mut res = vec![T::zero(); n];
         if n == 0 {
-            return Ok(res);
+            return res;
         }
-        loop {
-            let (mut qa, mut qb) = (pa, pb);
-            for _ in 0..inner {
-                res.push(apply_binary(op, a[qa], b[qb]));
-                qa += ia;
-                qb += ib;
-            }
-            let mut d = rank - 1;
-            loop {
-                if d == 0 {
-                    return Ok(res);
+        let inner = shape[shape.len() - 1];
+        par_blocks_mut(&mut res, inner, |first_row, rows| {
+            crate::backend::cpu::vectorized(|| {
+                self.rows(a, b, &f, (&shape, &ka, &kb), first_row, rows)
+            })
+        });
+        res
+    }
+
+    /// The rows of [`BinaryKernel::apply`]'s broadcast starting at row `first_row`.
+    #[inline(always)]
+    fn rows<T: StorageElem>(
+        &self,
+        a: &[T],
+        b: &[T],
+        f: &impl Fn(T, T) -> T,
+        (shape, ka, kb): (&[usize], &[usize], &[usize]),
+        first_row: usize,
+        rows: &mut [T],
+    ) {
+        let rank = shape.len();
+        let inner = shape[rank - 1];
+        let (ia, ib) = (ka[rank - 1], kb[rank - 1]);
+        {
+            for (r, o) in rows.chunks_mut(inner).enumerate() {
+                // the row's start in a and b from its multi-index over the outer dimensions
+                let (mut row, mut pa, mut pb) = (first_row + r, 0, 0);
+                for d in (0..rank - 1).rev() {
+                    let i = row % shape[d];
+                    row /= shape[d];
+                    pa += i * ka[d];
+                    pb += i * kb[d];
                 }
-                d -= 1;
-                idx[d] += 1;
-                pa += sa[d];
-                pb += sb[d];
-                if idx[d] < out[d] {
-                    break;
+                match (ia, ib) {
+                    (1, 1) => {
+                        for ((o, &p), &q) in o.iter_mut().zip(&a[pa..]).zip(&b[pb..]) {
+                            *o = f(p, q);
+                        }
+                    }
+                    (1, 0) => {
+                        let q = b[pb];
+                        for (o, &p) in o.iter_mut().zip(&a[pa..]) {
+                            *o = f(p, q);
+                        }
+                    }
+                    (0, 1) => {
+                        let p = a[pa];
+                        for (o, &q) in o.iter_mut().zip(&b[pb..]) {
+                            *o = f(p, q);
+                        }
+                    }
+                    _ => {
+                        for (i, o) in o.iter_mut().enumerate() {
+                            *o = f(a[pa + i * ia], b[pb + i * ib]);
+                        }
+                    }
                 }
-                pa -= sa[d] * idx[d];
-                pb -= sb[d] * idx[d];
-                idx[d] = 0;
             }
         }
+    }
+}
+
+impl Kernel for BinaryKernel {
+    fn run<T: StorageElem>(&self, x: &[&[T]]) -> Result<Vec<T>> {
+        let (a, b) = (x[0], x[1]);
+        // one monomorphized loop per op, so the per-element `match` folds away
+        Ok(match self.op {
+            Binary::Add => self.apply(
+                a,
+                b,
+                #[inline(always)]
+                |p, q| p + q,
+            ),
+            Binary::Sub => self.apply(
+                a,
+                b,
+                #[inline(always)]
+                |p, q| p - q,
+            ),
+            Binary::Mul => self.apply(
+                a,
+                b,
+                #[inline(always)]
+                |p, q| p * q,
+            ),
+            Binary::Div => self.apply(
+                a,
+                b,
+                #[inline(always)]
+                |p, q| p / q,
+            ),
+            Binary::Max => self.apply(
+                a,
+                b,
+                #[inline(always)]
+                |p, q| apply_binary(Binary::Max, p, q),
+            ),
+            Binary::Min => self.apply(
+                a,
+                b,
+                #[inline(always)]
+                |p, q| apply_binary(Binary::Min, p, q),
+            ),
+            Binary::GeMask => self.apply(
+                a,
+                b,
+                #[inline(always)]
+                |p, q| apply_binary(Binary::GeMask, p, q),
+            ),
+        })
     }
     #[cfg(feature = "cuda")]
     fn cuda(
@@ -440,7 +673,7 @@ impl Tensor {
         let out = Tensor::run_kernel("unary", &[self], self.shape(), &UnaryKernel(op))?;
         let differentiable = !matches!(
             op,
-            Unary::StepPos | Unary::Sign | Unary::InRange(..) | Unary::Ge(_)
+            Unary::StepPos | Unary::Sign | Unary::InRange(..) | Unary::Ge(_) | Unary::LeakyDeriv(_)
         );
         if !differentiable {
             return Ok(out);

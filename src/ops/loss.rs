@@ -144,13 +144,13 @@ pub fn cross_entropy<'a>(
             ),
         ));
     }
-    if let Some(w) = weights {
-        if w.len() != c {
-            return Err(Error::shape(
-                op,
-                format!("{} class weights for {c} classes", w.len()),
-            ));
-        }
+    if let Some(w) = weights
+        && w.len() != c
+    {
+        return Err(Error::shape(
+            op,
+            format!("{} class weights for {c} classes", w.len()),
+        ));
     }
     if logits.elem_count() >= ZERO as usize {
         return Err(Error::invalid(op, "logits too large for 32-bit index maps"));

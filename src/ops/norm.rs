@@ -3,15 +3,17 @@
 //!
 //! Every norm here is one shape: x viewed as [n, c, inner] with statistics over each of `groups`
 //! groups of c/groups channels (layer norm: c = normalised size, inner = 1, one group). The
-//! forward is one fused kernel (statistics in one f64 pass per group, then affine and activation
-//! in a second pass). Its backward is built from two more primitives, the bare normalisation
-//! x̂(x) and the inverse deviation rstd(x), whose own backward rules use each other, so every
-//! derivative order is exact (R1 and path-length regularisation differentiate through these).
+//! forward is one fused kernel (each row's statistics, then affine and activation, while the row
+//! is in cache: see `cpu`). Its recorded backward is built from two more primitives, the bare
+//! normalisation x̂(x) and the inverse deviation rstd(x), whose own backward rules use each other,
+//! so every derivative order is exact (R1 and path-length regularisation differentiate through
+//! these); a first-order gradient (no `create_graph`) takes one fused kernel instead.
 
 use std::sync::Arc;
 
+use cpu::{backward_row, forward_row, par_rows, row_stats};
+
 use crate::autograd::{GradFn, is_grad_enabled, record};
-use crate::backend::cpu::par_blocks_mut;
 use crate::tensor::{Kernel, StorageElem, Tensor};
 use crate::{Error, Result};
 
@@ -20,12 +22,10 @@ pub const NORM_EPS: f64 = 1e-5;
 /// Epsilon of StyleGAN's instance norm, pixel norm and 2nd-moment norm (DESIGN §5).
 pub const STYLEGAN_EPS: f64 = 1e-8;
 
+mod cpu;
+
 /// Activation applied after the affine step of the fused kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Act {
-    None,
-    Silu,
-}
+use cpu::RowAct as Act;
 
 /// x as [n, c, inner]; statistics per (sample, group) over c/groups · inner values.
 #[derive(Clone, Copy, Debug)]
@@ -69,25 +69,6 @@ impl Dims {
     }
 }
 
-/// Mean and 1/sqrt(var + eps) of one row, accumulated in f64 in one pass. Values are shifted by
-/// the first element so that a large mean does not cancel the variance away.
-fn row_stats<T: StorageElem>(xr: &[T], eps: f64) -> (f64, f64) {
-    let m = xr.len();
-    if m == 0 {
-        return (0.0, 1.0 / eps.sqrt());
-    }
-    let k = xr[0].to_f64();
-    let (mut s1, mut s2) = (0f64, 0f64);
-    for &v in xr {
-        let d = v.to_f64() - k;
-        s1 += d;
-        s2 += d * d;
-    }
-    let mf = m as f64;
-    let var = ((s2 - s1 * s1 / mf) / mf).max(0.0);
-    (k + s1 / mf, 1.0 / (var + eps).sqrt())
-}
-
 /// y = act(x̂ · w[c] + b[c]) with x̂ the group-normalised input; inputs x (and w, b when affine).
 struct NormKernel {
     d: Dims,
@@ -100,44 +81,19 @@ impl Kernel for NormKernel {
     fn run<T: StorageElem>(&self, xs: &[&[T]]) -> Result<Vec<T>> {
         let x = xs[0];
         let d = self.d;
-        let (m, cpg, inner) = (d.row_len(), d.cpg(), d.inner);
+        let (m, cpg) = (d.row_len(), d.cpg());
         let mut out = vec![T::zero(); x.len()];
         if m == 0 {
             return Ok(out);
         }
-        par_blocks_mut(&mut out, m, |first, ys| {
+        par_rows(&mut out, m, |first, ys| {
             for (i, y) in ys.chunks_mut(m).enumerate() {
                 let r = first + i;
-                let xr = &x[r * m..(r + 1) * m];
-                let (mean, rstd) = row_stats(xr, self.eps);
-                let g = r % d.groups;
-                for ci in 0..cpg {
-                    let c = g * cpg + ci;
-                    // y = x·a + s folds mean, rstd and the affine into one multiply-add
-                    let (a, s) = if self.affine {
-                        let w = xs[1][c].to_f64();
-                        let b = xs[2][c].to_f64();
-                        (w * rstd, b - mean * rstd * w)
-                    } else {
-                        (rstd, -mean * rstd)
-                    };
-                    let (a, s) = (T::from_f64(a), T::from_f64(s));
-                    let xc = &xr[ci * inner..(ci + 1) * inner];
-                    let yc = &mut y[ci * inner..(ci + 1) * inner];
-                    match self.act {
-                        Act::None => {
-                            for (o, &v) in yc.iter_mut().zip(xc) {
-                                *o = v * a + s;
-                            }
-                        }
-                        Act::Silu => {
-                            for (o, &v) in yc.iter_mut().zip(xc) {
-                                let z = v * a + s;
-                                *o = z / (T::one() + (-z).exp());
-                            }
-                        }
-                    }
-                }
+                let c0 = (r % d.groups) * cpg;
+                let wb = self
+                    .affine
+                    .then(|| (&xs[1][c0..c0 + cpg], &xs[2][c0..c0 + cpg]));
+                forward_row(&x[r * m..(r + 1) * m], y, wb, d.inner, self.eps, self.act);
             }
         });
         Ok(out)
@@ -185,7 +141,7 @@ impl Kernel for RstdKernel {
     }
 }
 
-/// First-order backward of act(x̂·w + b) in two passes over the data, used when the gradient
+/// First-order backward of act(x̂·w + b), one visit per row (see `cpu`), used when the gradient
 /// will not be differentiated again (no `create_graph`): inputs x, w, b, g; output the flat
 /// concatenation [gx (n·c·inner), gw (c), gb (c)]. The recorded rule in [`NormAffineBackward`]
 /// computes the same values with differentiable ops.
@@ -195,95 +151,43 @@ struct NormBackwardKernel {
     act: Act,
 }
 
-/// Per-row statistics of the backward: mean, rstd, mean(ĝ), mean(ĝ·x̂) (ĝ = ∂L/∂x̂), then the
-/// row's partial sums of gw and gb per channel.
-const ROW_STATS: usize = 4;
-
-impl NormBackwardKernel {
-    /// ∂L/∂z for pre-activation z given the upstream gradient.
-    #[inline]
-    fn dz<T: StorageElem>(&self, g: T, z: T) -> T {
-        match self.act {
-            Act::None => g,
-            Act::Silu => {
-                let s = T::one() / (T::one() + (-z).exp());
-                g * s * (T::one() + z * (T::one() - s))
-            }
-        }
-    }
-}
-
 impl Kernel for NormBackwardKernel {
     fn run<T: StorageElem>(&self, xs: &[&[T]]) -> Result<Vec<T>> {
         let (x, w, b, g) = (xs[0], xs[1], xs[2], xs[3]);
         let d = self.d;
-        let (m, cpg, inner) = (d.row_len(), d.cpg(), d.inner);
-        let rows = d.n * d.groups;
+        let (m, cpg) = (d.row_len(), d.cpg());
         let total = x.len();
         let mut out = vec![T::zero(); total + 2 * d.c];
         if m == 0 {
             return Ok(out);
         }
-        // pass 1: statistics and partial weight/bias sums per row, in f64
-        let per = ROW_STATS + 2 * cpg;
-        let mut stats = vec![0f64; rows * per];
-        par_blocks_mut(&mut stats, per, |first, st| {
-            for (i, srow) in st.chunks_mut(per).enumerate() {
-                let r = first + i;
-                let xr = &x[r * m..(r + 1) * m];
-                let gr = &g[r * m..(r + 1) * m];
-                let (mean, rstd) = row_stats(xr, self.eps);
-                let grp = r % d.groups;
-                let (mut sg, mut sgx) = (0f64, 0f64);
-                for ci in 0..cpg {
-                    let c = grp * cpg + ci;
-                    let (wc, bc) = (w[c].to_f64(), b[c].to_f64());
-                    let (mut pw, mut pb) = (0f64, 0f64);
-                    for k in ci * inner..(ci + 1) * inner {
-                        let xh = (xr[k].to_f64() - mean) * rstd;
-                        let gz = self.dz(gr[k], T::from_f64(xh * wc + bc)).to_f64();
-                        pw += gz * xh;
-                        pb += gz;
-                        sg += gz * wc;
-                        sgx += gz * wc * xh;
-                    }
-                    srow[ROW_STATS + ci] = pw;
-                    srow[ROW_STATS + cpg + ci] = pb;
-                }
-                let mf = m as f64;
-                srow[..ROW_STATS].copy_from_slice(&[mean, rstd, sg / mf, sgx / mf]);
-            }
-        });
-        // pass 2: gx = rstd · (ĝ − mean ĝ − x̂ · mean(ĝ·x̂))
         let (gx, gwb) = out.split_at_mut(total);
-        par_blocks_mut(gx, m, |first, ys| {
+        // each thread finishes its rows and returns its partial weight / bias sums [gw | gb]
+        let partials = par_rows(gx, m, |first, ys| {
+            let mut acc = vec![0f64; 2 * d.c];
+            let mut scratch = vec![T::zero(); if self.act == Act::None { 0 } else { m }];
             for (i, y) in ys.chunks_mut(m).enumerate() {
                 let r = first + i;
-                let xr = &x[r * m..(r + 1) * m];
-                let gr = &g[r * m..(r + 1) * m];
-                let st = &stats[r * per..r * per + ROW_STATS];
-                let (mean, rstd, mg, mgx) = (st[0], st[1], st[2], st[3]);
-                let grp = r % d.groups;
-                for ci in 0..cpg {
-                    let c = grp * cpg + ci;
-                    let (wc, bc) = (w[c].to_f64(), b[c].to_f64());
-                    for k in ci * inner..(ci + 1) * inner {
-                        let xh = (xr[k].to_f64() - mean) * rstd;
-                        let gz = self.dz(gr[k], T::from_f64(xh * wc + bc)).to_f64();
-                        y[k] = T::from_f64(rstd * (gz * wc - mg - xh * mgx));
-                    }
-                }
+                let c0 = (r % d.groups) * cpg;
+                let (aw, ab) = acc.split_at_mut(d.c);
+                backward_row(
+                    &x[r * m..(r + 1) * m],
+                    &g[r * m..(r + 1) * m],
+                    &w[c0..c0 + cpg],
+                    &b[c0..c0 + cpg],
+                    y,
+                    &mut aw[c0..c0 + cpg],
+                    &mut ab[c0..c0 + cpg],
+                    &mut scratch,
+                    d.inner,
+                    self.eps,
+                    self.act,
+                );
             }
+            acc
         });
-        // weight and bias gradients: sum the row partials over the batch
-        for r in 0..rows {
-            let grp = r % d.groups;
-            let srow = &stats[r * per..(r + 1) * per];
-            for ci in 0..cpg {
-                let c = grp * cpg + ci;
-                gwb[c] += T::from_f64(srow[ROW_STATS + ci]);
-                gwb[d.c + c] += T::from_f64(srow[ROW_STATS + cpg + ci]);
-            }
+        for (c, o) in gwb.iter_mut().enumerate() {
+            *o = T::from_f64(partials.iter().map(|p| p[c]).sum());
         }
         Ok(out)
     }
@@ -500,13 +404,13 @@ impl GradFn for NormAffineBackward {
 
 /// Check an optional per-channel parameter has shape [c].
 fn check_param(op: &'static str, what: &str, p: Option<&Tensor>, c: usize) -> Result<()> {
-    if let Some(p) = p {
-        if p.shape() != [c] {
-            return Err(Error::shape(
-                op,
-                format!("{what} has shape {:?}, expected [{c}]", p.shape()),
-            ));
-        }
+    if let Some(p) = p
+        && p.shape() != [c]
+    {
+        return Err(Error::shape(
+            op,
+            format!("{what} has shape {:?}, expected [{c}]", p.shape()),
+        ));
     }
     Ok(())
 }
@@ -553,7 +457,7 @@ fn group_dims(op: &'static str, x: &Tensor, groups: usize) -> Result<Dims> {
     }
     let s = x.shape();
     let c = s[1];
-    if groups == 0 || c % groups != 0 {
+    if groups == 0 || !c.is_multiple_of(groups) {
         return Err(Error::invalid(
             op,
             format!("{groups} groups do not divide {c} channels of input {s:?}"),
@@ -635,16 +539,16 @@ pub fn layer_norm(
         ));
     }
     for (what, p) in [("weight", weight), ("bias", bias)] {
-        if let Some(p) = p {
-            if p.shape() != normalized_shape {
-                return Err(Error::shape(
-                    "layer_norm",
-                    format!(
-                        "{what} has shape {:?}, expected {normalized_shape:?}",
-                        p.shape()
-                    ),
-                ));
-            }
+        if let Some(p) = p
+            && p.shape() != normalized_shape
+        {
+            return Err(Error::shape(
+                "layer_norm",
+                format!(
+                    "{what} has shape {:?}, expected {normalized_shape:?}",
+                    p.shape()
+                ),
+            ));
         }
     }
     let m: usize = normalized_shape.iter().product();

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::autograd::{GradFn, record};
-use crate::tensor::shape::{Layout, axis, contiguous_strides};
+use crate::tensor::shape::{axis, contiguous_strides};
 use crate::tensor::{Kernel, StorageElem, Tensor};
 use crate::{Error, Result};
 
@@ -24,34 +24,35 @@ struct ReduceKernel {
 impl Kernel for ReduceKernel {
     fn run<T: StorageElem>(&self, x: &[&[T]]) -> Result<Vec<T>> {
         let x = x[0];
-        let l = Layout {
-            shape: self.in_shape.clone(),
-            strides: self.out_strides.clone(),
-            offset: 0,
-        };
-        let mut k = 0;
         match self.red {
             Red::Sum => {
                 // accumulate in f64 so long f32 sums stay accurate
                 let mut acc = vec![0f64; self.out_len];
-                l.for_each_index(|o| {
-                    acc[o] += x[k].to_f64();
-                    k += 1;
+                self.walk(x, |o, row, into_one| {
+                    if into_one {
+                        acc[o] += sum_f64(row);
+                    } else {
+                        for (a, &v) in acc[o..o + row.len()].iter_mut().zip(row) {
+                            *a += v.to_f64();
+                        }
+                    }
                 });
                 Ok(acc.into_iter().map(T::from_f64).collect())
             }
             Red::Max => {
-                let mut acc = vec![None::<T>; self.out_len];
-                l.for_each_index(|o| {
-                    let v = x[k];
-                    // NaN propagates: once the running max is NaN it stays NaN
-                    acc[o] = Some(match acc[o] {
-                        Some(m) if m.to_f64().is_nan() || (v <= m) => m,
-                        _ => v,
-                    });
-                    k += 1;
+                // NaN propagates: once the running max is NaN it stays NaN
+                let keep = |m: T, v: T| if m.to_f64().is_nan() || v <= m { m } else { v };
+                let mut acc = vec![T::from_f64(f64::NEG_INFINITY); self.out_len];
+                self.walk(x, |o, row, into_one| {
+                    if into_one {
+                        acc[o] = row.iter().fold(acc[o], |m, &v| keep(m, v));
+                    } else {
+                        for (a, &v) in acc[o..o + row.len()].iter_mut().zip(row) {
+                            *a = keep(*a, v);
+                        }
+                    }
                 });
-                Ok(acc.into_iter().map(|v| v.unwrap_or_else(T::zero)).collect())
+                Ok(acc)
             }
         }
     }
@@ -72,6 +73,69 @@ impl Kernel for ReduceKernel {
             self.out_len,
         )
     }
+}
+
+impl ReduceKernel {
+    /// Visit the (contiguous) input in rows of its innermost dimension after merging
+    /// neighbouring dimensions that are both reduced or both kept (and adjacent in the output):
+    /// `f(o, row, into_one)` where the row reduces into `out[o]` (`into_one`: the innermost
+    /// dimension is reduced) or adds elementwise into `out[o..o + row.len()]`.
+    fn walk<T: Copy>(&self, x: &[T], mut f: impl FnMut(usize, &[T], bool)) {
+        let (mut shape, mut os): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+        for (&d, &st) in self.in_shape.iter().zip(&self.out_strides) {
+            if d == 1 {
+                continue;
+            }
+            match (shape.last_mut(), os.last_mut()) {
+                (Some(pd), Some(ps)) if *ps == st * d => {
+                    *pd *= d;
+                    *ps = st;
+                }
+                _ => {
+                    shape.push(d);
+                    os.push(st);
+                }
+            }
+        }
+        if x.is_empty() {
+            return;
+        }
+        let Some(&inner) = shape.last() else {
+            // every dimension has size 1: one element
+            f(0, &x[..1], true);
+            return;
+        };
+        let into_one = os[shape.len() - 1] == 0;
+        let outer = &shape[..shape.len() - 1];
+        let mut idx = vec![0usize; outer.len()];
+        let mut o = 0usize;
+        for row in x.chunks(inner) {
+            f(o, row, into_one);
+            // advance the outer multi-index and the output offset with it
+            for d in (0..outer.len()).rev() {
+                idx[d] += 1;
+                o += os[d];
+                if idx[d] < outer[d] {
+                    break;
+                }
+                o -= os[d] * idx[d];
+                idx[d] = 0;
+            }
+        }
+    }
+}
+
+/// Sum in f64 with eight partial sums (independent chains the CPU can overlap).
+fn sum_f64<T: StorageElem>(row: &[T]) -> f64 {
+    let mut p = [0f64; 8];
+    let mut it = row.chunks_exact(8);
+    for c in &mut it {
+        for (s, &v) in p.iter_mut().zip(c) {
+            *s += v.to_f64();
+        }
+    }
+    let tail: f64 = it.remainder().iter().map(|v| v.to_f64()).sum();
+    p.iter().sum::<f64>() + tail
 }
 
 fn normalize_axes(op: &'static str, axes: &[isize], rank: usize) -> Result<Vec<usize>> {

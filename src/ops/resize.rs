@@ -87,6 +87,25 @@ impl Kernel for AxisKernel {
         let taps = m.idx.len().max(1);
         par_rows(&mut out, n_dst * inner, taps * inner, |o, d| {
             let s = &x[o * n_src * inner..(o + 1) * n_src * inner];
+            if inner == 1 {
+                // along the last axis rows are single values: a plain sparse matrix-vector
+                // product, without a slice per tap
+                for i in 0..m.out_len {
+                    let taps = m.start[i]..m.start[i + 1];
+                    if self.adjoint {
+                        for (&j, &wt) in m.idx[taps.clone()].iter().zip(&w[taps]) {
+                            d[j] += wt * s[i];
+                        }
+                    } else {
+                        let mut acc = T::zero();
+                        for (&j, &wt) in m.idx[taps.clone()].iter().zip(&w[taps]) {
+                            acc += wt * s[j];
+                        }
+                        d[i] = acc;
+                    }
+                }
+                return;
+            }
             for i in 0..m.out_len {
                 let taps = m.start[i]..m.start[i + 1];
                 for (&j, &wt) in m.idx[taps.clone()].iter().zip(&w[taps]) {
@@ -373,6 +392,9 @@ fn argmax_map<T: Float>(
     s: (usize, usize),
     p: (usize, usize),
 ) -> Vec<u32> {
+    if k == (2, 2) && s == (2, 2) && p == (0, 0) {
+        return argmax_map_2x2(x, planes, (h, w), (oh, ow));
+    }
     let mut map = Vec::with_capacity(planes * oh * ow);
     for plane in 0..planes {
         let base = plane * h * w;
@@ -404,6 +426,39 @@ fn argmax_map<T: Float>(
             }
         }
     }
+    map
+}
+
+/// `argmax_map` for 2×2 windows with stride 2 and no padding (U-Net down-sampling): the four
+/// candidates in scan order, planes split over threads; the same choice as the general loop.
+fn argmax_map_2x2<T: Float>(
+    x: &[T],
+    planes: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<u32> {
+    let mut map = vec![0u32; planes * oh * ow];
+    let per_plane = (oh * ow).max(1);
+    crate::backend::cpu::par_blocks_mut(&mut map, per_plane, |first, out| {
+        for (j, o) in out.chunks_mut(per_plane).enumerate() {
+            let base = (first + j) * h * w;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let i0 = base + 2 * oy * w + 2 * ox;
+                    let mut best = i0;
+                    for c in [i0 + 1, i0 + w, i0 + w + 1] {
+                        let (b, v) = (x[best], x[c]);
+                        #[allow(clippy::eq_op)]
+                        let (b_nan, v_nan) = (b != b, v != v);
+                        if !b_nan && (v > b || v_nan) {
+                            best = c;
+                        }
+                    }
+                    o[oy * ow + ox] = best as u32;
+                }
+            }
+        }
+    });
     map
 }
 

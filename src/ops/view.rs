@@ -24,7 +24,7 @@ impl Tensor {
                 .filter(|(i, _)| *i != pos)
                 .map(|(_, &d)| d)
                 .product();
-            if rest == 0 || self.elem_count() % rest != 0 {
+            if rest == 0 || !self.elem_count().is_multiple_of(rest) {
                 return Err(Error::shape(
                     "reshape",
                     format!(
@@ -177,7 +177,7 @@ impl Tensor {
     pub fn chunk(&self, ax: isize, n: usize) -> Result<Vec<Tensor>> {
         let a = axis("chunk", ax, self.rank())?;
         let d = self.shape()[a];
-        if n == 0 || d % n != 0 {
+        if n == 0 || !d.is_multiple_of(n) {
             return Err(Error::shape(
                 "chunk",
                 format!(

@@ -97,18 +97,26 @@ impl Adam {
         s.slots[0].update_data::<T, _>(|m| {
             s.slots[1].update_data::<T, _>(|v| {
                 p.update_data::<T, _>(|x| {
-                    for i in 0..x.len() {
-                        let mut gi = g[i];
-                        if h.decoupled {
-                            x[i] = x[i] * decay;
-                        } else if h.wd != 0.0 {
-                            gi += wd * x[i];
-                        }
-                        m[i] = m[i] + (T::one() - b1) * (gi - m[i]);
-                        v[i] = v[i] * b2 + (T::one() - b2) * gi * gi;
-                        let denom = v[i].sqrt() / bc2_sqrt + eps;
-                        x[i] = x[i] - step_size * (m[i] / denom);
-                    }
+                    let (decoupled, coupled_wd) = (h.decoupled, !h.decoupled && h.wd != 0.0);
+                    let n = x.len().min(m.len()).min(v.len()).min(g.len());
+                    let (x, m, v, g) = (&mut x[..n], &mut m[..n], &mut v[..n], &g[..n]);
+                    crate::backend::cpu::vectorized(
+                        #[inline(always)]
+                        || {
+                            for i in 0..n {
+                                let mut gi = g[i];
+                                if decoupled {
+                                    x[i] = x[i] * decay;
+                                } else if coupled_wd {
+                                    gi += wd * x[i];
+                                }
+                                m[i] = m[i] + (T::one() - b1) * (gi - m[i]);
+                                v[i] = v[i] * b2 + (T::one() - b2) * gi * gi;
+                                let denom = v[i].sqrt() / bc2_sqrt + eps;
+                                x[i] = x[i] - step_size * (m[i] / denom);
+                            }
+                        },
+                    )
                 })
             })
         })???;

@@ -112,7 +112,7 @@ pub(crate) fn grad_values<T: StorageElem>(p: &Tensor) -> Result<Option<Vec<T>>> 
             format!("gradient {:?} for parameter {:?}", g.shape(), p.shape()),
         ));
     }
-    Ok(Some(g.to_vec_f64()?.into_iter().map(T::from_f64).collect()))
+    Ok(Some(g.to_vec_of::<T>()?))
 }
 
 /// Move a parameter's state buffers to its device (states start where the parameter was when

@@ -93,11 +93,11 @@ impl LrSchedule {
                 min_factor,
             } => min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (PI * progress(max_iters)).cos()),
         };
-        if let Some(w) = self.warmup {
-            if it < w.iters {
-                let k = (1.0 - it as f64 / w.iters as f64) * (1.0 - w.ratio);
-                f *= 1.0 - k;
-            }
+        if let Some(w) = self.warmup
+            && it < w.iters
+        {
+            let k = (1.0 - it as f64 / w.iters as f64) * (1.0 - w.ratio);
+            f *= 1.0 - k;
         }
         self.base_lr * f
     }

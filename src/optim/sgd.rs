@@ -83,21 +83,25 @@ impl Sgd {
         let (mom, damp, lr_t, wd_t) = (f(c.momentum), f(1.0 - c.dampening), f(lr), f(wd));
         s.slots[0].update_data::<T, _>(|buf| {
             p.update_data::<T, _>(|x| {
-                for i in 0..x.len() {
-                    let mut gi = g[i];
-                    if wd != 0.0 {
-                        gi += wd_t * x[i];
-                    }
-                    if c.momentum != 0.0 {
-                        buf[i] = if first { gi } else { buf[i] * mom + damp * gi };
-                        gi = if c.nesterov {
-                            gi + mom * buf[i]
-                        } else {
-                            buf[i]
-                        };
-                    }
-                    x[i] = x[i] - lr_t * gi;
-                }
+                let (decay, momentum, nesterov) = (wd != 0.0, c.momentum != 0.0, c.nesterov);
+                let n = x.len().min(buf.len()).min(g.len());
+                let (x, buf, g) = (&mut x[..n], &mut buf[..n], &g[..n]);
+                crate::backend::cpu::vectorized(
+                    #[inline(always)]
+                    || {
+                        for i in 0..n {
+                            let mut gi = g[i];
+                            if decay {
+                                gi += wd_t * x[i];
+                            }
+                            if momentum {
+                                buf[i] = if first { gi } else { buf[i] * mom + damp * gi };
+                                gi = if nesterov { gi + mom * buf[i] } else { buf[i] };
+                            }
+                            x[i] = x[i] - lr_t * gi;
+                        }
+                    },
+                )
             })
         })??;
         Ok(())

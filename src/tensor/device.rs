@@ -28,10 +28,10 @@ impl std::str::FromStr for Device {
         if s == "cuda" {
             return Ok(Device::Cuda(0));
         }
-        if let Some(n) = s.strip_prefix("cuda:") {
-            if let Ok(i) = n.parse() {
-                return Ok(Device::Cuda(i));
-            }
+        if let Some(n) = s.strip_prefix("cuda:")
+            && let Ok(i) = n.parse()
+        {
+            return Ok(Device::Cuda(i));
         }
         Err(crate::Error::invalid(
             "device",

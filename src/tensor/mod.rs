@@ -55,10 +55,10 @@ impl std::fmt::Debug for Tensor {
         if let Some(g) = &self.0.grad_fn {
             write!(f, ", grad_fn: {}", g.name())?;
         }
-        if self.elem_count() <= 16 {
-            if let Ok(v) = self.to_vec_f64() {
-                write!(f, ", data: {v:?}")?;
-            }
+        if self.elem_count() <= 16
+            && let Ok(v) = self.to_vec_f64()
+        {
+            write!(f, ", data: {v:?}")?;
         }
         write!(f, "}}")
     }
@@ -173,12 +173,11 @@ impl Tensor {
     /// allocate, the result is a CPU tensor and the next op reports the device mismatch.)
     pub fn full_like(&self, v: f64) -> Tensor {
         #[cfg(feature = "cuda")]
-        if let Some(c) = &self.0.cuda {
-            if let Ok(s) =
+        if let Some(c) = &self.0.cuda
+            && let Ok(s) =
                 crate::backend::cuda::ops::fill(c.backend(), self.dtype(), self.elem_count(), v)
-            {
-                return Tensor::from_cuda(s, self.shape());
-            }
+        {
+            return Tensor::from_cuda(s, self.shape());
         }
         Tensor::full(v, self.shape(), self.dtype())
     }
@@ -336,16 +335,8 @@ impl Tensor {
         }
         let src = self.storage_read();
         let out = match &*src {
-            CpuStorage::F32(v) => {
-                let mut o = Vec::with_capacity(l.elem_count());
-                l.for_each_index(|i| o.push(v[i]));
-                CpuStorage::F32(o)
-            }
-            CpuStorage::F64(v) => {
-                let mut o = Vec::with_capacity(l.elem_count());
-                l.for_each_index(|i| o.push(v[i]));
-                CpuStorage::F64(o)
-            }
+            CpuStorage::F32(v) => CpuStorage::F32(l.gather_from(v)),
+            CpuStorage::F64(v) => CpuStorage::F64(l.gather_from(v)),
         };
         Tensor::from_storage(out, &l.shape, None)
     }
@@ -370,8 +361,18 @@ impl Tensor {
         if device != Device::Cpu {
             return Tensor::run_kernel_device(op, inputs, out_shape, k);
         }
+        // contiguous views (with any offset) are sliced below, only strided ones are copied
         let contig: Vec<Tensor> = crate::profile::timed("(strided copy)", || {
-            inputs.iter().map(|t| t.contiguous_detached()).collect()
+            inputs
+                .iter()
+                .map(|t| {
+                    if t.is_contiguous() {
+                        (*t).clone()
+                    } else {
+                        t.contiguous_detached()
+                    }
+                })
+                .collect()
         });
         let guards: Vec<_> = contig.iter().map(|t| t.storage_read()).collect();
         let dtype = guards.first().map(|g| g.dtype()).unwrap_or(DType::F32);
@@ -391,7 +392,9 @@ impl Tensor {
                             [t.0.layout.offset..t.0.layout.offset + t.elem_count()]
                     })
                     .collect();
-                CpuStorage::F32(crate::profile::timed(op, || k.run(&xs))?)
+                CpuStorage::F32(crate::profile::timed(&profile_key(op, inputs), || {
+                    k.run(&xs)
+                })?)
             }
             DType::F64 => {
                 let xs: Vec<&[f64]> = guards
@@ -402,7 +405,9 @@ impl Tensor {
                             [t.0.layout.offset..t.0.layout.offset + t.elem_count()]
                     })
                     .collect();
-                CpuStorage::F64(crate::profile::timed(op, || k.run(&xs))?)
+                CpuStorage::F64(crate::profile::timed(&profile_key(op, inputs), || {
+                    k.run(&xs)
+                })?)
             }
         };
         if out.len() != shape::elem_count(out_shape) {
@@ -522,6 +527,20 @@ impl Tensor {
         Ok(match &*s {
             CpuStorage::F32(v) => v[r].to_vec(),
             CpuStorage::F64(v) => v[r].iter().map(|&x| x as f32).collect(),
+        })
+    }
+    /// All values as `T`, in row-major order (a plain copy when the dtype is already `T`).
+    pub fn to_vec_of<T: StorageElem>(&self) -> Result<Vec<T>> {
+        self.check_cpu("to_vec")?;
+        let t = self.contiguous_detached();
+        let s = t.storage_read();
+        let r = t.0.layout.offset..t.0.layout.offset + t.elem_count();
+        if let Some(v) = T::slice(&s) {
+            return Ok(v[r].to_vec());
+        }
+        Ok(match &*s {
+            CpuStorage::F32(v) => v[r].iter().map(|&x| T::from_f64(x as f64)).collect(),
+            CpuStorage::F64(v) => v[r].iter().map(|&x| T::from_f64(x)).collect(),
         })
     }
     /// The value of a one-element tensor.
@@ -728,5 +747,15 @@ impl GradFn for ToDeviceBackward {
     }
     fn backward(&self, _o: &Tensor, g: &Tensor, _n: &[bool]) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.to_device(self.from)?)])
+    }
+}
+
+/// The profile table's key for a kernel call: its name, and its input shapes when asked.
+fn profile_key<'a>(op: &'a str, inputs: &[&Tensor]) -> std::borrow::Cow<'a, str> {
+    if crate::profile::by_shape() {
+        let shapes: Vec<_> = inputs.iter().map(|t| t.shape()).collect();
+        format!("{op} {shapes:?}").into()
+    } else {
+        op.into()
     }
 }

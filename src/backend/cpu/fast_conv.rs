@@ -244,6 +244,19 @@ pub fn conv2d<T: StorageElem>(x: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
 }
 
 fn forward_into<T: StorageElem>(x: &[T], w: &[T], g: &ConvGeom, y: &mut [T]) {
+    if T::DTYPE == crate::DType::F32 && super::direct_conv::applies(g) {
+        // SAFETY: T is f32 (checked above), so the slices can be viewed as f32.
+        let (x32, w32, y32) = unsafe {
+            (
+                std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
+                std::slice::from_raw_parts(w.as_ptr().cast::<f32>(), w.len()),
+                std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), y.len()),
+            )
+        };
+        if super::direct_conv::conv3x3(x32, w32, g, y32) {
+            return;
+        }
+    }
     let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
     let (k, p) = (cig * g.kh * g.kw, g.oh * g.ow);
     let tiles = Tiles::new(g.n, p, k, size_of::<T>());

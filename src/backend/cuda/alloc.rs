@@ -48,10 +48,10 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if let Some(s) = self.slice.take() {
-            if let Ok(mut free) = self.pool.free.lock() {
-                free.entry(self.bytes).or_default().push(s);
-            }
+        if let Some(s) = self.slice.take()
+            && let Ok(mut free) = self.pool.free.lock()
+        {
+            free.entry(self.bytes).or_default().push(s);
         }
     }
 }

@@ -62,7 +62,7 @@ pub(crate) fn attention(
         && a.nq <= 64
         && a.d <= 64
         && a.nk > 0
-        && a.batch % heads == 0
+        && a.batch.is_multiple_of(heads)
         && heads <= i32::MAX as usize;
     if window_fits {
         let f = be.func("window_attention", &format!("win_attn_fwd_{}", sfx(dt)))?;

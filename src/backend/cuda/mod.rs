@@ -459,12 +459,12 @@ pub(crate) fn coalesce(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<u
         if d == 1 {
             continue;
         }
-        if let (Some(ld), Some(&lt)) = (s.last_mut(), t.last()) {
-            if lt == st * d {
-                *ld *= d;
-                *t.last_mut().expect("same length as s") = st;
-                continue;
-            }
+        if let (Some(ld), Some(&lt)) = (s.last_mut(), t.last())
+            && lt == st * d
+        {
+            *ld *= d;
+            *t.last_mut().expect("same length as s") = st;
+            continue;
         }
         s.push(d);
         t.push(st);

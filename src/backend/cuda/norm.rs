@@ -33,7 +33,7 @@ impl NormGeom {
         self.n * self.c * self.inner
     }
     fn check(&self, x: &CudaStorage) -> Result<()> {
-        if self.groups == 0 || self.c % self.groups != 0 || x.len() != self.total() {
+        if self.groups == 0 || !self.c.is_multiple_of(self.groups) || x.len() != self.total() {
             return Err(Error::shape(
                 "group_norm",
                 format!(

@@ -53,6 +53,8 @@ fn unary_code(op: Unary) -> (i32, f64, f64) {
         Unary::Sign => (22, 0.0, 0.0),
         Unary::InRange(lo, hi) => (23, lo, hi),
         Unary::Ge(c) => (24, c, 0.0),
+        Unary::LeakyDeriv(s) => (25, s, 0.0),
+        Unary::GeluDeriv => (26, 0.0, 0.0),
     }
 }
 
@@ -90,13 +92,14 @@ fn coalesce2(shape: &[usize], sa: &[usize], sb: &[usize]) -> (Vec<usize>, Vec<us
         if d == 1 {
             continue;
         }
-        if let Some(last) = s.len().checked_sub(1) {
-            if a[last] == sa[i] * d && b[last] == sb[i] * d {
-                s[last] *= d;
-                a[last] = sa[i];
-                b[last] = sb[i];
-                continue;
-            }
+        if let Some(last) = s.len().checked_sub(1)
+            && a[last] == sa[i] * d
+            && b[last] == sb[i] * d
+        {
+            s[last] *= d;
+            a[last] = sa[i];
+            b[last] = sb[i];
+            continue;
         }
         s.push(d);
         a.push(sa[i]);
