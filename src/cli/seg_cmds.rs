@@ -78,7 +78,7 @@ the checkpoints.
 Profiles:
   quick   64x64 slices of 24 phantom subjects (6 test, 3 validation), batch 8;
           U-Net base 16, depth 4 (max 128), deep supervision, 2700 SGD steps, lr 0.01;
-          Swin patch 2, embed 24, depths 2-2-6-2, heads 1-2-4-8, window 4, UperNet 48
+          Swin patch 2, embed 24, depths 2-2-2-2, heads 1-2-4-8, window 4, UperNet 48
           with dropout 0.1 and mmseg's auxiliary FCN head (24 channels, stage 3, loss
           weight 0.4), 1000 AdamW steps, lr 1e-3, warm-up 50, validation every 50 steps
           (U-Net: 150); at most 10 minutes per model; a third of each batch is drawn from

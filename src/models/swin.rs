@@ -55,7 +55,7 @@ impl SwinConfig {
             classes: 4,
             patch_size: 2,
             embed_dim: 24,
-            depths: vec![2, 2, 6, 2],
+            depths: vec![2, 2, 2, 2],
             heads: vec![1, 2, 4, 8],
             window: 4,
             mlp_ratio: 4,
