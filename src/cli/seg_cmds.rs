@@ -80,7 +80,7 @@ Profiles:
           U-Net base 16, depth 4 (max 128), deep supervision, 2700 SGD steps, lr 0.01;
           Swin patch 2, embed 24, depths 2-2-2-2, heads 1-2-4-8, window 4, UperNet 48
           with dropout 0.1 and mmseg's auxiliary FCN head (24 channels, stage 3, loss
-          weight 0.4), 1000 AdamW steps, lr 1e-3, warm-up 50, validation every 50 steps
+          weight 0.4), 2000 AdamW steps, lr 1e-3, warm-up 50, validation every 50 steps
           (U-Net: 150); at most 10 minutes per model; a third of each batch is drawn from
           slices with tumour (as nnU-Net).
   paper   256x256 slices (BraTS), batch 16; U-Net base 64, depth 6 (max 512);

@@ -430,7 +430,7 @@ impl SwinSegmenter {
             ));
         }
         for (i, &h) in config.heads.iter().enumerate() {
-            if h == 0 || (config.embed_dim << i) % h != 0 {
+            if h == 0 || !(config.embed_dim << i).is_multiple_of(h) {
                 return Err(Error::invalid(
                     "swin",
                     format!(
@@ -547,7 +547,11 @@ impl SwinSegmenter {
     ) -> Result<(Tensor, Option<Tensor>)> {
         let s = x.shape();
         let p = self.config.patch_size;
-        if s.len() != 4 || s[1] != self.config.in_channels || s[2] % p != 0 || s[3] % p != 0 {
+        if s.len() != 4
+            || s[1] != self.config.in_channels
+            || !s[2].is_multiple_of(p)
+            || !s[3].is_multiple_of(p)
+        {
             return Err(Error::shape(
                 "swin",
                 format!(

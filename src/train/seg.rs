@@ -146,7 +146,7 @@ pub fn segmentation_loss(
         }
         let lh = logits.shape().get(2).copied().unwrap_or(0);
         if lh == 0
-            || h % lh != 0
+            || !h.is_multiple_of(lh)
             || !(h / lh).is_power_of_two()
             || logits.shape()[3] * (h / lh) != w
         {
@@ -411,7 +411,7 @@ pub fn train_segmenter(
         ema_loss = Some(ema_loss.map_or(l, |e| 0.9 * e + 0.1 * l));
         loss_curve.push((it, l));
         let out_of_time = cfg.time_limit.is_some_and(|t| t0.elapsed() >= t);
-        if it % cfg.val_every == 0 || it == cfg.iterations || out_of_time {
+        if it.is_multiple_of(cfg.val_every) || it == cfg.iterations || out_of_time {
             let d = validation_dice(&model, val, cfg.batch * 2)?;
             val_curve.push((it, d));
             let secs = t0.elapsed().as_secs_f64();
