@@ -71,10 +71,26 @@ fn help_and_usage_errors() {
         r.status.success() && h.contains("quick") && h.contains("paper") && h.contains("Swin-B"),
         "{h}"
     );
+    assert!(
+        h.contains("--time-limit") && h.contains("--val-every"),
+        "{h}"
+    );
     for args in [
         vec!["study", "--profile", "huge"],
         vec!["study", "--seeds", "0"],
         vec!["train-seg", "--model", "vit", "--store", "x", "--out", "y"],
+        vec!["study", "--time-limit", "-5"],
+        vec![
+            "train-seg",
+            "--model",
+            "swin",
+            "--store",
+            "x",
+            "--out",
+            "y",
+            "--time-limit",
+            "soon",
+        ],
     ] {
         let r = bin().args(&args).output().unwrap();
         assert!(!r.status.success(), "{args:?} succeeded");

@@ -34,6 +34,9 @@ fn tiny_swin() -> SwinConfig {
         drop_path: 0.0,
         head_channels: 8,
         pool_scales: vec![1, 2],
+        head_dropout: 0.1,
+        aux_channels: Some(4),
+        aux_weight: 0.4,
     }
 }
 
@@ -81,6 +84,55 @@ fn swin_outputs_full_resolution_even_when_windows_need_padding() {
     assert!(e.contains("swin"), "{e}");
     let bad = SwinConfig {
         heads: vec![3, 2],
+        ..tiny_swin()
+    };
+    assert!(SwinSegmenter::new(&ParamStore::new(0).root(), bad).is_err());
+}
+
+#[test]
+fn swin_auxiliary_head_supervises_in_training_only() {
+    let store = ParamStore::new(7);
+    let net = SwinSegmenter::new(&store.root(), tiny_swin()).unwrap();
+    let mut rng = SplitMix64::new(0);
+    let x = Tensor::randn(&[2, 4, 16, 16], DType::F32, &mut StdRng::seed_from_u64(3));
+    let (y, aux) = net.forward_with_aux(&x, true, &mut rng).unwrap();
+    assert_eq!(y.shape(), &[2, 4, 16, 16]);
+    // the FCN head reads the penultimate stage (4×4 here) and is upsampled to the input
+    assert_eq!(aux.unwrap().shape(), &[2, 4, 16, 16]);
+    assert!(
+        net.forward_with_aux(&x, false, &mut rng)
+            .unwrap()
+            .1
+            .is_none()
+    );
+    let names =
+        |s: &ParamStore| -> Vec<String> { s.named_tensors().into_iter().map(|(n, _)| n).collect() };
+    assert!(
+        names(&store)
+            .iter()
+            .any(|n| n.starts_with("auxiliary_head.conv_seg"))
+    );
+    // without it, no parameters of it and no second output
+    let store = ParamStore::new(7);
+    let cfg = SwinConfig {
+        aux_channels: None,
+        ..tiny_swin()
+    };
+    let net = SwinSegmenter::new(&store.root(), cfg).unwrap();
+    assert!(
+        net.forward_with_aux(&x, true, &mut rng)
+            .unwrap()
+            .1
+            .is_none()
+    );
+    assert!(
+        !names(&store)
+            .iter()
+            .any(|n| n.starts_with("auxiliary_head"))
+    );
+    // dropout is a probability below 1
+    let bad = SwinConfig {
+        head_dropout: 1.0,
         ..tiny_swin()
     };
     assert!(SwinSegmenter::new(&ParamStore::new(0).root(), bad).is_err());

@@ -38,6 +38,13 @@ pub struct SwinConfig {
     pub head_channels: usize,
     /// Output sizes of the pyramid pooling module.
     pub pool_scales: Vec<usize>,
+    /// Channel dropout before the classifiers (mmseg's `dropout_ratio`, 0.1).
+    pub head_dropout: f64,
+    /// Channels of mmseg's auxiliary FCN head on the penultimate stage (`in_index` 2 of four),
+    /// used in training only; `None` leaves it out.
+    pub aux_channels: Option<usize>,
+    /// Weight of the auxiliary head's loss (0.4 in mmseg's UperNet configurations).
+    pub aux_weight: f64,
 }
 
 impl SwinConfig {
@@ -55,6 +62,9 @@ impl SwinConfig {
             drop_path: 0.1,
             head_channels: 48,
             pool_scales: vec![1, 2, 3, 6],
+            head_dropout: 0.1,
+            aux_channels: Some(24),
+            aux_weight: 0.4,
         }
     }
     /// The paper's Swin-B with an UperNet head of 512 channels, at 256×256.
@@ -71,6 +81,9 @@ impl SwinConfig {
             drop_path: 0.3,
             head_channels: 512,
             pool_scales: vec![1, 2, 3, 6],
+            head_dropout: 0.1,
+            aux_channels: Some(256),
+            aux_weight: 0.4,
         }
     }
 }
@@ -194,6 +207,25 @@ fn drop_path(x: &Tensor, p: f64, train: bool, rng: &mut SplitMix64) -> Result<Te
     x.mul(&Tensor::from_f64s(&keep, &shape, x.dtype())?)
 }
 
+/// Channel dropout (PyTorch's Dropout2d, as mmseg's heads apply before the classifier): in
+/// training, zero whole channels of each sample with probability p and scale the rest.
+fn channel_dropout(x: &Tensor, p: f64, train: bool, rng: &mut SplitMix64) -> Result<Tensor> {
+    if !train || p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let keep: Vec<f64> = (0..n * c)
+        .map(|_| {
+            if rng.next_f64() < p {
+                0.0
+            } else {
+                1.0 / (1.0 - p)
+            }
+        })
+        .collect();
+    x.mul(&Tensor::from_f64s(&keep, &[n, c, 1, 1], x.dtype())?)
+}
+
 /// 2×2 neighbourhoods concatenated (4C), normalised, projected to 2C.
 struct PatchMerging {
     norm: LayerNorm,
@@ -249,6 +281,7 @@ struct UperHead {
     fpn: Vec<ConvModule>,
     fuse: ConvModule,
     cls: Conv2d,
+    dropout: f64,
 }
 
 impl UperHead {
@@ -258,6 +291,7 @@ impl UperHead {
         ch: usize,
         scales: &[usize],
         classes: usize,
+        dropout: f64,
     ) -> Result<Self> {
         let last = in_ch[in_ch.len() - 1];
         let ppm = scales
@@ -297,10 +331,11 @@ impl UperHead {
                 Conv2dParams::default(),
                 true,
             )?,
+            dropout,
         })
     }
 
-    fn forward(&self, feats: &[Tensor], train: bool) -> Result<Tensor> {
+    fn forward(&self, feats: &[Tensor], train: bool, rng: &mut SplitMix64) -> Result<Tensor> {
         let top = &feats[feats.len() - 1];
         let size = |t: &Tensor| (t.shape()[2], t.shape()[3]);
         let mut psp = vec![top.clone()];
@@ -339,9 +374,31 @@ impl UperHead {
                 }
             })
             .collect::<Result<_>>()?;
+        let fused = self.fuse.forward(&Tensor::cat(&outs, 1)?, train)?;
         self.cls
-            .forward(&self.fuse.forward(&Tensor::cat(&outs, 1)?, train)?)
+            .forward(&channel_dropout(&fused, self.dropout, train, rng)?)
     }
+}
+
+/// mmseg's auxiliary FCN head (one conv module, `concat_input` off): deep supervision of the
+/// backbone's penultimate stage during training.
+struct AuxHead {
+    conv: ConvModule,
+    cls: Conv2d,
+    dropout: f64,
+}
+
+impl AuxHead {
+    fn forward(&self, x: &Tensor, train: bool, rng: &mut SplitMix64) -> Result<Tensor> {
+        let t = self.conv.forward(x, train)?;
+        self.cls
+            .forward(&channel_dropout(&t, self.dropout, train, rng)?)
+    }
+}
+
+/// The stage the auxiliary head reads: the penultimate (mmseg's `in_index` 2 of four stages).
+fn aux_stage(stages: usize) -> usize {
+    stages.saturating_sub(2)
 }
 
 /// Swin backbone + UperNet head.
@@ -353,6 +410,7 @@ pub struct SwinSegmenter {
     merges: Vec<PatchMerging>,
     out_norms: Vec<LayerNorm>,
     head: UperHead,
+    aux: Option<AuxHead>,
 }
 
 impl SwinSegmenter {
@@ -363,6 +421,8 @@ impl SwinSegmenter {
             || config.window == 0
             || config.patch_size == 0
             || config.classes < 2
+            || !(0.0..1.0).contains(&config.head_dropout)
+            || config.aux_channels == Some(0)
         {
             return Err(Error::invalid(
                 "swin",
@@ -370,7 +430,7 @@ impl SwinSegmenter {
             ));
         }
         for (i, &h) in config.heads.iter().enumerate() {
-            if h == 0 || (config.embed_dim << i) % h != 0 {
+            if h == 0 || !(config.embed_dim << i).is_multiple_of(h) {
                 return Err(Error::invalid(
                     "swin",
                     format!(
@@ -440,7 +500,26 @@ impl SwinSegmenter {
             config.head_channels,
             &config.pool_scales,
             config.classes,
+            config.head_dropout,
         )?;
+        let aux = match config.aux_channels {
+            Some(ch) => {
+                let a = vs.sub("auxiliary_head");
+                Some(AuxHead {
+                    conv: ConvModule::new(&a.sub("convs").sub("0"), widths[aux_stage(ns)], ch, 3)?,
+                    cls: Conv2d::new(
+                        &a.sub("conv_seg"),
+                        ch,
+                        config.classes,
+                        1,
+                        Conv2dParams::default(),
+                        true,
+                    )?,
+                    dropout: config.head_dropout,
+                })
+            }
+            None => None,
+        };
         Ok(SwinSegmenter {
             config,
             patch_embed,
@@ -449,14 +528,30 @@ impl SwinSegmenter {
             merges,
             out_norms,
             head,
+            aux,
         })
     }
 
     /// Logits [N, classes, H, W] for x [N, in, H, W].
     pub fn forward(&self, x: &Tensor, train: bool, rng: &mut SplitMix64) -> Result<Tensor> {
+        Ok(self.forward_with_aux(x, train, rng)?.0)
+    }
+
+    /// Logits and, in training with an auxiliary head, the auxiliary head's logits, both
+    /// upsampled bilinearly to the input size (where mmseg computes every head's loss).
+    pub fn forward_with_aux(
+        &self,
+        x: &Tensor,
+        train: bool,
+        rng: &mut SplitMix64,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let s = x.shape();
         let p = self.config.patch_size;
-        if s.len() != 4 || s[1] != self.config.in_channels || s[2] % p != 0 || s[3] % p != 0 {
+        if s.len() != 4
+            || s[1] != self.config.in_channels
+            || !s[2].is_multiple_of(p)
+            || !s[3].is_multiple_of(p)
+        {
             return Err(Error::shape(
                 "swin",
                 format!(
@@ -483,7 +578,14 @@ impl SwinSegmenter {
                 t = self.merges[i].forward(&t)?;
             }
         }
-        let logits = self.head.forward(&feats, train)?;
-        resize_bilinear(&logits, (s[2], s[3]))
+        let logits = resize_bilinear(&self.head.forward(&feats, train, rng)?, (s[2], s[3]))?;
+        let aux = match (&self.aux, train) {
+            (Some(a), true) => Some(resize_bilinear(
+                &a.forward(&feats[aux_stage(feats.len())], train, rng)?,
+                (s[2], s[3]),
+            )?),
+            _ => None,
+        };
+        Ok((logits, aux))
     }
 }

@@ -96,14 +96,21 @@ impl Segmenter {
     pub fn forward(&self, x: &Tensor, train: bool, rng: &mut SplitMix64) -> Result<Vec<Tensor>> {
         match self {
             Segmenter::UNet(m) => m.forward(x, train),
-            Segmenter::Swin(m) => Ok(vec![m.forward(x, train, rng)?]),
+            Segmenter::Swin(m) => {
+                let (y, aux) = m.forward_with_aux(x, train, rng)?;
+                Ok(std::iter::once(y).chain(aux).collect())
+            }
         }
     }
 
     pub fn supervision_weights(&self) -> Vec<f64> {
         match self {
             Segmenter::UNet(m) => m.config.supervision_weights(),
-            Segmenter::Swin(_) => vec![1.0],
+            // the UperNet head, then mmseg's auxiliary FCN head (both at full resolution)
+            Segmenter::Swin(m) => match m.config.aux_channels {
+                Some(_) => vec![1.0, m.config.aux_weight],
+                None => vec![1.0],
+            },
         }
     }
 }
@@ -122,7 +129,8 @@ fn downsample_classes(classes: &[u8], n: usize, h: usize, w: usize, f: usize) ->
     out
 }
 
-/// Soft Dice (foreground classes, over the batch) + cross-entropy, weighted over resolutions.
+/// Soft Dice (foreground classes, over the batch) + cross-entropy, weighted over outputs; each
+/// output's targets are sampled at its resolution (1, 1/2, 1/4, … of the labels).
 pub fn segmentation_loss(
     outputs: &[Tensor],
     weights: &[f64],
@@ -132,11 +140,25 @@ pub fn segmentation_loss(
     w: usize,
 ) -> Result<Tensor> {
     let mut total: Option<Tensor> = None;
-    for (i, (logits, &wt)) in outputs.iter().zip(weights).enumerate() {
+    for (logits, &wt) in outputs.iter().zip(weights) {
         if wt == 0.0 {
             continue;
         }
-        let f = 1 << i;
+        let lh = logits.shape().get(2).copied().unwrap_or(0);
+        if lh == 0
+            || !h.is_multiple_of(lh)
+            || !(h / lh).is_power_of_two()
+            || logits.shape()[3] * (h / lh) != w
+        {
+            return Err(Error::shape(
+                "segmentation_loss",
+                format!(
+                    "logits {:?} are not at 1/2^k of the labels' {h}×{w}",
+                    logits.shape()
+                ),
+            ));
+        }
+        let f = h / lh;
         let target: Vec<usize> = if f == 1 {
             classes.iter().map(|&c| c as usize).collect()
         } else {
@@ -389,7 +411,7 @@ pub fn train_segmenter(
         ema_loss = Some(ema_loss.map_or(l, |e| 0.9 * e + 0.1 * l));
         loss_curve.push((it, l));
         let out_of_time = cfg.time_limit.is_some_and(|t| t0.elapsed() >= t);
-        if it % cfg.val_every == 0 || it == cfg.iterations || out_of_time {
+        if it.is_multiple_of(cfg.val_every) || it == cfg.iterations || out_of_time {
             let d = validation_dice(&model, val, cfg.batch * 2)?;
             val_curve.push((it, d));
             let secs = t0.elapsed().as_secs_f64();
