@@ -87,6 +87,8 @@ fn unary_ops_match_cpu() {
         Unary::Sign,
         Unary::InRange(-0.3, 0.4),
         Unary::Ge(0.1),
+        Unary::LeakyDeriv(0.2),
+        Unary::GeluDeriv,
     ];
     for dt in [DType::F32, DType::F64] {
         for op in all {
