@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::autograd::{GradFn, record};
-use crate::tensor::shape::{axis, contiguous_strides};
+use crate::tensor::shape::{Layout, axis, contiguous_strides};
 use crate::tensor::{Kernel, StorageElem, Tensor};
 use crate::{Error, Result};
 
@@ -81,22 +81,14 @@ impl ReduceKernel {
     /// `f(o, row, into_one)` where the row reduces into `out[o]` (`into_one`: the innermost
     /// dimension is reduced) or adds elementwise into `out[o..o + row.len()]`.
     fn walk<T: Copy>(&self, x: &[T], mut f: impl FnMut(usize, &[T], bool)) {
-        let (mut shape, mut os): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
-        for (&d, &st) in self.in_shape.iter().zip(&self.out_strides) {
-            if d == 1 {
-                continue;
-            }
-            match (shape.last_mut(), os.last_mut()) {
-                (Some(pd), Some(ps)) if *ps == st * d => {
-                    *pd *= d;
-                    *ps = st;
-                }
-                _ => {
-                    shape.push(d);
-                    os.push(st);
-                }
-            }
+        // the output's strides merge exactly like a view's (the input is contiguous, so it
+        // merges wherever the output does)
+        let (shape, os) = Layout {
+            shape: self.in_shape.clone(),
+            strides: self.out_strides.clone(),
+            offset: 0,
         }
+        .collapsed();
         if x.is_empty() {
             return;
         }

@@ -118,41 +118,7 @@ impl Layout {
 
     /// Storage index of every element, in row-major order of the view.
     pub fn for_each_index(&self, mut f: impl FnMut(usize)) {
-        let n = self.elem_count();
-        if n == 0 {
-            return;
-        }
-        let rank = self.shape.len();
-        if rank == 0 {
-            f(self.offset);
-            return;
-        }
-        let inner = self.shape[rank - 1];
-        let inner_stride = self.strides[rank - 1];
-        let mut idx = vec![0usize; rank];
-        let mut base = self.offset;
-        loop {
-            let mut p = base;
-            for _ in 0..inner {
-                f(p);
-                p += inner_stride;
-            }
-            // advance the outer multi-index
-            let mut d = rank - 1;
-            loop {
-                if d == 0 {
-                    return;
-                }
-                d -= 1;
-                idx[d] += 1;
-                base += self.strides[d];
-                if idx[d] < self.shape[d] {
-                    break;
-                }
-                base -= self.strides[d] * idx[d];
-                idx[d] = 0;
-            }
-        }
+        self.for_each_run(|start, len, stride| (0..len).for_each(|i| f(start + i * stride)));
     }
 }
 
@@ -201,10 +167,18 @@ pub fn axis(op: &'static str, ax: isize, rank: usize) -> Result<usize> {
 mod tests {
     use super::*;
 
+    /// Storage index of each element from its multi-index, the plain way.
     fn indices(l: &Layout) -> Vec<usize> {
-        let mut v = Vec::new();
-        l.for_each_index(|i| v.push(i));
-        v
+        (0..l.elem_count())
+            .map(|mut i| {
+                let mut at = l.offset;
+                for d in (0..l.shape.len()).rev() {
+                    at += (i % l.shape[d]) * l.strides[d];
+                    i /= l.shape[d];
+                }
+                at
+            })
+            .collect()
     }
 
     fn runs(l: &Layout) -> Vec<usize> {
@@ -214,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn runs_visit_the_same_indices_as_the_element_walk() {
+    fn runs_and_the_element_walk_visit_every_index_in_order() {
         let cases = [
             // contiguous, a transpose, a narrow with offset, broadcast dims, size-1 dims, 0-d
             Layout::contiguous(&[2, 3, 4]),
@@ -251,6 +225,9 @@ mod tests {
         ];
         for l in &cases {
             assert_eq!(runs(l), indices(l), "{l:?}");
+            let mut each = Vec::new();
+            l.for_each_index(|i| each.push(i));
+            assert_eq!(each, indices(l), "{l:?}");
             let src: Vec<usize> = (0..64).collect();
             let want: Vec<usize> = indices(l).iter().map(|&i| src[i]).collect();
             assert_eq!(l.gather_from(&src), want, "{l:?}");
