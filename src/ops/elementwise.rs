@@ -201,16 +201,11 @@ mod f32_maps {
             run($x, |x, o| {
                 #[cfg(target_arch = "x86_64")]
                 {
-                    if std::is_x86_feature_detected!("avx512f")
-                        && std::is_x86_feature_detected!("avx512bw")
-                        && std::is_x86_feature_detected!("avx512vl")
-                        && std::is_x86_feature_detected!("avx512dq")
-                    {
+                    if crate::backend::cpu::has_avx512() {
                         // SAFETY: the CPU has the features k512 was compiled for.
                         return unsafe { k512(x, o) };
                     }
-                    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-                    {
+                    if crate::backend::cpu::has_avx2_fma() {
                         // SAFETY: as above.
                         return unsafe { k256(x, o) };
                     }

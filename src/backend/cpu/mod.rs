@@ -50,6 +50,22 @@ pub fn num_threads() -> usize {
     })
 }
 
+/// True when the CPU has the AVX-512 subsets the vectorized loops are compiled for
+/// (F, BW, VL, DQ).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512dq")
+}
+
+/// True when the CPU has AVX2 and FMA (the second tier of the vectorized loops).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
 /// Run `f` — typically a loop over slices — compiled for AVX-512 or AVX2 + FMA when this CPU
 /// has them. The crate is built for the baseline x86-64 (SSE2) so the binary runs anywhere;
 /// `f` is inlined into a copy of this function compiled with the wider instruction set, so
@@ -66,15 +82,11 @@ pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
         fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avx512dq")
-        {
+        if has_avx512() {
             // SAFETY: the CPU has the features the function was compiled for.
             return unsafe { avx512(f) };
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if has_avx2_fma() {
             // SAFETY: as above.
             return unsafe { avx2(f) };
         }
