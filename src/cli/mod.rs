@@ -6,6 +6,7 @@
 //! subcommand `--help`, dispatch, and errors printed as `error: <sentence>` with exit status 2 for
 //! usage mistakes and 1 for failures.
 
+pub mod audit_cmds;
 pub mod data_cmds;
 pub mod seg_cmds;
 
