@@ -1,4 +1,4 @@
-//! `brainsynth audit-memorisation` end to end: a synthetic set made of copies of training images
+//! `brainsynth memorization` end to end: a synthetic set made of copies of training images
 //! (and some unrelated images) is audited against the training store.
 
 mod common;
@@ -82,10 +82,10 @@ fn copies_are_found_and_reported() {
     w.finish().unwrap();
     let out = dir.path().join("audit");
     let o = run(&[
-        "audit-memorisation",
+        "memorization",
         "--synthetic",
         s(&synth_path),
-        "--real",
+        "--train",
         s(&real_path),
         "--out",
         s(&out),
@@ -119,10 +119,10 @@ fn copies_are_found_and_reported() {
     w.finish().unwrap();
     let out2 = dir.path().join("audit2");
     let o = run(&[
-        "audit-memorisation",
+        "memorization",
         "--synthetic",
         s(&synth_path),
-        "--real",
+        "--train",
         s(&small),
         "--out",
         s(&out2),

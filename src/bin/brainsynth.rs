@@ -10,7 +10,7 @@ const COMMANDS: &[Command] = &[
     seg_cmds::STUDY,
     seg_cmds::TRAIN_SEG,
     seg_cmds::EVAL_SEG,
-    audit_cmds::AUDIT_MEMORISATION,
+    audit_cmds::MEMORIZATION,
 ];
 
 fn main() {

@@ -1,4 +1,4 @@
-//! `audit-memorisation`: for every synthetic image, its most correlated training image.
+//! `memorization`: for every synthetic image, its most correlated training image.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -15,12 +15,12 @@ use crate::io::png::{MontageOptions, write_montage};
 use crate::tensor::Device;
 use crate::{Error, Result};
 
-/// `brainsynth audit-memorisation`.
-pub const AUDIT_MEMORISATION: Command = Command {
-    name: "audit-memorisation",
+/// `brainsynth memorization`.
+pub const MEMORIZATION: Command = Command {
+    name: "memorization",
     summary: "find, for every synthetic image, its most correlated training image",
     help: "\
-Usage: brainsynth audit-memorisation --synthetic FILE --real FILE --out DIR [options]
+Usage: brainsynth memorization --synthetic FILE --train FILE--out DIR [options]
 
 The study's memorisation audit: for every image of the synthetic store, the highest Pearson
 correlation with any image of the real (training) store, and which image that is. A generator
@@ -31,14 +31,15 @@ Writes to DIR (each file atomically):
   memorisation.json  every synthetic image's best correlation and training image, the summary
   memorisation.md    the summary table
   histogram.png      distribution of the best correlations
-  closest.png        the closest pairs: rows alternate synthetic image, its nearest training
-                     image (highest correlation first; memorisation.md lists them)
+  closest.png        the closest pairs, three rows each: the synthetic image, its nearest
+                     training image, their absolute difference (highest correlation first;
+                     memorisation.md lists them)
 
 Options:
   --synthetic FILE   slice store of synthetic images (e.g. from `generate`) (required)
-  --real FILE        slice store of real images (required)
+  --train FILE       slice store of real images (required)
   --split FILE       compare only with the training subjects of this split file (as written by
-                     `split` or `study`) (default: every slice of --real)
+                     `split` or `study`) (default: every slice of --train)
   --out DIR          output folder (created if needed; required)
   --channels LIST    channels compared, comma-separated 0-4 = T1,T1ce,T2,FLAIR,annotation
                      (default 0,1,2,3,4)
@@ -87,7 +88,7 @@ fn parse_channels(s: &str) -> Result<Vec<usize>, CliError> {
 
 fn cmd_audit_memorisation(mut a: Args) -> Result<(), CliError> {
     let synth_path = PathBuf::from(a.required("--synthetic")?);
-    let real_path = PathBuf::from(a.required("--real")?);
+    let real_path = PathBuf::from(a.required("--train")?);
     let out = PathBuf::from(a.required("--out")?);
     let split = a.value("--split")?.map(PathBuf::from);
     let channels = match a.value("--channels")? {
@@ -155,6 +156,17 @@ fn cmd_audit_memorisation(mut a: Args) -> Result<(), CliError> {
     write_outputs(&out, &result, &mut synth, &mut real, pairs)?;
     print!("{}", summary_markdown(&result, &synth_path, &real_path));
     Ok(())
+}
+
+/// Pixel-wise |a - b| of every channel, as a slice to draw (the annotation channel shows where
+/// the labels differ).
+fn abs_difference(a: &Slice, b: &Slice) -> Slice {
+    let mut d = a.clone();
+    d.subject = format!("|{} - {}|", a.subject, b.subject);
+    for (x, y) in d.data.iter_mut().zip(&b.data) {
+        *x = x.abs_diff(*y);
+    }
+    d
 }
 
 fn summary_markdown(a: &Audit, synth: &Path, real: &Path) -> String {
@@ -252,9 +264,9 @@ fn write_outputs(
 
     let mut md = String::new();
     md.push_str(&format!(
-        "{}\n## Closest pairs (closest.png, top to bottom)\n\n| row | synthetic image | nearest \
+        "{}\n## Closest pairs (closest.png, top to bottom)\n\n| rows | synthetic image | nearest \
          training image (subject, slice) | correlation |\n|---|---|---|---|\n",
-        summary_markdown(a, Path::new("--synthetic"), Path::new("--real"))
+        summary_markdown(a, Path::new("--synthetic"), Path::new("--train"))
     ));
     let mut rows = Vec::new();
     for (k, (i, n)) in closest.iter().enumerate() {
@@ -262,16 +274,16 @@ fn write_outputs(
         let Some(j) = n.real else { continue };
         let r = real.slice(j)?;
         md.push_str(&format!(
-            "| {} and {} | #{i} ({}) | {} z={} | {:.4} |\n",
-            2 * k + 1,
-            2 * k + 2,
+            "| {}-{} | #{i} ({}) | {} z={} | {:.4} |\n",
+            3 * k + 1,
+            3 * k + 3,
             s.subject,
             r.subject,
             r.index,
             n.correlation
         ));
-        rows.push(s);
-        rows.push(r);
+        let d = abs_difference(&s, &r);
+        rows.extend([s, r, d]);
     }
     write_atomic(out.join("memorisation.md"), md.as_bytes())?;
     if !rows.is_empty() {
