@@ -405,9 +405,20 @@ pub fn run(
     let t0 = Instant::now();
     let mut stopped = StopReason::Finished;
     let mut shown_loss = None::<f64>;
+    // the step whose state `last` holds (nothing new to save before the first step)
+    let mut saved_step = st.step;
     while !st.done(cfg.length) {
         if cfg.stop.should_stop() {
-            // asked to stop before this session did anything: there is nothing new to save
+            if st.step != saved_step {
+                save_last(&st, trainer)?;
+                write_curves(&st)?;
+            }
+            log(&format!(
+                "{kind}: interrupted after iteration {}; the training state is in {} and the \
+                 same command resumes from there",
+                st.step,
+                last.display()
+            ));
             stopped = StopReason::Interrupted;
             break;
         }
@@ -433,16 +444,8 @@ pub fn run(
         let elapsed = t0.elapsed();
         let out_of_time = !finished && cfg.time_limit.is_some_and(|t| elapsed >= t);
         if !finished && cfg.stop.should_stop() {
-            save_last(&st, trainer)?;
-            write_curves(&st)?;
-            log(&format!(
-                "{kind}: interrupted after iteration {}; the training state is in {} and the \
-                 same command resumes from there",
-                st.step,
-                last.display()
-            ));
-            stopped = StopReason::Interrupted;
-            break;
+            // skip validation: the top of the loop writes `last` and returns
+            continue;
         }
         let validate_now = finished
             || out_of_time
@@ -491,6 +494,7 @@ pub fn run(
         }
         if validate_now {
             save_last(&st, trainer)?;
+            saved_step = st.step;
             write_curves(&st)?;
         }
         if let Some(k) = cfg.snapshot_every
