@@ -240,7 +240,6 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
     Ok(results)
 }
 
-
 /// A few test slices with tumour: rows of truth, then each model's prediction (first seed).
 fn write_predictions(opts: &StudyOptions, test: &[Slice], log: &mut dyn FnMut(&str)) -> Result<()> {
     let with_tumour: Vec<&Slice> = test.iter().filter(|s| s.tumour_pixels() > 0).collect();

@@ -70,7 +70,11 @@ fn bits(path: &std::path::Path) -> Vec<(String, Vec<u64>)> {
         .map(|(n, t)| {
             (
                 n.clone(),
-                t.to_vec_f64().unwrap().iter().map(|v| v.to_bits()).collect(),
+                t.to_vec_f64()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect(),
             )
         })
         .collect()
@@ -97,14 +101,19 @@ fn stopped_and_resumed_training_matches_an_uninterrupted_one() {
             }
         })
         .unwrap();
-        assert_eq!((o1.iterations_done, o1.stopped), (3, StopReason::Interrupted));
+        assert_eq!(
+            (o1.iterations_done, o1.stopped),
+            (3, StopReason::Interrupted)
+        );
         let mut lines = Vec::new();
         let o2 = train_segmenter(&cfg, &train, &val, &split, &mut |l| {
             lines.push(l.to_string())
         })
         .unwrap();
         assert!(
-            lines.iter().any(|l| l.contains("resuming") && l.contains("iteration 3")),
+            lines
+                .iter()
+                .any(|l| l.contains("resuming") && l.contains("iteration 3")),
             "{lines:?}"
         );
         assert_eq!(o2.iterations_done, 6);
@@ -134,4 +143,3 @@ fn stopped_and_resumed_training_matches_an_uninterrupted_one() {
         }
     }
 }
-

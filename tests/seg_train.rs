@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use brainsynth::data::phantom::{PhantomConfig, phantom_case};
 use brainsynth::data::{Slice, SliceConfig, slices_from_case};
 use brainsynth::eval::dice::Region;
+use brainsynth::io::checkpoint::Checkpoint;
 use brainsynth::models::swin::SwinConfig;
 use brainsynth::models::unet::UNetConfig;
 use brainsynth::train::profile::SegProfile;
-use brainsynth::io::checkpoint::Checkpoint;
 use brainsynth::train::seg::{SegKind, SegTrainConfig, evaluate, load_segmenter, train_segmenter};
 
 fn slices(subjects: std::ops::Range<usize>) -> Vec<Slice> {

@@ -163,7 +163,11 @@ fn bits(path: &Path) -> Vec<(String, Vec<u64>)> {
         .map(|(n, t)| {
             (
                 n.clone(),
-                t.to_vec_f64().unwrap().iter().map(|v| v.to_bits()).collect(),
+                t.to_vec_f64()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect(),
             )
         })
         .collect()
@@ -281,7 +285,10 @@ fn best_by_metric_snapshots_images_and_curves() {
     let mut lines = Vec::new();
     let o2 = run(&mut toy(5), &c, &mut |l| lines.push(l.to_string())).unwrap();
     assert_eq!((o2.start_step, o2.steps_done), (8, 8));
-    assert!(lines.iter().any(|l| l.contains("already reached")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("already reached")),
+        "{lines:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -8,8 +8,8 @@ use crate::data::split::{SplitSpec, split_subjects};
 use crate::data::store::read_store;
 use crate::eval::dice::Region;
 use crate::study::{StudyData, StudyOptions, run_study};
-use crate::train::profile::SegProfile;
 use crate::tensor::Device;
+use crate::train::profile::SegProfile;
 use crate::train::runner::StopReason;
 use crate::train::seg::{SegKind, check_device, evaluate, load_segmenter, train_segmenter};
 

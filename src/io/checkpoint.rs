@@ -564,7 +564,12 @@ impl Checkpoint {
 
     /// The checks of [`Checkpoint::load_into`] without assigning anything, so a state made of
     /// several sections can be checked whole before any of it changes.
-    pub fn check_into(&self, section: &str, targets: &[(String, Tensor)], what: &str) -> Result<()> {
+    pub fn check_into(
+        &self,
+        section: &str,
+        targets: &[(String, Tensor)],
+        what: &str,
+    ) -> Result<()> {
         let found = self.section(section);
         let found_map: HashMap<&str, &Tensor> =
             found.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -760,7 +765,10 @@ impl Checkpoint {
 
     /// A random stream written by [`CheckpointWriter::set_rng`], positioned where it was saved.
     pub fn rng(&self, name: &str) -> Result<SplitMix64> {
-        self.parsed::<u64>(&format!("rng.{name}"), &format!("random-stream state {name:?}"))
-            .map(SplitMix64::from_state)
+        self.parsed::<u64>(
+            &format!("rng.{name}"),
+            &format!("random-stream state {name:?}"),
+        )
+        .map(SplitMix64::from_state)
     }
 }

@@ -260,11 +260,16 @@ impl RunState {
             })?,
         };
         let images = ck.u64_value("run.images").unwrap_or(0);
-        let best = match (ck.u64_value("run.best_step"), ck.f64_value("run.best_metric")) {
+        let best = match (
+            ck.u64_value("run.best_step"),
+            ck.f64_value("run.best_metric"),
+        ) {
             (Ok(s), Ok(v)) => Some((s, v)),
             _ => {
                 let v = ck.meta("best_val_dice").and_then(|v| v.parse::<f64>().ok());
-                let s = ck.meta("best_iteration").and_then(|v| v.parse::<u64>().ok());
+                let s = ck
+                    .meta("best_iteration")
+                    .and_then(|v| v.parse::<u64>().ok());
                 match (s, v) {
                     (Some(s), Some(v)) if v.is_finite() => Some((s, v)),
                     _ => None,
@@ -380,7 +385,11 @@ pub fn run(
             series.push(Series {
                 label: m.name.clone(),
                 rgb: PALETTE[series.len() % PALETTE.len()],
-                points: st.metric_curve.iter().map(|&(s, v)| (s as f64, v)).collect(),
+                points: st
+                    .metric_curve
+                    .iter()
+                    .map(|&(s, v)| (s as f64, v))
+                    .collect(),
             });
         }
         if series.iter().all(|s| s.points.is_empty()) {
@@ -447,9 +456,8 @@ pub fn run(
             // skip validation: the top of the loop writes `last` and returns
             continue;
         }
-        let validate_now = finished
-            || out_of_time
-            || (cfg.val_every > 0 && st.step.is_multiple_of(cfg.val_every));
+        let validate_now =
+            finished || out_of_time || (cfg.val_every > 0 && st.step.is_multiple_of(cfg.val_every));
         let log_now = validate_now || (cfg.log_every > 0 && st.step.is_multiple_of(cfg.log_every));
         let mut metric_text = String::new();
         if validate_now && let Some(v) = trainer.validate(st.step)? {

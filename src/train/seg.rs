@@ -20,9 +20,7 @@ use crate::ops::loss::{DiceOptions, cross_entropy, one_hot, soft_dice_loss};
 use crate::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig, clip_grad_norm};
 use crate::tensor::{DType, Device, Tensor};
 use crate::train::interrupt::StopToken;
-use crate::train::runner::{
-    Metric, RunConfig, RunLength, StepOutput, StopReason, Trainer, run,
-};
+use crate::train::runner::{Metric, RunConfig, RunLength, StepOutput, StopReason, Trainer, run};
 use crate::{Error, Result};
 
 /// Share of every training batch drawn from slices with tumour (nnU-Net's
@@ -342,7 +340,10 @@ impl<'a> SegTrainer<'a> {
             return Err(Error::Data("the validation set has no slices".into()));
         }
         if cfg.batch == 0 {
-            return Err(Error::invalid("train-seg", "the batch size must be at least 1"));
+            return Err(Error::invalid(
+                "train-seg",
+                "the batch size must be at least 1",
+            ));
         }
         check_device(cfg.device)?;
         let store = ParamStore::with_dtype(cfg.seed, DType::F32);
@@ -443,8 +444,7 @@ impl Trainer for SegTrainer<'_> {
         let refs: Vec<&Slice> = picked.iter().collect();
         let (x, classes, shape) = images_tensor(&refs)?;
         let outs = self.model.forward(&x, true, &mut self.rng)?;
-        let loss =
-            segmentation_loss(&outs, &self.weights, &classes, shape[0], shape[2], shape[3])?;
+        let loss = segmentation_loss(&outs, &self.weights, &classes, shape[0], shape[2], shape[3])?;
         let store = self.model.store();
         store.zero_grad();
         loss.backward()?;
