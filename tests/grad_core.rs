@@ -440,9 +440,14 @@ fn unused_inputs_and_empty_graphs_are_errors_unless_allowed() {
         e.contains("input 1") && e.contains("[2]") && e.contains("allow_unused"),
         "{e}"
     );
-    let e = grad(std::slice::from_ref(&y), None, &[plain.clone()], false)
-        .unwrap_err()
-        .to_string();
+    let e = grad(
+        std::slice::from_ref(&y),
+        None,
+        std::slice::from_ref(&plain),
+        false,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("variable()"), "{e}");
     // allowed: zeros for the unused input, the true gradient for the used one
     let g = grad_with(
