@@ -10,7 +10,7 @@
 mod gpu;
 use gpu::*;
 
-use brainsynth::autograd::grad;
+use brainsynth::autograd::{GradOptions, grad_with};
 use brainsynth::backend::cuda;
 use brainsynth::models::unet::{UNet, UNetConfig};
 use brainsynth::nn::{Init, ParamStore};
@@ -456,4 +456,23 @@ fn unet_sgd_step_on_gpu_matches_cpu() {
     for (i, (g, c)) in gpu_p.iter().zip(cpu_p).enumerate() {
         assert_close_tol(&format!("U-Net parameter {i} after one step"), g, c, 1e-4);
     }
+}
+
+/// Parity compares every input's gradient, zeros included: an input that an op (or a
+/// second-order graph of a linear op) does not depend on gets zeros on both devices.
+fn grad(
+    outputs: &[brainsynth::Tensor],
+    grad_outputs: Option<&[brainsynth::Tensor]>,
+    inputs: &[brainsynth::Tensor],
+    create_graph: bool,
+) -> brainsynth::Result<Vec<brainsynth::Tensor>> {
+    grad_with(
+        outputs,
+        grad_outputs,
+        inputs,
+        GradOptions {
+            create_graph,
+            allow_unused: true,
+        },
+    )
 }
