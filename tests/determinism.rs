@@ -214,3 +214,44 @@ fn swin_training_is_bit_identical_run_to_run() {
     assert_eq!(l1, l2, "Swin losses differ between two runs");
     assert_same("Swin", &w1, &w2);
 }
+
+/// Set in the child process of the test below.
+const CHILD: &str = "BRAINSYNTH_DETERMINISM_CHILD";
+
+#[test]
+fn training_is_bit_identical_across_processes() {
+    four_threads();
+    let digests = || {
+        format!(
+            "digests {:016x} {:016x}",
+            digest(&train_unet().0),
+            digest(&train_swin().0)
+        )
+    };
+    if std::env::var_os(CHILD).is_some() {
+        println!("{}", digests());
+        return;
+    }
+    // the same training in a fresh process (other addresses, other hash seeds)
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "training_is_bit_identical_across_processes",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&child.stdout);
+    assert!(child.status.success(), "child failed: {out}");
+    let theirs = out
+        .lines()
+        .find_map(|l| l.find("digests ").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("no digests in the child's output: {out}"));
+    assert_eq!(
+        digests(),
+        theirs,
+        "U-Net and Swin digests, this process vs another"
+    );
+}
