@@ -443,7 +443,12 @@ pub fn conv2d_backward_weight<T: StorageElem>(x: &[T], dy: &[T], g: &ConvGeom) -
     let tiles = Tiles::new(g.n, p, cblock * taps, size_of::<T>());
     let count = tiles.count();
     let threads = super::worker_threads();
-    let lanes = (2 * threads).div_ceil(g.groups * blocks).clamp(1, count);
+    // about two tasks per thread, as many lanes as that takes (one on a single thread)
+    let lanes = if threads == 1 {
+        1
+    } else {
+        (2 * threads).div_ceil(g.groups * blocks).clamp(1, count)
+    };
     let per_lane = count.div_ceil(lanes);
     let lanes = count.div_ceil(per_lane);
     let mut dw = vec![T::zero(); lanes * wlen];
