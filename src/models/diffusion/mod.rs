@@ -1,7 +1,11 @@
 //! The denoising diffusion generator, as openai's guided-diffusion builds and trains it: the
-//! U-Net ([`unet`]) and the Gaussian diffusion process with its schedules, loss and samplers
-//! ([`schedule`], [`sampler`]).
+//! U-Net ([`unet`]), the process's coefficients and respacing ([`schedule`]) and the process on
+//! tensors — training loss, posterior, ancestral and DDIM sampling ([`sampler`]).
 
+pub mod sampler;
+pub mod schedule;
 pub mod unet;
 
+pub use sampler::{Diffusion, MeanVariance, Sampler};
+pub use schedule::{BetaSchedule, FixedVariance, Schedule, space_timesteps};
 pub use unet::{DiffusionUNet, DiffusionUNetConfig};
