@@ -10,6 +10,7 @@
 
 use rand::rngs::StdRng;
 
+use crate::autograd::no_grad;
 use super::schedule::{Schedule, space_sections, space_timesteps};
 use crate::ops::loss::mse_loss;
 use crate::tensor::{DType, Tensor};
@@ -320,15 +321,18 @@ impl Diffusion {
         dtype: DType,
         rng: &mut StdRng,
     ) -> Result<Tensor> {
-        let mut x = Tensor::randn(shape, dtype, rng);
-        Self::check_x(&x)?;
-        for i in (0..self.num_steps()).rev() {
-            let st = vec![i; shape[0]];
-            // drawn at every step, the last included, as guided-diffusion does
-            let noise = Tensor::randn(shape, dtype, rng);
-            x = self.p_sample_at(model, &x, &st, &noise)?;
-        }
-        Ok(x)
+        // sampling needs no graph (and would keep every step's alive)
+        no_grad(|| {
+            let mut x = Tensor::randn(shape, dtype, rng);
+            Self::check_x(&x)?;
+            for i in (0..self.num_steps()).rev() {
+                let st = vec![i; shape[0]];
+                // drawn at every step, the last included, as guided-diffusion does
+                let noise = Tensor::randn(shape, dtype, rng);
+                x = self.p_sample_at(model, &x, &st, &noise)?;
+            }
+            Ok(x)
+        })
     }
 
     /// `ddim_sample_loop` with η (noise drawn only when η > 0).
@@ -340,14 +344,16 @@ impl Diffusion {
         eta: f64,
         rng: &mut StdRng,
     ) -> Result<Tensor> {
-        let mut x = Tensor::randn(shape, dtype, rng);
-        Self::check_x(&x)?;
-        for i in (0..self.num_steps()).rev() {
-            let st = vec![i; shape[0]];
-            let noise = (eta > 0.0).then(|| Tensor::randn(shape, dtype, rng));
-            x = self.ddim_at(model, &x, &st, eta, noise.as_ref())?;
-        }
-        Ok(x)
+        no_grad(|| {
+            let mut x = Tensor::randn(shape, dtype, rng);
+            Self::check_x(&x)?;
+            for i in (0..self.num_steps()).rev() {
+                let st = vec![i; shape[0]];
+                let noise = (eta > 0.0).then(|| Tensor::randn(shape, dtype, rng));
+                x = self.ddim_at(model, &x, &st, eta, noise.as_ref())?;
+            }
+            Ok(x)
+        })
     }
 
     /// Samples of `shape` with the chosen sampler (respacing this process as needed).
