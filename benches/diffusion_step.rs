@@ -43,7 +43,10 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("train_step_w{w}_b{BATCH}"), |b| {
             b.iter(|| {
                 let (t, noise) = draw_t_noise(&d, &x0, &mut rng).unwrap();
-                train_step(&model, &d, &store, &mut opt, &x0, &t, &noise, None, None).unwrap()
+                train_step(
+                    &model, &d, &store, &mut opt, &x0, &t, &noise, None, None, &mut rng,
+                )
+                .unwrap()
             })
         });
         let t = Tensor::full(10.0, &[BATCH], DType::F32);

@@ -98,9 +98,15 @@ fn schedule_and_respacing_match_guided_diffusion() {
         ("alphas_cumprod", &s.alphas_cumprod),
         ("alphas_cumprod_prev", &s.alphas_cumprod_prev),
         ("sqrt_recip_alphas_cumprod", &s.sqrt_recip_alphas_cumprod),
-        ("sqrt_recipm1_alphas_cumprod", &s.sqrt_recipm1_alphas_cumprod),
+        (
+            "sqrt_recipm1_alphas_cumprod",
+            &s.sqrt_recipm1_alphas_cumprod,
+        ),
         ("posterior_variance", &s.posterior_variance),
-        ("posterior_log_variance_clipped", &s.posterior_log_variance_clipped),
+        (
+            "posterior_log_variance_clipped",
+            &s.posterior_log_variance_clipped,
+        ),
         ("posterior_mean_coef1", &s.posterior_mean_coef1),
         ("posterior_mean_coef2", &s.posterior_mean_coef2),
     ] {
@@ -111,16 +117,28 @@ fn schedule_and_respacing_match_guided_diffusion() {
         &BetaSchedule::Cosine.betas(1000).unwrap(),
         fixtures::get(&fx, "sched.cosine1000_betas"),
     );
-    for (name, spec) in [("k100", "100"), ("ddim50", "ddim50"), ("sections", "10,15,20")] {
+    for (name, spec) in [
+        ("k100", "100"),
+        ("ddim50", "ddim50"),
+        ("sections", "10,15,20"),
+    ] {
         let ours: Vec<f64> = space_timesteps(4000, spec)
             .unwrap()
             .iter()
             .map(|&i| i as f64)
             .collect();
-        assert_eq!(ours, fixtures::get(&fx, &format!("space.{name}")).f64s(), "{spec}");
+        assert_eq!(
+            ours,
+            fixtures::get(&fx, &format!("space.{name}")).f64s(),
+            "{spec}"
+        );
     }
     let r = s.respaced(&space_timesteps(4000, "100").unwrap()).unwrap();
-    close_f64("respaced betas", &r.betas, fixtures::get(&fx, "space.k100_betas"));
+    close_f64(
+        "respaced betas",
+        &r.betas,
+        fixtures::get(&fx, "space.k100_betas"),
+    );
 }
 
 fn check(name: &str, ours: &Tensor, fx: &HashMap<String, fixtures::Array>, key: &str) {
@@ -137,7 +155,12 @@ fn loss_and_sampler_steps_match_guided_diffusion() {
     let eps = |x: &Tensor, t: &Tensor| model.forward(x, t);
     let d = Diffusion::new(Schedule::study());
     let loss = d
-        .training_loss(&eps, &tensor(&fx, "loss.x0"), &tensor(&fx, "loss.t"), &tensor(&fx, "loss.noise"))
+        .training_loss(
+            &eps,
+            &tensor(&fx, "loss.x0"),
+            &tensor(&fx, "loss.t"),
+            &tensor(&fx, "loss.noise"),
+        )
         .unwrap();
     check("loss", &loss.reshape(&[1]).unwrap(), &fx, "loss.value");
 
@@ -149,15 +172,25 @@ fn loss_and_sampler_steps_match_guided_diffusion() {
     check("pred x0", &out.pred_xstart, &fx, "pmv.pred_xstart");
 
     let noise = tensor(&fx, "psample.noise");
-    let y = d.p_sample(&eps, &x, &tensor(&fx, "psample.t"), &noise).unwrap();
+    let y = d
+        .p_sample(&eps, &x, &tensor(&fx, "psample.t"), &noise)
+        .unwrap();
     check("ancestral step", &y, &fx, "psample.sample");
-    let y = d.ddim_sample(&eps, &x, &tensor(&fx, "psample.t"), 0.0, None).unwrap();
+    let y = d
+        .ddim_sample(&eps, &x, &tensor(&fx, "psample.t"), 0.0, None)
+        .unwrap();
     check("DDIM step", &y, &fx, "ddim.sample");
 
     let sp = d.respaced(&space_timesteps(4000, "100").unwrap()).unwrap();
-    let y = sp.p_sample(&eps, &x, &tensor(&fx, "spsample.t"), &noise).unwrap();
+    let y = sp
+        .p_sample(&eps, &x, &tensor(&fx, "spsample.t"), &noise)
+        .unwrap();
     check("respaced ancestral step", &y, &fx, "spsample.sample");
-    let sd = d.respaced(&space_timesteps(4000, "ddim50").unwrap()).unwrap();
-    let y = sd.ddim_sample(&eps, &x, &tensor(&fx, "spddim.t"), 0.0, None).unwrap();
+    let sd = d
+        .respaced(&space_timesteps(4000, "ddim50").unwrap())
+        .unwrap();
+    let y = sd
+        .ddim_sample(&eps, &x, &tensor(&fx, "spddim.t"), 0.0, None)
+        .unwrap();
     check("respaced DDIM step", &y, &fx, "spddim.sample");
 }

@@ -26,8 +26,16 @@ fn moments(x: &Tensor) -> (f64, f64) {
 fn chain_moments(d: &Diffusion, sampler: Sampler) -> (f64, f64) {
     let (p, ddim) = match sampler {
         Sampler::Ancestral => (d.clone(), false),
-        Sampler::Respaced(k) => (d.respaced(&space_timesteps(4000, &k.to_string()).unwrap()).unwrap(), false),
-        Sampler::Ddim(k) => (d.respaced(&space_timesteps(4000, &format!("ddim{k}")).unwrap()).unwrap(), true),
+        Sampler::Respaced(k) => (
+            d.respaced(&space_timesteps(4000, &k.to_string()).unwrap())
+                .unwrap(),
+            false,
+        ),
+        Sampler::Ddim(k) => (
+            d.respaced(&space_timesteps(4000, &format!("ddim{k}")).unwrap())
+                .unwrap(),
+            true,
+        ),
     };
     let s = &p.schedule;
     let (mut m, mut v) = (0.0, 1.0);
@@ -39,11 +47,18 @@ fn chain_moments(d: &Diffusion, sampler: Sampler) -> (f64, f64) {
         let a0 = s.sqrt_recip_alphas_cumprod[i] - s.sqrt_recipm1_alphas_cumprod[i] * ea;
         let b0 = -s.sqrt_recipm1_alphas_cumprod[i] * eb;
         let (a, b, var) = if ddim {
-            let (c0, ce) = (s.alphas_cumprod_prev[i].sqrt(), (1.0 - s.alphas_cumprod_prev[i]).sqrt());
+            let (c0, ce) = (
+                s.alphas_cumprod_prev[i].sqrt(),
+                (1.0 - s.alphas_cumprod_prev[i]).sqrt(),
+            );
             (c0 * a0 + ce * ea, c0 * b0 + ce * eb, 0.0)
         } else {
             let (c1, c2) = (s.posterior_mean_coef1[i], s.posterior_mean_coef2[i]);
-            let var = if i == 0 { 0.0 } else { s.model_log_variance[i].exp() };
+            let var = if i == 0 {
+                0.0
+            } else {
+                s.model_log_variance[i].exp()
+            };
             (c1 * a0 + c2, c1 * b0, var)
         };
         m = a * m + b;
@@ -73,24 +88,41 @@ fn samplers_reproduce_a_gaussian_toy_distribution() {
     };
     // the full chain is the data distribution (to discretisation error)
     let (m, s) = chain_moments(&d, Sampler::Ancestral);
-    assert!((m - MU).abs() < 1e-3 && (s - S).abs() < 2e-3, "ancestral chain: {m} ± {s}");
+    assert!(
+        (m - MU).abs() < 1e-3 && (s - S).abs() < 2e-3,
+        "ancestral chain: {m} ± {s}"
+    );
     // sampling error of N draws: 0.2/√4000 ≈ 0.003 on the mean, 0.2/√8000 ≈ 0.0022 on the std
-    for sampler in [Sampler::Ancestral, Sampler::Respaced(100), Sampler::Ddim(50)] {
+    for sampler in [
+        Sampler::Ancestral,
+        Sampler::Respaced(100),
+        Sampler::Ddim(50),
+    ] {
         let mut rng = StdRng::seed_from_u64(7);
-        let x = d.sample(&eps, sampler, &[N, 1, 1, 1], DType::F32, &mut rng).unwrap();
+        let x = d
+            .sample(&eps, sampler, &[N, 1, 1, 1], DType::F32, &mut rng)
+            .unwrap();
         let (m, s) = moments(&x);
         let (wm, ws) = chain_moments(&d, sampler);
-        println!("{sampler:?}: mean {m:.4} (chain {wm:.4}, data {MU}), std {s:.4} (chain {ws:.4}, data {S})");
+        println!(
+            "{sampler:?}: mean {m:.4} (chain {wm:.4}, data {MU}), std {s:.4} (chain {ws:.4}, data {S})"
+        );
         assert!((m - wm).abs() < 0.012, "{sampler:?}: mean {m} vs {wm}");
         assert!((s - ws).abs() < 0.009, "{sampler:?}: std {s} vs {ws}");
     }
     // same seed, same samples
     let run = |seed| {
         let mut rng = StdRng::seed_from_u64(seed);
-        d.sample(&eps, Sampler::Respaced(20), &[8, 1, 1, 1], DType::F32, &mut rng)
-            .unwrap()
-            .to_vec_f32()
-            .unwrap()
+        d.sample(
+            &eps,
+            Sampler::Respaced(20),
+            &[8, 1, 1, 1],
+            DType::F32,
+            &mut rng,
+        )
+        .unwrap()
+        .to_vec_f32()
+        .unwrap()
     };
     assert_eq!(run(3), run(3));
     assert_ne!(run(3), run(4));
@@ -101,7 +133,12 @@ fn samplers_refuse_impossible_step_counts() {
     let d = Diffusion::new(Schedule::study());
     let eps = |x: &Tensor, _t: &Tensor| Ok(x.clone());
     let mut rng = StdRng::seed_from_u64(0);
-    for s in [Sampler::Respaced(0), Sampler::Respaced(4001), Sampler::Ddim(0), Sampler::Ddim(3999)] {
+    for s in [
+        Sampler::Respaced(0),
+        Sampler::Respaced(4001),
+        Sampler::Ddim(0),
+        Sampler::Ddim(3999),
+    ] {
         let e = d.sample(&eps, s, &[1, 1, 1, 1], DType::F32, &mut rng);
         assert!(e.is_err(), "{s:?} accepted");
         println!("{s:?}: {}", e.err().unwrap());
@@ -110,7 +147,10 @@ fn samplers_refuse_impossible_step_counts() {
         assert!(Sampler::parse(bad).is_err(), "{bad} parsed");
     }
     assert_eq!(Sampler::parse("ddim:50").unwrap(), Sampler::Ddim(50));
-    assert_eq!(Sampler::parse("respaced:100").unwrap(), Sampler::Respaced(100));
+    assert_eq!(
+        Sampler::parse("respaced:100").unwrap(),
+        Sampler::Respaced(100)
+    );
     assert_eq!(Sampler::parse("ancestral").unwrap(), Sampler::Ancestral);
     // timesteps outside the process, or not integers
     let x = Tensor::zeros(&[2, 1, 1, 1], DType::F32);

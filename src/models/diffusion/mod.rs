@@ -10,5 +10,5 @@ pub mod unet;
 
 pub use sampler::{Diffusion, MeanVariance, Sampler};
 pub use schedule::{BetaSchedule, FixedVariance, Schedule, space_timesteps};
-pub use unet::{DiffusionUNet, DiffusionUNetConfig};
 pub use train_step::{StepStats, draw_t_noise, study_optimizer_config, train_step};
+pub use unet::{DiffusionUNet, DiffusionUNetConfig};

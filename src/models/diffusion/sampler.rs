@@ -10,8 +10,8 @@
 
 use rand::rngs::StdRng;
 
-use crate::autograd::no_grad;
 use super::schedule::{Schedule, space_sections, space_timesteps};
+use crate::autograd::no_grad;
 use crate::ops::loss::mse_loss;
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
@@ -181,13 +181,23 @@ impl Diffusion {
     }
 
     /// The reverse step's mean and (fixed) variance at x_t, t, with the predicted x₀.
-    pub fn p_mean_variance(&self, model: &EpsModel, x: &Tensor, t: &Tensor) -> Result<MeanVariance> {
+    pub fn p_mean_variance(
+        &self,
+        model: &EpsModel,
+        x: &Tensor,
+        t: &Tensor,
+    ) -> Result<MeanVariance> {
         Self::check_x(x)?;
         let st = self.steps(t, x.shape()[0])?;
         self.p_mean_variance_at(model, x, &st)
     }
 
-    fn p_mean_variance_at(&self, model: &EpsModel, x: &Tensor, st: &[usize]) -> Result<MeanVariance> {
+    fn p_mean_variance_at(
+        &self,
+        model: &EpsModel,
+        x: &Tensor,
+        st: &[usize],
+    ) -> Result<MeanVariance> {
         let s = &self.schedule;
         let (sh, dt) = (x.shape(), x.dtype());
         let eps = model(x, &self.model_timesteps(st, dt)?)?;
@@ -218,13 +228,25 @@ impl Diffusion {
     }
 
     /// One ancestral step x_t → x_{t−1} = mean + [t ≠ 0]·exp(½ log σ²)·noise.
-    pub fn p_sample(&self, model: &EpsModel, x: &Tensor, t: &Tensor, noise: &Tensor) -> Result<Tensor> {
+    pub fn p_sample(
+        &self,
+        model: &EpsModel,
+        x: &Tensor,
+        t: &Tensor,
+        noise: &Tensor,
+    ) -> Result<Tensor> {
         Self::check_x(x)?;
         let st = self.steps(t, x.shape()[0])?;
         self.p_sample_at(model, x, &st, noise)
     }
 
-    fn p_sample_at(&self, model: &EpsModel, x: &Tensor, st: &[usize], noise: &Tensor) -> Result<Tensor> {
+    fn p_sample_at(
+        &self,
+        model: &EpsModel,
+        x: &Tensor,
+        st: &[usize],
+        noise: &Tensor,
+    ) -> Result<Tensor> {
         if noise.shape() != x.shape() {
             return Err(Error::shape(
                 OP,
@@ -233,8 +255,11 @@ impl Diffusion {
         }
         let out = self.p_mean_variance_at(model, x, st)?;
         let sd = out.log_variance.mul_scalar(0.5)?.exp()?;
-        out.mean
-            .add(&Self::nonzero_mask(st, x.shape(), x.dtype())?.mul(&sd)?.mul(noise)?)
+        out.mean.add(
+            &Self::nonzero_mask(st, x.shape(), x.dtype())?
+                .mul(&sd)?
+                .mul(noise)?,
+        )
     }
 
     /// One DDIM step (`ddim_sample`) with η (0: deterministic, `noise` unused).
@@ -259,7 +284,7 @@ impl Diffusion {
         eta: f64,
         noise: Option<&Tensor>,
     ) -> Result<Tensor> {
-        if !(eta >= 0.0) {
+        if eta.is_nan() || eta < 0.0 {
             return Err(Error::invalid(OP, format!("DDIM η must be ≥ 0, not {eta}")));
         }
         let s = &self.schedule;
@@ -283,20 +308,26 @@ impl Diffusion {
                 eta * ((1.0 - ap) / (1.0 - a)).sqrt() * (1.0 - a / ap).sqrt()
             })
             .collect();
-        let c_x0: Vec<f64> = st.iter().map(|&i| r(s.alphas_cumprod_prev[i]).sqrt()).collect();
+        let c_x0: Vec<f64> = st
+            .iter()
+            .map(|&i| r(s.alphas_cumprod_prev[i]).sqrt())
+            .collect();
         let c_eps: Vec<f64> = st
             .iter()
             .zip(&sigma)
-            .map(|(&i, sg)| (1.0 - r(s.alphas_cumprod_prev[i]) - sg * sg).max(0.0).sqrt())
+            .map(|(&i, sg)| {
+                (1.0 - r(s.alphas_cumprod_prev[i]) - sg * sg)
+                    .max(0.0)
+                    .sqrt()
+            })
             .collect();
         let idx: Vec<usize> = (0..st.len()).collect();
         let mut y = Self::extract(&c_x0, &idx, sh, dt)?
             .mul(&out.pred_xstart)?
             .add(&Self::extract(&c_eps, &idx, sh, dt)?.mul(&eps)?)?;
         if eta > 0.0 {
-            let noise = noise.ok_or_else(|| {
-                Error::invalid(OP, "DDIM with η > 0 needs a noise tensor")
-            })?;
+            let noise =
+                noise.ok_or_else(|| Error::invalid(OP, "DDIM with η > 0 needs a noise tensor"))?;
             if noise.shape() != sh {
                 return Err(Error::shape(
                     OP,

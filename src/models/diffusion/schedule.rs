@@ -43,11 +43,21 @@ impl BetaSchedule {
                 // numpy's linspace: start + i·step, the last value exactly `hi`
                 let step = (hi - lo) / (steps - 1) as f64;
                 (0..steps)
-                    .map(|i| if i == steps - 1 { hi } else { lo + i as f64 * step })
+                    .map(|i| {
+                        if i == steps - 1 {
+                            hi
+                        } else {
+                            lo + i as f64 * step
+                        }
+                    })
                     .collect()
             }
             BetaSchedule::Cosine => {
-                let abar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+                let abar = |t: f64| {
+                    ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+                        .cos()
+                        .powi(2)
+                };
                 (0..steps)
                     .map(|i| {
                         let (t1, t2) = (i as f64 / steps as f64, (i + 1) as f64 / steps as f64);
@@ -105,7 +115,11 @@ impl Schedule {
         Self::new(betas, FixedVariance::Large).expect("linear betas lie in (0, 1]")
     }
 
-    fn with_map(betas: Vec<f64>, variance: FixedVariance, timestep_map: Vec<usize>) -> Result<Self> {
+    fn with_map(
+        betas: Vec<f64>,
+        variance: FixedVariance,
+        timestep_map: Vec<usize>,
+    ) -> Result<Self> {
         let n = betas.len();
         if n < 2 {
             return Err(Error::invalid(
@@ -132,7 +146,9 @@ impl Schedule {
         let pv_clipped: Vec<f64> = (0..n).map(|i| if i == 0 { pv[1] } else { pv[i] }).collect();
         let (model_variance, model_log_variance) = match variance {
             FixedVariance::Large => {
-                let v: Vec<f64> = (0..n).map(|i| if i == 0 { pv[1] } else { betas[i] }).collect();
+                let v: Vec<f64> = (0..n)
+                    .map(|i| if i == 0 { pv[1] } else { betas[i] })
+                    .collect();
                 let l = v.iter().map(|x| x.ln()).collect();
                 (v, l)
             }
@@ -145,7 +161,9 @@ impl Schedule {
             sqrt_recipm1_alphas_cumprod: ac.iter().map(|a| (1.0 / a - 1.0).sqrt()).collect(),
             posterior_log_variance_clipped: pv_clipped.iter().map(|x| x.ln()).collect(),
             posterior_mean_coef1: map(&|i| betas[i] * acp[i].sqrt() / (1.0 - ac[i])),
-            posterior_mean_coef2: map(&|i| (1.0 - acp[i]) * (1.0 - betas[i]).sqrt() / (1.0 - ac[i])),
+            posterior_mean_coef2: map(&|i| {
+                (1.0 - acp[i]) * (1.0 - betas[i]).sqrt() / (1.0 - ac[i])
+            }),
             posterior_variance: pv,
             model_variance,
             model_log_variance,
@@ -208,7 +226,11 @@ pub fn space_timesteps(steps: usize, spec: &str) -> Result<Vec<usize>> {
         .split(',')
         .map(|s| s.trim().parse::<usize>())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| bad(format!("{spec:?}: expected step counts like 100 or 10,20,30")))?;
+        .map_err(|_| {
+            bad(format!(
+                "{spec:?}: expected step counts like 100 or 10,20,30"
+            ))
+        })?;
     space_sections(steps, &counts)
 }
 
@@ -253,7 +275,11 @@ mod tests {
 
     #[test]
     fn respacing_every_step_is_the_same_process() {
-        let s = Schedule::new(BetaSchedule::Linear.betas(50).unwrap(), FixedVariance::Large).unwrap();
+        let s = Schedule::new(
+            BetaSchedule::Linear.betas(50).unwrap(),
+            FixedVariance::Large,
+        )
+        .unwrap();
         let r = s.respaced(&(0..50).collect::<Vec<_>>()).unwrap();
         for (a, b) in s.betas.iter().zip(&r.betas) {
             assert!((a - b).abs() < 1e-12);

@@ -50,7 +50,8 @@ pub struct StepStats {
 
 /// One optimiser step on the batch x₀ (in [−1, 1]) with the given t [N] and ε. `store` holds the
 /// model's parameters (those `opt` updates); `clip` bounds the gradient norm; `ema`, when given,
-/// is updated after the step with its own decay.
+/// is updated after the step with its own decay; `dropout_rng` draws the dropout masks when the
+/// model has dropout (the study's flags have none).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &DiffusionUNet,
@@ -62,9 +63,17 @@ pub fn train_step(
     noise: &Tensor,
     clip: Option<f64>,
     ema: Option<&mut Ema>,
+    dropout_rng: &mut StdRng,
 ) -> Result<StepStats> {
     opt.zero_grad();
-    let eps = |x: &Tensor, t: &Tensor| model.forward(x, t);
+    let rng = std::cell::RefCell::new(dropout_rng);
+    let eps = |x: &Tensor, t: &Tensor| {
+        if model.config.dropout > 0.0 {
+            model.forward_with(x, t, Some(&mut **rng.borrow_mut()))
+        } else {
+            model.forward(x, t)
+        }
+    };
     let loss = diffusion.training_loss(&eps, x0, t, noise)?;
     let value = loss.item()?;
     if !value.is_finite() {

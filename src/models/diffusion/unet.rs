@@ -220,9 +220,10 @@ impl Conv1x1 {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = x.shape();
         let (o, i) = (self.weight.shape()[0], self.weight.shape()[1]);
-        let y = x
-            .reshape(&[s[0], s[1], s[2], 1])?
-            .conv2d(&self.weight.reshape(&[o, i, 1, 1])?, Conv2dParams::default())?;
+        let y = x.reshape(&[s[0], s[1], s[2], 1])?.conv2d(
+            &self.weight.reshape(&[o, i, 1, 1])?,
+            Conv2dParams::default(),
+        )?;
         y.reshape(&[s[0], o, s[2]])?
             .add(&self.bias.reshape(&[1, o, 1])?)
     }
@@ -242,8 +243,18 @@ struct ResBlock {
 }
 
 impl ResBlock {
-    fn new(vs: &Scope, cin: usize, cout: usize, emb_dim: usize, cfg: &DiffusionUNetConfig) -> Result<Self> {
-        let emb_out = if cfg.use_scale_shift_norm { 2 * cout } else { cout };
+    fn new(
+        vs: &Scope,
+        cin: usize,
+        cout: usize,
+        emb_dim: usize,
+        cfg: &DiffusionUNetConfig,
+    ) -> Result<Self> {
+        let emb_out = if cfg.use_scale_shift_norm {
+            2 * cout
+        } else {
+            cout
+        };
         Ok(ResBlock {
             in_norm: Norm::new(&vs.sub("in_layers").sub("0"), cin)?,
             in_conv: conv(&vs.sub("in_layers").sub("2"), cin, cout, 3, 1)?,
@@ -311,10 +322,10 @@ impl AttentionBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = x.shape().to_vec();
         let flat = [s[0], s[1], s[2] * s[3]];
-        let qkv = self
-            .qkv
-            .forward(&self.norm.plain(x)?.reshape(&flat)?)?;
-        let h = self.proj_out.forward(&qkv_attention_legacy(&qkv, self.heads)?)?;
+        let qkv = self.qkv.forward(&self.norm.plain(x)?.reshape(&flat)?)?;
+        let h = self
+            .proj_out
+            .forward(&qkv_attention_legacy(&qkv, self.heads)?)?;
         x.add(&h.reshape(&s)?)
     }
 }
@@ -322,14 +333,19 @@ impl AttentionBlock {
 /// One entry of a `TimestepEmbedSequential`.
 enum Layer {
     Conv(Conv2d),
-    Res(ResBlock),
+    Res(Box<ResBlock>),
     Attn(AttentionBlock),
     Down(Conv2d),
     Up(Conv2d),
 }
 
 impl Layer {
-    fn forward(&self, x: &Tensor, emb_act: &Tensor, rng: &mut Option<&mut StdRng>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        emb_act: &Tensor,
+        rng: &mut Option<&mut StdRng>,
+    ) -> Result<Tensor> {
         match self {
             Layer::Conv(c) | Layer::Down(c) => c.forward(x),
             Layer::Res(r) => r.forward(x, emb_act, rng.as_deref_mut()),
@@ -403,15 +419,26 @@ impl DiffusionUNet {
         let ib = vs.sub("input_blocks");
         let mut ch = c.channel_mult[0] * c.model_channels;
         let input_ch = ch;
-        let mut input_blocks: Vec<Block> =
-            vec![vec![Layer::Conv(conv(&ib.sub("0").sub("0"), c.in_channels, ch, 3, 1)?)]];
+        let mut input_blocks: Vec<Block> = vec![vec![Layer::Conv(conv(
+            &ib.sub("0").sub("0"),
+            c.in_channels,
+            ch,
+            3,
+            1,
+        )?)]];
         let mut chans = vec![ch];
         let mut ds = 1;
         for (level, &mult) in c.channel_mult.iter().enumerate() {
             for _ in 0..c.num_res_blocks {
                 let s = ib.sub(input_blocks.len().to_string());
                 let out = mult * c.model_channels;
-                let mut layers = vec![Layer::Res(ResBlock::new(&s.sub("0"), ch, out, emb_dim, c)?)];
+                let mut layers = vec![Layer::Res(Box::new(ResBlock::new(
+                    &s.sub("0"),
+                    ch,
+                    out,
+                    emb_dim,
+                    c,
+                )?))];
                 ch = out;
                 if c.attention_ds.contains(&ds) {
                     layers.push(Layer::Attn(AttentionBlock::new(
@@ -425,16 +452,26 @@ impl DiffusionUNet {
             }
             if level + 1 != c.channel_mult.len() {
                 let s = ib.sub(input_blocks.len().to_string());
-                input_blocks.push(vec![Layer::Down(conv(&s.sub("0").sub("op"), ch, ch, 3, 2)?)]);
+                input_blocks.push(vec![Layer::Down(conv(
+                    &s.sub("0").sub("op"),
+                    ch,
+                    ch,
+                    3,
+                    2,
+                )?)]);
                 chans.push(ch);
                 ds *= 2;
             }
         }
         let mb = vs.sub("middle_block");
         let middle_block = vec![
-            Layer::Res(ResBlock::new(&mb.sub("0"), ch, ch, emb_dim, c)?),
-            Layer::Attn(AttentionBlock::new(&mb.sub("1"), ch, c.heads_for(ch, false)?)?),
-            Layer::Res(ResBlock::new(&mb.sub("2"), ch, ch, emb_dim, c)?),
+            Layer::Res(Box::new(ResBlock::new(&mb.sub("0"), ch, ch, emb_dim, c)?)),
+            Layer::Attn(AttentionBlock::new(
+                &mb.sub("1"),
+                ch,
+                c.heads_for(ch, false)?,
+            )?),
+            Layer::Res(Box::new(ResBlock::new(&mb.sub("2"), ch, ch, emb_dim, c)?)),
         ];
         let ob = vs.sub("output_blocks");
         let mut output_blocks = Vec::new();
@@ -443,7 +480,13 @@ impl DiffusionUNet {
                 let s = ob.sub(output_blocks.len().to_string());
                 let ich = chans.pop().expect("one skip per input block");
                 let out = c.model_channels * mult;
-                let mut layers = vec![Layer::Res(ResBlock::new(&s.sub("0"), ch + ich, out, emb_dim, c)?)];
+                let mut layers = vec![Layer::Res(Box::new(ResBlock::new(
+                    &s.sub("0"),
+                    ch + ich,
+                    out,
+                    emb_dim,
+                    c,
+                )?))];
                 ch = out;
                 if c.attention_ds.contains(&ds) {
                     layers.push(Layer::Attn(AttentionBlock::new(
@@ -507,7 +550,11 @@ impl DiffusionUNet {
         if t.shape() != [s[0]] {
             return Err(Error::shape(
                 "diffusion_unet",
-                format!("timesteps {:?} must be [{}], one per image", t.shape(), s[0]),
+                format!(
+                    "timesteps {:?} must be [{}], one per image",
+                    t.shape(),
+                    s[0]
+                ),
             ));
         }
         let mut rng = rng;
