@@ -1,7 +1,7 @@
 //! The denoising diffusion generator, as openai's guided-diffusion builds and trains it: the
 //! U-Net ([`unet`]), the process's coefficients and respacing ([`schedule`]) and the process on
 //! tensors — training loss, posterior, ancestral and DDIM sampling ([`sampler`]) — and one
-//! training step ([`train_step`]).
+//! training step ([`mod@train_step`]).
 
 pub mod sampler;
 pub mod schedule;
