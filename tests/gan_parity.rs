@@ -1,0 +1,170 @@
+//! Our StyleGANs against NVlabs' own networks (`tests/fixtures/make_stylegan.py` builds tiny
+//! random-initialised NVlabs G and D — every parameter and buffer randomised — and stores their
+//! state dicts and outputs): loaded by name into our networks, G's images at ψ = 1 and ψ = 0.7,
+//! D's logits, the R1 value and the gradients of D's parameters from NVlabs'
+//! `StyleGAN2Loss.accumulate_gradients(phase='Dreg')` must agree within 1e-4 relative (f32).
+
+mod common;
+
+use std::collections::HashMap;
+
+use brainsynth::Tensor;
+use brainsynth::autograd::grad;
+use brainsynth::models::gan::{Discriminator, GanConfig, Noise, StyleGan2Generator, load_named};
+use brainsynth::nn::ParamStore;
+use brainsynth::ops::loss::r1_penalty_with;
+use common::fixtures::{Array, get, load};
+
+const TOL: f64 = 1e-4;
+const GAMMA: f64 = 8.0;
+
+fn tensor(a: &Array) -> Tensor {
+    Tensor::from_slice(&a.data, &a.shape).unwrap()
+}
+
+/// ‖ours − ref‖ / ‖ref‖.
+fn rel_err(ours: &Tensor, reference: &Array) -> f64 {
+    assert_eq!(ours.shape(), reference.shape.as_slice(), "shapes differ");
+    let o = ours.to_vec_f64().unwrap();
+    let (mut num, mut den) = (0.0, 0.0);
+    for (a, b) in o.iter().zip(reference.f64s()) {
+        num += (a - b) * (a - b);
+        den += b * b;
+    }
+    (num / den.max(1e-300)).sqrt()
+}
+
+fn check(what: &str, ours: &Tensor, reference: &Array) {
+    let e = rel_err(ours, reference);
+    println!("{what}: relative error {e:.2e}");
+    assert!(e <= TOL, "{what}: relative error {e:.3e} > {TOL:e}");
+}
+
+/// The fixture's tensors whose names start with `prefix`, with the prefix removed.
+fn section(m: &HashMap<String, Array>, prefix: &str) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = m
+        .iter()
+        .filter_map(|(k, a)| k.strip_prefix(prefix).map(|n| (n.to_string(), tensor(a))))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn tiny_config() -> GanConfig {
+    GanConfig {
+        z_dim: 16,
+        w_dim: 16,
+        resolution: 16,
+        channels: 5,
+        channel_base: 128,
+        channel_max: 16,
+        mapping_layers: 2,
+        conv_clamp: Some(256.0),
+        mbstd_group: 4,
+    }
+}
+
+fn discriminator_checks(m: &HashMap<String, Array>, cfg: &GanConfig, tag: &str) {
+    let store = ParamStore::new(1);
+    let d = Discriminator::new(&store, cfg).unwrap();
+    load_named(&store, &section(m, "D.")).unwrap();
+    let reals = tensor(get(m, "reals"));
+    check(
+        &format!("{tag} D logits"),
+        &d.forward(&reals).unwrap(),
+        get(m, "logits"),
+    );
+    // R1 with γ = 2 is the plain mean of the squared input-gradient norms
+    let r1 = r1_penalty_with(&reals, 2.0, |x| d.forward(x)).unwrap();
+    check(
+        &format!("{tag} R1"),
+        &r1.reshape(&[1]).unwrap(),
+        get(m, "r1"),
+    );
+    // NVlabs' Dreg phase: mean(R1 per sample · γ/2), backward into D's parameters
+    let loss = r1_penalty_with(&reals, GAMMA, |x| d.forward(x)).unwrap();
+    let params: Vec<_> = store.params();
+    let tensors: Vec<Tensor> = params.iter().map(|p| p.tensor.clone()).collect();
+    let grads = grad(&[loss], None, &tensors, false).unwrap();
+    for (p, g) in params.iter().zip(&grads) {
+        let r = get(m, &format!("dreg.{}", p.name));
+        if r.data.iter().all(|&v| v == 0.0) {
+            // the output bias does not reach dD/dx
+            assert!(
+                g.to_vec_f64().unwrap().iter().all(|&v| v == 0.0),
+                "{}",
+                p.name
+            );
+            continue;
+        }
+        check(&format!("{tag} Dreg grad {}", p.name), g, r);
+    }
+}
+
+#[test]
+fn stylegan2_matches_nvlabs() {
+    let m = load("stylegan2.bin");
+    let cfg = tiny_config();
+    let store = ParamStore::new(1);
+    let g = StyleGan2Generator::new(&store, &cfg).unwrap();
+    load_named(&store, &section(&m, "G.")).unwrap();
+    let z = tensor(get(&m, "z"));
+    let ws = g.mapping.forward(&z, 1.0, None, false).unwrap();
+    check("sg2 ws", &ws.contiguous().unwrap(), get(&m, "ws"));
+    for fused in [true, false] {
+        let img = g.forward(&z, 1.0, &mut Noise::Const, fused).unwrap();
+        check(
+            &format!("sg2 image ψ=1 fused={fused}"),
+            &img,
+            get(&m, "img_psi1"),
+        );
+        check(
+            &format!("sg2 image unfused ref, fused={fused}"),
+            &img,
+            get(&m, "img_unfused"),
+        );
+    }
+    let img = g.forward(&z, 0.7, &mut Noise::Const, true).unwrap();
+    check("sg2 image ψ=0.7", &img, get(&m, "img_psi07"));
+    // the noise constants given as explicit maps give the same images
+    let maps: Vec<Tensor> = g
+        .blocks
+        .iter()
+        .flat_map(|b| b.conv0.iter().chain([&b.conv1]))
+        .map(|l| l.noise_const.clone())
+        .collect();
+    assert_eq!(maps.len(), g.num_noise_layers());
+    let img = g.forward(&z, 1.0, &mut Noise::Given(&maps), true).unwrap();
+    check("sg2 image, given noise", &img, get(&m, "img_psi1"));
+    // and switching the noise off changes them (noise strengths are non-zero)
+    let off = g.forward(&z, 1.0, &mut Noise::Off, true).unwrap();
+    assert!(rel_err(&off, get(&m, "img_psi1")) > 1e-3);
+    discriminator_checks(&m, &cfg, "sg2");
+}
+
+#[test]
+fn loading_refuses_other_shapes_and_names() {
+    let m = load("stylegan2.bin");
+    let mut cfg = tiny_config();
+    cfg.channel_max = 8;
+    let store = ParamStore::new(1);
+    StyleGan2Generator::new(&store, &cfg).unwrap();
+    let before = store
+        .get("mapping.fc0.weight")
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    assert!(load_named(&store, &section(&m, "G.")).is_err());
+    // nothing was half-loaded
+    assert_eq!(
+        store
+            .get("mapping.fc0.weight")
+            .unwrap()
+            .to_vec_f64()
+            .unwrap(),
+        before
+    );
+    let dstore = ParamStore::new(1);
+    Discriminator::new(&dstore, &tiny_config()).unwrap();
+    assert!(load_named(&dstore, &section(&m, "G.")).is_err());
+}
