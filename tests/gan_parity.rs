@@ -10,7 +10,10 @@ use std::collections::HashMap;
 
 use brainsynth::Tensor;
 use brainsynth::autograd::grad;
-use brainsynth::models::gan::{Discriminator, GanConfig, Noise, StyleGan2Generator, load_named};
+use brainsynth::models::gan::{
+    Discriminator, GanConfig, Noise, Sg3Settings, StyleGan2Generator, StyleGan3Generator,
+    load_named,
+};
 use brainsynth::nn::ParamStore;
 use brainsynth::ops::loss::r1_penalty_with;
 use common::fixtures::{Array, get, load};
@@ -167,4 +170,52 @@ fn loading_refuses_other_shapes_and_names() {
     let dstore = ParamStore::new(1);
     Discriminator::new(&dstore, &tiny_config()).unwrap();
     assert!(load_named(&dstore, &section(&m, "G.")).is_err());
+}
+
+#[test]
+fn stylegan3_t_matches_nvlabs() {
+    let m = load("stylegan3.bin");
+    let cfg = GanConfig {
+        resolution: 32,
+        channel_base: 256,
+        channel_max: 8,
+        ..tiny_config()
+    };
+    let store = ParamStore::new(1);
+    let g = StyleGan3Generator::new(&store, &cfg, &Sg3Settings::for_batch(32)).unwrap();
+    // our f64 filter design against the reference's (scipy's firwin), before loading anything
+    let mut filters = 0;
+    for (name, t) in store.buffers() {
+        if name.ends_with("_filter") {
+            check(&format!("sg3 {name}"), &t, get(&m, &format!("G.{name}")));
+            filters += 1;
+        }
+    }
+    assert!(filters >= 2 * 12, "only {filters} filters");
+    load_named(&store, &section(&m, "G.")).unwrap();
+    let z = tensor(get(&m, "z"));
+    let ws = g.mapping.forward(&z, 1.0, None, false).unwrap();
+    check("sg3 ws", &ws.contiguous().unwrap(), get(&m, "ws"));
+    check(
+        "sg3 image ψ=1",
+        &g.forward(&z, 1.0).unwrap(),
+        get(&m, "img_psi1"),
+    );
+    check(
+        "sg3 image ψ=0.7",
+        &g.forward(&z, 0.7).unwrap(),
+        get(&m, "img_psi07"),
+    );
+    // magnitude EMAs move only in training
+    let name = format!("synthesis.{}.magnitude_ema", g.layers[3].name);
+    let before = store.get(&name).unwrap().item().unwrap();
+    g.synthesis(&ws, false).unwrap();
+    assert_eq!(store.get(&name).unwrap().item().unwrap(), before);
+    g.synthesis(&ws, true).unwrap();
+    assert_ne!(store.get(&name).unwrap().item().unwrap(), before);
+    let dcfg = GanConfig {
+        resolution: 32,
+        ..tiny_config()
+    };
+    discriminator_checks(&m, &dcfg, "sg3");
 }

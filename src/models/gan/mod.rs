@@ -21,10 +21,12 @@ pub mod discriminator;
 pub mod layers;
 pub mod mapping;
 pub mod stylegan2;
+pub mod stylegan3;
 
 pub use discriminator::Discriminator;
 pub use layers::Noise;
 pub use stylegan2::StyleGan2Generator;
+pub use stylegan3::{Sg3Settings, StyleGan3Generator};
 
 use crate::nn::ParamStore;
 use crate::tensor::Tensor;
