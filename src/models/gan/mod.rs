@@ -28,6 +28,7 @@ pub use layers::Noise;
 pub use stylegan2::StyleGan2Generator;
 pub use stylegan3::{Sg3Settings, StyleGan3Generator};
 
+use crate::io::checkpoint::Checkpoint;
 use crate::nn::ParamStore;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -169,4 +170,71 @@ pub fn load_named(store: &ParamStore, tensors: &[(String, Tensor)]) -> Result<()
         dst.assign(&t)?;
     }
     Ok(())
+}
+
+/// The two generator architectures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    StyleGan2,
+    StyleGan3,
+}
+
+impl Arch {
+    /// The checkpoint's `model` metadata value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::StyleGan2 => "stylegan2",
+            Arch::StyleGan3 => "stylegan3",
+        }
+    }
+}
+
+/// The architecture and the sizes of G and of D recorded in a converted NVlabs checkpoint's
+/// metadata (as `tests/fixtures/convert_nvlabs_pkl.py` writes them; `train.py` gives both networks
+/// the same channel_base / channel_max, but the file records D's own).
+pub fn config_from_checkpoint(ckpt: &Checkpoint) -> Result<(Arch, GanConfig, GanConfig)> {
+    let path = ckpt.path().display().to_string();
+    let bad = |msg: String| Error::invalid("config_from_checkpoint", format!("{path}: {msg}"));
+    let arch = match ckpt.meta("model") {
+        Some("stylegan2") => Arch::StyleGan2,
+        Some("stylegan3") => Arch::StyleGan3,
+        other => {
+            return Err(bad(format!(
+                "model {other:?} is not a StyleGAN2 or StyleGAN3 checkpoint"
+            )));
+        }
+    };
+    let num = |key: &str| -> Result<usize> {
+        let v = ckpt
+            .meta(key)
+            .ok_or_else(|| bad(format!("metadata lacks {key:?}")))?;
+        v.parse()
+            .map_err(|_| bad(format!("metadata {key:?} = {v:?} is not a count")))
+    };
+    let conv_clamp = match ckpt.meta("conv_clamp") {
+        None | Some("None") => None,
+        Some(v) => Some(
+            v.parse::<f64>()
+                .map_err(|_| bad(format!("conv_clamp {v:?} is not a number")))?,
+        ),
+    };
+    let cfg = GanConfig {
+        z_dim: num("z_dim")?,
+        w_dim: num("w_dim")?,
+        resolution: num("resolution")?,
+        channels: num("channels")?,
+        channel_base: num("channel_base")?,
+        channel_max: num("channel_max")?,
+        mapping_layers: num("mapping_layers")?,
+        conv_clamp,
+        mbstd_group: num("mbstd_group")?,
+    };
+    cfg.validate()?;
+    let mut dcfg = cfg.clone();
+    if ckpt.meta("d_channel_base").is_some() {
+        dcfg.channel_base = num("d_channel_base")?;
+        dcfg.channel_max = num("d_channel_max")?;
+    }
+    dcfg.validate()?;
+    Ok((arch, cfg, dcfg))
 }
