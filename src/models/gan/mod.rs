@@ -19,6 +19,7 @@
 
 pub mod discriminator;
 pub mod layers;
+pub mod loss;
 pub mod mapping;
 pub mod stylegan2;
 pub mod stylegan3;
