@@ -20,7 +20,7 @@ use super::layers::Noise;
 use super::mapping::Mapping;
 use super::stylegan2::StyleGan2Generator;
 use super::stylegan3::StyleGan3Generator;
-use crate::autograd::grad;
+use crate::autograd::{GradOptions, grad_with};
 use crate::nn::ParamStore;
 use crate::ops::loss::{path_length_penalty, r1_penalty_with};
 use crate::ops::upfirdn::filter2d;
@@ -127,6 +127,17 @@ pub struct StyleGan2Loss {
 }
 
 /// Add `gs` into the parameters' accumulated gradients.
+/// Gradients of `loss` for every parameter of a network. A phase reaches only part of a network
+/// (R1 never reaches D's output bias, the path-length penalty never reaches G's toRGB biases),
+/// so unused parameters get zeros, as PyTorch's `backward()` leaves them untouched.
+fn param_grads(loss: &Tensor, params: &[Tensor]) -> Result<Vec<Tensor>> {
+    let opts = GradOptions {
+        create_graph: false,
+        allow_unused: true,
+    };
+    grad_with(std::slice::from_ref(loss), None, params, opts)
+}
+
 fn accumulate(params: &[Tensor], gs: Vec<Tensor>) -> Result<()> {
     for (p, g) in params.iter().zip(gs) {
         let g = g.detach();
@@ -264,7 +275,7 @@ impl StyleGan2Loss {
                 let loss = logits.neg()?.softplus()?.mean_all()?;
                 st.loss = loss.item()?;
                 let params = g.store().trainable_tensors();
-                let gs = grad(&[loss.mul_scalar(gain)?], None, &params, false)?;
+                let gs = param_grads(&loss.mul_scalar(gain)?, &params)?;
                 accumulate(&params, gs)?;
             }
             Phase::GReg => {
@@ -286,7 +297,7 @@ impl StyleGan2Loss {
                 st.pl_penalty = pen.item()? / self.config.pl_weight;
                 st.loss = pen.item()?;
                 let params = g.store().trainable_tensors();
-                let gs = grad(&[pen.mul_scalar(gain)?], None, &params, false)?;
+                let gs = param_grads(&pen.mul_scalar(gain)?, &params)?;
                 accumulate(&params, gs)?;
             }
             Phase::DMain => {
@@ -302,7 +313,7 @@ impl StyleGan2Loss {
                     .add(&real_logits.neg()?.softplus()?.mean_all()?)?;
                 st.loss = loss.item()?;
                 let params = d.store.trainable_tensors();
-                let gs = grad(&[loss.mul_scalar(gain)?], None, &params, false)?;
+                let gs = param_grads(&loss.mul_scalar(gain)?, &params)?;
                 accumulate(&params, gs)?;
             }
             Phase::DReg => {
@@ -314,7 +325,7 @@ impl StyleGan2Loss {
                 st.loss = loss.item()?;
                 st.r1_penalty = st.loss * 2.0 / self.config.r1_gamma;
                 let params = d.store.trainable_tensors();
-                let gs = grad(&[loss.mul_scalar(gain)?], None, &params, false)?;
+                let gs = param_grads(&loss.mul_scalar(gain)?, &params)?;
                 accumulate(&params, gs)?;
             }
         }
