@@ -392,6 +392,9 @@ mod emu {
                 // _longjmp between fiber stacks must not be checked as an unwinding jump
                 "-U_FORTIFY_SOURCE",
                 "-Wno-unknown-pragmas",
+                // `extern __shared__` is a block-scope `extern thread_local`, for which GCC would
+                // call a (missing) dynamic-initialisation hook; the storage is constant-initialised
+                "-fno-extern-tls-init",
             ])
             .arg(format!("-I{}", cuda.display()))
             .arg("-c")
