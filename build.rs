@@ -187,7 +187,11 @@ mod emu {
             println!("cargo:rerun-if-changed={}", cuda.join("emu").join(f).display());
         }
         let cxx = env::var("CXX").unwrap_or_else(|_| "c++".into());
-        let sources = kernel_sources(&cuda);
+        let mut sources = kernel_sources(&cuda);
+        // rule-breaking kernels for the emulator's own tests (never built for a GPU)
+        let selftest = cuda.join("emu").join("selftest.cu");
+        println!("cargo:rerun-if-changed={}", selftest.display());
+        sources.push(selftest);
         let mut units = Vec::new();
         let mut tables = Vec::new();
         for src in &sources {

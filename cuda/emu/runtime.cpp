@@ -397,6 +397,14 @@ const BsEmuKernel* bs_emu_find(const char* module, const char* name) {
     return nullptr;
 }
 
+// How many kernels the registry holds for `module`.
+size_t bs_emu_module_kernels(const char* module) {
+    size_t n = 0;
+    for (const BsEmuKernel* const* t = bs_emu_registry; *t; ++t)
+        for (const BsEmuKernel* k = *t; k->name; ++k) n += !strcmp(k->module, module);
+    return n;
+}
+
 size_t bs_emu_dyn_smem_cap(const BsEmuKernel* k) { return k->dyn_smem ? k->dyn_smem_cap : 0; }
 
 // Runs a launch to completion. Returns 0, or 1 with a sentence in `err`.

@@ -34,6 +34,7 @@ struct RawKernel {
 unsafe extern "C" {
     fn bs_emu_alloc(bytes: usize) -> *mut c_void;
     fn bs_emu_free(p: *mut c_void);
+    fn bs_emu_module_kernels(module: *const c_char) -> usize;
     fn bs_emu_find(module: *const c_char, name: *const c_char) -> *const RawKernel;
     fn bs_emu_launch(
         k: *const RawKernel,
@@ -69,10 +70,13 @@ impl Driver for EmuDriver {
                 "cuda:{ordinal} does not exist: the CUDA emulator offers one device, cuda:0"
             )));
         }
-        // Every module must be in the registry (as every module must load on a GPU).
+        // Every kernel file must have reached the registry, as every module must load on a GPU.
         for m in modules::EMU_MODULES {
-            if m.is_empty() {
-                return Err(Error::Cuda("an unnamed kernel module was built".into()));
+            let name = CString::new(*m).map_err(|_| Error::Cuda("a module name with NUL".into()))?;
+            if unsafe { bs_emu_module_kernels(name.as_ptr()) } == 0 {
+                return Err(Error::Cuda(format!(
+                    "the emulator's registry has no kernels of cuda/{m}.cu: the build is broken"
+                )));
             }
         }
         Ok(EmuDriver {
@@ -267,5 +271,132 @@ impl Driver for EmuDriver {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The emulator's checks, on the rule-breaking kernels of cuda/emu/selftest.cu.
+    use std::sync::Arc;
+
+    use super::super::{CudaBackend, CudaStorage, LaunchConfig, backend, launch};
+    use crate::tensor::DType;
+
+    fn cfg(blocks: u32, threads: u32, smem: u32) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: smem,
+        }
+    }
+
+    /// The error of launching `name` with one output buffer of 64 ints (and `extra` first).
+    fn run(name: &str, c: LaunchConfig, extra: Option<i32>) -> Result<(), String> {
+        let be: Arc<CudaBackend> = backend(0).map_err(|e| e.to_string())?;
+        let out: CudaStorage = be.alloc(DType::F32, 64).map_err(|e| e.to_string())?;
+        let f = be.func("selftest", name).map_err(|e| e.to_string())?;
+        let p = out.ptr();
+        let r = match extra {
+            Some(x) => launch!(be, "selftest", f, c; &x, &p),
+            None => launch!(be, "selftest", f, c; &p),
+        };
+        r.map_err(|e| e.to_string())
+    }
+
+    fn expect_err(r: Result<(), String>, words: &[&str]) {
+        let e = r.expect_err("the emulator should reject this launch");
+        for w in words {
+            assert!(e.contains(w), "{w:?} missing from: {e}");
+        }
+    }
+
+    #[test]
+    fn divergent_barrier_is_reported() {
+        expect_err(
+            run("selftest_divergent_barrier", cfg(1, 64, 0), Some(16)),
+            &["divergent __syncthreads", "selftest.cu:8", "exited"],
+        );
+        // every thread at the barrier: fine
+        run("selftest_divergent_barrier", cfg(2, 64, 0), Some(64)).unwrap();
+    }
+
+    #[test]
+    fn mismatched_barriers_are_reported() {
+        expect_err(
+            run("selftest_mismatched_barrier", cfg(1, 64, 0), None),
+            &["mismatched __syncthreads", "selftest.cu:15", "selftest.cu:17"],
+        );
+    }
+
+    #[test]
+    fn shuffle_with_an_exited_lane_is_reported() {
+        expect_err(
+            run("selftest_shfl_missing_lane", cfg(1, 32, 0), None),
+            &["lane 31", "exited"],
+        );
+    }
+
+    #[test]
+    fn shuffle_from_outside_the_mask_is_reported() {
+        expect_err(
+            run("selftest_shfl_outside_mask", cfg(1, 32, 0), None),
+            &["not in the mask"],
+        );
+    }
+
+    #[test]
+    fn deadlock_is_reported() {
+        expect_err(
+            run("selftest_deadlock", cfg(1, 64, 0), None),
+            &["deadlock: 63 thread(s) wait at __syncthreads", "thread (0,0,0) of block (0,0,0) at a warp shuffle selftest.cu:39"],
+        );
+    }
+
+    #[test]
+    fn dynamic_shared_memory_is_bounded_by_the_launch() {
+        // within the launch's 1024 bytes: fine; at byte 1024: reported
+        run("selftest_dyn_smem_write", cfg(1, 32, 1024), Some(1023)).unwrap();
+        expect_err(
+            run("selftest_dyn_smem_write", cfg(1, 32, 1024), Some(1024)),
+            &["byte 1024", "past the 1024 bytes"],
+        );
+        // above 48 KiB only after the opt-in, as on a GPU
+        expect_err(
+            run("selftest_dyn_smem_write", cfg(1, 32, 64 * 1024), Some(0)),
+            &["must first be allowed"],
+        );
+        let be = backend(0).unwrap();
+        let f = be.func("selftest", "selftest_dyn_smem_write").unwrap();
+        be.allow_smem(&f, "selftest", 64 * 1024).unwrap();
+        run("selftest_dyn_smem_write", cfg(1, 32, 64 * 1024), Some(60000)).unwrap();
+        assert!(be.allow_smem(&f, "selftest", 228 * 1024).is_err());
+    }
+
+    #[test]
+    fn collectives_compute_what_cuda_does() {
+        let be = backend(0).unwrap();
+        let (blocks, threads) = (3usize, 96usize);
+        let x: Vec<f64> = (0..blocks * threads).map(|i| (i * i % 17) as f64).collect();
+        let xs = be.htod(&x).unwrap();
+        let out = be.alloc(DType::F64, 2 * blocks).unwrap();
+        let f = be.func("selftest", "selftest_block_sum").unwrap();
+        let (xp, op) = (xs.ptr(), out.ptr());
+        launch!(be, "selftest", f, cfg(blocks as u32, threads as u32, 0); &xp, &op).unwrap();
+        let got: Vec<f64> = be.dtoh(&out).unwrap();
+        for b in 0..blocks {
+            let want: f64 = x[b * threads..(b + 1) * threads].iter().sum();
+            assert_eq!(got[b], want, "block {b}");
+            assert_eq!(got[blocks + b], x[b * threads + 2], "shuffle-up in block {b}");
+        }
+    }
+
+    #[test]
+    fn launch_limits_are_checked() {
+        expect_err(
+            run("selftest_mismatched_barrier", cfg(1, 2048, 0), None),
+            &["1 to 1024"],
+        );
+        let be = backend(0).unwrap();
+        assert!(be.func("selftest", "no_such_kernel").is_err());
     }
 }
