@@ -63,6 +63,9 @@ pub trait Driver: Send + Sync + Sized + 'static {
     /// Device `ordinal` with every kernel module loaded; "no driver / no device" and "a module
     /// did not load" are distinct sentences (see [`crate::Error::Cuda`]).
     fn open(ordinal: usize) -> Result<Self>;
+    /// Whether a driver and device `ordinal` are there at all (without loading anything), so
+    /// that "no GPU here" can be told from "a GPU whose kernels do not load".
+    fn device_present(ordinal: usize) -> bool;
     /// Streaming multiprocessors (sizes grid-stride launches).
     fn sm_count(&self) -> u32;
     /// Most dynamic shared memory a block may use after opting in, or None if unknown.

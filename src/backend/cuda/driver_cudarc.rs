@@ -117,6 +117,11 @@ impl Driver for CudarcDriver {
         })
     }
 
+    fn device_present(ordinal: usize) -> bool {
+        unsafe { sys::is_culib_present() }
+            && result::init().is_ok()
+            && CudaContext::device_count().is_ok_and(|n| ordinal < n.max(0) as usize)
+    }
     fn sm_count(&self) -> u32 {
         self.sm_count
     }

@@ -83,6 +83,9 @@ impl Driver for EmuDriver {
             smem_optin: Mutex::new(HashMap::new()),
         })
     }
+    fn device_present(ordinal: usize) -> bool {
+        ordinal == 0
+    }
     fn sm_count(&self) -> u32 {
         SM_COUNT
     }

@@ -82,6 +82,30 @@ pub fn available(ordinal: usize) -> Result<()> {
     backend(ordinal).map(|_| ())
 }
 
+/// Ok when device `ordinal` can be used, or when it may be skipped: no driver or no such device,
+/// and no GPU is expected. An error when the device is there but unusable (its kernel modules do
+/// not load), in the emulator build, or when `BRAINSYNTH_REQUIRE_GPU=1` (set by the GPU and
+/// emulator CI runs) says a GPU is expected, so that no test run can pass by skipping everything.
+/// `Ok(Some(reason))` means "skip, because reason".
+pub fn available_or_skip(ordinal: usize) -> Result<Option<String>> {
+    let e = match available(ordinal) {
+        Ok(()) => return Ok(None),
+        Err(e) => e,
+    };
+    let required = std::env::var("BRAINSYNTH_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    if EMULATED || required || ActiveDriver::device_present(ordinal) {
+        return Err(Error::Cuda(format!(
+            "cuda:{ordinal} was expected to work{}: {e}",
+            if required {
+                " (BRAINSYNTH_REQUIRE_GPU=1)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(Some(e.to_string()))
+}
+
 impl CudaBackend {
     fn new(ordinal: usize) -> Result<Self> {
         let drv = Arc::new(ActiveDriver::open(ordinal)?);
