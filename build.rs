@@ -184,7 +184,10 @@ mod emu {
         let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
         let cuda = root.join("cuda");
         for f in ["cuda_emu.h", "runtime.cpp"] {
-            println!("cargo:rerun-if-changed={}", cuda.join("emu").join(f).display());
+            println!(
+                "cargo:rerun-if-changed={}",
+                cuda.join("emu").join(f).display()
+            );
         }
         let cxx = env::var("CXX").unwrap_or_else(|_| "c++".into());
         let mut sources = kernel_sources(&cuda);
@@ -226,7 +229,10 @@ mod emu {
 
         let objects: Vec<PathBuf> = units
             .iter()
-            .map(|u| out.join(u.file_stem().expect("named above")).with_extension("o"))
+            .map(|u| {
+                out.join(u.file_stem().expect("named above"))
+                    .with_extension("o")
+            })
             .collect();
         let failures: Vec<String> = std::thread::scope(|s| {
             let handles: Vec<_> = units

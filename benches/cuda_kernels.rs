@@ -208,7 +208,9 @@ fn main() {
         }
     }
     if cuda::EMULATED {
-        println!("note: the kernels run on the CPU emulator (cuda-emu): these timings mean nothing");
+        println!(
+            "note: the kernels run on the CPU emulator (cuda-emu): these timings mean nothing"
+        );
     }
     let mut c = Criterion::default()
         .configure_from_args()

@@ -118,8 +118,8 @@ impl Driver for CudarcDriver {
     }
 
     fn device_present(ordinal: usize) -> bool {
-        unsafe { sys::is_culib_present() }
-            && result::init().is_ok()
+        let lib = unsafe { sys::is_culib_present() };
+        lib && result::init().is_ok()
             && CudaContext::device_count().is_ok_and(|n| ordinal < n.max(0) as usize)
     }
     fn sm_count(&self) -> u32 {
@@ -160,8 +160,7 @@ impl Driver for CudarcDriver {
     }
     fn dtoh(&self, src: u64, dst: &mut [u8]) -> DrvResult<()> {
         self.bind()?;
-        unsafe { result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }
-            .map_err(failure)?;
+        unsafe { result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }.map_err(failure)?;
         self.synchronize()
     }
     fn synchronize(&self) -> DrvResult<()> {

@@ -72,7 +72,8 @@ impl Driver for EmuDriver {
         }
         // Every kernel file must have reached the registry, as every module must load on a GPU.
         for m in modules::EMU_MODULES {
-            let name = CString::new(*m).map_err(|_| Error::Cuda("a module name with NUL".into()))?;
+            let name =
+                CString::new(*m).map_err(|_| Error::Cuda("a module name with NUL".into()))?;
             if unsafe { bs_emu_module_kernels(name.as_ptr()) } == 0 {
                 return Err(Error::Cuda(format!(
                     "the emulator's registry has no kernels of cuda/{m}.cu: the build is broken"
@@ -327,7 +328,11 @@ mod tests {
     fn mismatched_barriers_are_reported() {
         expect_err(
             run("selftest_mismatched_barrier", cfg(1, 64, 0), None),
-            &["mismatched __syncthreads", "selftest.cu:15", "selftest.cu:17"],
+            &[
+                "mismatched __syncthreads",
+                "selftest.cu:15",
+                "selftest.cu:17",
+            ],
         );
     }
 
@@ -351,7 +356,10 @@ mod tests {
     fn deadlock_is_reported() {
         expect_err(
             run("selftest_deadlock", cfg(1, 64, 0), None),
-            &["deadlock: 63 thread(s) wait at __syncthreads", "thread (0,0,0) of block (0,0,0) at a warp shuffle selftest.cu:39"],
+            &[
+                "deadlock: 63 thread(s) wait at __syncthreads",
+                "thread (0,0,0) of block (0,0,0) at a warp shuffle selftest.cu:39",
+            ],
         );
     }
 
@@ -371,7 +379,12 @@ mod tests {
         let be = backend(0).unwrap();
         let f = be.func("selftest", "selftest_dyn_smem_write").unwrap();
         be.allow_smem(&f, "selftest", 64 * 1024).unwrap();
-        run("selftest_dyn_smem_write", cfg(1, 32, 64 * 1024), Some(60000)).unwrap();
+        run(
+            "selftest_dyn_smem_write",
+            cfg(1, 32, 64 * 1024),
+            Some(60000),
+        )
+        .unwrap();
         assert!(be.allow_smem(&f, "selftest", 228 * 1024).is_err());
     }
 
@@ -389,7 +402,11 @@ mod tests {
         for b in 0..blocks {
             let want: f64 = x[b * threads..(b + 1) * threads].iter().sum();
             assert_eq!(got[b], want, "block {b}");
-            assert_eq!(got[blocks + b], x[b * threads + 2], "shuffle-up in block {b}");
+            assert_eq!(
+                got[blocks + b],
+                x[b * threads + 2],
+                "shuffle-up in block {b}"
+            );
         }
     }
 

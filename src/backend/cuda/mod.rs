@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use driver::{KernelArg, LaunchConfig};
 use driver::{Driver, DriverFailure};
+pub use driver::{KernelArg, LaunchConfig};
 
 use crate::tensor::{DType, Device, StorageElem};
 use crate::{Error, Result};
@@ -253,14 +253,14 @@ impl CudaBackend {
         c: &CudaStorage,
     ) -> Result<()> {
         if a.len < batch * m * k || b.len < batch * k * n || c.len < batch * m * n {
-            return Err(Error::invalid("matmul", "operands smaller than the product"));
+            return Err(Error::invalid(
+                "matmul",
+                "operands smaller than the product",
+            ));
         }
         // SAFETY: the three storages hold at least the sizes checked above.
-        unsafe {
-            self.drv
-                .gemm(dt, batch, m, k, n, a.ptr(), b.ptr(), c.ptr())
-        }
-        .map_err(|e| self.err("matmul", e))?;
+        unsafe { self.drv.gemm(dt, batch, m, k, n, a.ptr(), b.ptr(), c.ptr()) }
+            .map_err(|e| self.err("matmul", e))?;
         if self.sync_each_launch {
             self.synchronize()?;
         }
@@ -346,9 +346,7 @@ impl CudaBackend {
         let bytes = unsafe {
             std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data))
         };
-        self.drv
-            .htod(bytes, dst)
-            .map_err(|e| self.err("upload", e))
+        self.drv.htod(bytes, dst).map_err(|e| self.err("upload", e))
     }
 
     /// Download into a host vector (a device→host transfer the caller asked for).

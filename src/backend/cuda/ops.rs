@@ -286,9 +286,7 @@ fn upload_map(be: &Arc<CudaBackend>, map: &[u32]) -> Result<super::alloc::Buffer
 }
 
 fn be_buffer(be: &Arc<CudaBackend>, bytes: usize) -> Result<super::alloc::Buffer> {
-    be.pool
-        .alloc(bytes)
-        .map_err(|e| be.err("alloc", e))
+    be.pool.alloc(bytes).map_err(|e| be.err("alloc", e))
 }
 
 pub(crate) fn gather(be: &Arc<CudaBackend>, x: &CudaStorage, map: &[u32]) -> Result<CudaStorage> {
@@ -380,7 +378,6 @@ pub(crate) fn pad(
     launch!(be, "pad", f, be.grid(n, BLOCK); &o, &b, &s, &a, &i, &xp, &yp)?;
     Ok(y)
 }
-
 
 /// C[b] = A[b] · B[b], row-major, through cuBLAS's strided-batched GEMM (near the device's
 /// float32 peak; a hand kernel would not beat it). Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ,
