@@ -303,6 +303,58 @@ bool run_block(std::vector<Fiber>& fs, int nthreads, Order& order) {
     }
 }
 
+// A fault inside a launch (out-of-bounds global memory hits a buffer's guard page; a fiber stack
+// overflow its guard) is reported with the kernel and thread before the process dies as usual.
+struct sigaction g_old_segv, g_old_bus;
+
+void on_fault(int sig, siginfo_t* info, void* ctx) {
+    if (t_launch && t_cur) {
+        char msg[512];
+        int n = snprintf(msg, sizeof msg,
+                         "\nCUDA emulator: kernel %s, thread (%u,%u,%u) of block (%u,%u,%u): invalid memory access at %p "
+                         "(past the end of a device buffer, or a fiber stack overflow)\n",
+                         t_launch->k->name, t_cur->idx.x, t_cur->idx.y, t_cur->idx.z, t_block_idx.x, t_block_idx.y,
+                         t_block_idx.z, info ? info->si_addr : nullptr);
+        if (n > 0) {
+            ssize_t w = write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg);
+            (void)w;
+        }
+    }
+    // Hand the fault to whoever handled it before (the Rust runtime, or the default action).
+    const struct sigaction* old = sig == SIGBUS ? &g_old_bus : &g_old_segv;
+    if ((old->sa_flags & SA_SIGINFO) && old->sa_sigaction) {
+        old->sa_sigaction(sig, info, ctx);
+        return;
+    }
+    sigaction(sig, old, nullptr);
+}
+
+void install_fault_report() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &g_old_segv);
+        sigaction(SIGBUS, &sa, &g_old_bus);
+    });
+    // The handler needs a stack of its own when a fiber's stack is what overflowed.
+    static __thread bool has_alt = false;
+    if (!has_alt) {
+        stack_t cur;
+        if (sigaltstack(nullptr, &cur) == 0 && (cur.ss_flags & SS_DISABLE)) {
+            stack_t st;
+            st.ss_sp = malloc(64 * 1024);
+            st.ss_size = 64 * 1024;
+            st.ss_flags = 0;
+            if (st.ss_sp) sigaltstack(&st, nullptr);
+        }
+        has_alt = true;
+    }
+}
+
 }  // namespace
 
 void syncthreads(const char* file, int line) {
@@ -425,6 +477,7 @@ int bs_emu_launch(const BsEmuKernel* k, const unsigned* grid, const unsigned* bl
     if (smem > 0 && smem > bs_emu_dyn_smem_cap(k) && dyn)
         return report(std::to_string(smem) + " bytes of dynamic shared memory asked, over the emulator's " +
                       std::to_string(k->dyn_smem_cap));
+    install_fault_report();
     if (!t_fiber_pool) t_fiber_pool = new std::vector<Fiber>();
     std::vector<Fiber>& fs = *t_fiber_pool;
     while (fs.size() < nthreads) {

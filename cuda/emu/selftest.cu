@@ -58,3 +58,8 @@ extern "C" __global__ void selftest_block_sum(const double* x, double* out) {
     if (threadIdx.x == 0) out[blockIdx.x] = s;
     if (threadIdx.x == 5) out[gridDim.x + blockIdx.x] = up;
 }
+
+// Writes `out[at + threadIdx.x]`: past the buffer's end when `at` is its length.
+extern "C" __global__ void selftest_global_write(int at, int* out) {
+    out[at + threadIdx.x] = 1;
+}

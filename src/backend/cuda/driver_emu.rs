@@ -419,4 +419,38 @@ mod tests {
         let be = backend(0).unwrap();
         assert!(be.func("selftest", "no_such_kernel").is_err());
     }
+
+    /// Run only as the child of `out_of_bounds_global_write_faults_and_names_the_kernel`.
+    #[test]
+    #[ignore = "dies on purpose; run by out_of_bounds_global_write_faults_and_names_the_kernel"]
+    fn out_of_bounds_child() {
+        // in bounds: fine; one past the 64 ints (a 256-byte bucket, which ends at the guard): fault
+        run("selftest_global_write", cfg(1, 32, 0), Some(32)).unwrap();
+        let _ = run("selftest_global_write", cfg(1, 32, 0), Some(64));
+        println!("no fault");
+    }
+
+    #[test]
+    fn out_of_bounds_global_write_faults_and_names_the_kernel() {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "backend::cuda::driver_emu::tests::out_of_bounds_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .output()
+            .unwrap();
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "the child survived: {so}{se}");
+        assert!(!so.contains("no fault"), "{so}");
+        assert!(
+            se.contains("kernel selftest_global_write, thread (0,0,0) of block (0,0,0): invalid memory access"),
+            "{se}"
+        );
+    }
 }
