@@ -448,8 +448,10 @@ mod tests {
         );
         assert!(!out.status.success(), "the child survived: {so}{se}");
         assert!(!so.contains("no fault"), "{so}");
+        // which thread faults first depends on BRAINSYNTH_EMU_ORDER
         assert!(
-            se.contains("kernel selftest_global_write, thread (0,0,0) of block (0,0,0): invalid memory access"),
+            se.contains("kernel selftest_global_write, thread (")
+                && se.contains("of block (0,0,0): invalid memory access"),
             "{se}"
         );
     }
