@@ -29,6 +29,8 @@ pub enum Error {
     Data(String),
     /// The CUDA driver, device or memory.
     Cuda(String),
+    /// A run stopped by SIGINT/SIGTERM after saving its state; the message says how to resume.
+    Interrupted(String),
 }
 
 impl Error {
@@ -71,6 +73,7 @@ impl fmt::Display for Error {
             Error::Checkpoint { path, msg } => write!(f, "checkpoint {}: {msg}", path.display()),
             Error::Data(msg) => write!(f, "data: {msg}"),
             Error::Cuda(msg) => write!(f, "CUDA: {msg}"),
+            Error::Interrupted(msg) => write!(f, "interrupted: {msg}"),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! subject split → each segmenter trained on real slices for each seed → per-subject 3-D Dice on
 //! held-out test subjects → results as JSON, a Markdown table, and pictures.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::data::annotation::encode_label;
 use crate::data::phantom::{PhantomConfig, write_phantom_cases};
@@ -12,9 +12,10 @@ use crate::data::store::{SliceStore, read_store, write_store};
 use crate::data::{Slice, SliceConfig, list_case_dirs, read_case, slices_from_case};
 use crate::eval::dice::{MeanStd, Region, SubjectDice};
 use crate::io::json::Json;
-use crate::io::plot::{PALETTE, Series, write_line_plot};
 use crate::io::png::{MontageOptions, Overlay, write_montage};
+use crate::tensor::Device;
 use crate::train::profile::SegProfile;
+use crate::train::runner::StopReason;
 use crate::train::seg::{
     SegKind, TrainOutcome, evaluate, load_segmenter, predict_labels, train_segmenter,
 };
@@ -41,6 +42,8 @@ pub struct StudyOptions {
     pub seeds: Vec<u64>,
     /// Seed of the subject split (fixed across training seeds, as in the paper).
     pub split_seed: u64,
+    /// Where the models train and are tested.
+    pub device: Device,
 }
 
 /// One segmenter's test result for one seed.
@@ -188,7 +191,8 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
     let mut runs = Vec::new();
     for &seed in &opts.seeds {
         for &kind in &opts.models {
-            let cfg = p.train_config(kind, seed);
+            let mut cfg = p.train_config(kind, seed);
+            cfg.device = opts.device;
             let dir = opts.out.join(kind.name()).join(format!("seed{seed}"));
             log(&format!(
                 "training {} (seed {seed}) on {} real slices",
@@ -196,6 +200,14 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
                 train.len()
             ));
             let outcome = train_segmenter(&cfg, &train, &val, &dir, log)?;
+            if outcome.stopped == StopReason::Interrupted {
+                return Err(Error::Interrupted(format!(
+                    "{} (seed {seed}) stopped after iteration {}; run the same command again \
+                     to resume",
+                    kind.name(),
+                    outcome.iterations_done
+                )));
+            }
             let model = load_segmenter(&cfg, &outcome.best_checkpoint)?;
             let dice = evaluate(&model, &test, p.batch * 2)?;
             log(&format!(
@@ -207,7 +219,6 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
                 dice.summary(Region::NecroticCore).mean,
                 dice.len()
             ));
-            write_curves(&dir.join("curves.png"), kind, &outcome)?;
             runs.push(SeedResult {
                 kind,
                 seed,
@@ -229,35 +240,6 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
     Ok(results)
 }
 
-fn write_curves(path: &Path, kind: SegKind, o: &TrainOutcome) -> Result<()> {
-    // a running mean keeps the loss curve readable
-    let mut smooth = Vec::new();
-    let mut acc = None::<f64>;
-    for &(i, l) in &o.loss_curve {
-        acc = Some(acc.map_or(l, |a| 0.95 * a + 0.05 * l));
-        smooth.push((i as f64, acc.unwrap_or(l)));
-    }
-    let val: Vec<(f64, f64)> = o.val_curve.iter().map(|&(i, d)| (i as f64, d)).collect();
-    write_line_plot(
-        path,
-        &format!("{} training", kind.name()),
-        &[
-            Series {
-                label: "loss".into(),
-                rgb: PALETTE[0],
-                points: smooth,
-            },
-            Series {
-                label: "val dice".into(),
-                rgb: PALETTE[1],
-                points: val,
-            },
-        ],
-        640,
-        400,
-    )
-}
-
 /// A few test slices with tumour: rows of truth, then each model's prediction (first seed).
 fn write_predictions(opts: &StudyOptions, test: &[Slice], log: &mut dyn FnMut(&str)) -> Result<()> {
     let with_tumour: Vec<&Slice> = test.iter().filter(|s| s.tumour_pixels() > 0).collect();
@@ -268,7 +250,8 @@ fn write_predictions(opts: &StudyOptions, test: &[Slice], log: &mut dyn FnMut(&s
     let mut rows: Vec<Slice> = Vec::new();
     let mut preds = Vec::new();
     for &kind in &opts.models {
-        let cfg = opts.profile.train_config(kind, opts.seeds[0]);
+        let mut cfg = opts.profile.train_config(kind, opts.seeds[0]);
+        cfg.device = opts.device;
         let dir = opts
             .out
             .join(kind.name())

@@ -173,10 +173,29 @@ fn mismatched_models() {
         ck.load_store("", &store(DType::F64)),
         &["enc.weight", "f32", "f64"],
     );
-    // a failed load changes nothing
-    let before = wide.get("enc.bias").unwrap().to_vec_f64().unwrap();
-    let _ = ck.load_store("", &wide);
-    assert_eq!(wide.get("enc.bias").unwrap().to_vec_f64().unwrap(), before);
+    // a failed load changes nothing: the first two tensors fit (and hold other non-zero values
+    // than the file), only the last one does not, so a loader that assigned as it checked
+    // would have overwritten them
+    let late = ParamStore::new(1);
+    let vs = late.root().sub("enc");
+    vs.param("weight", &[2, 3], Init::Constant(0.5)).unwrap();
+    vs.param("bias", &[2], Init::Constant(-0.25)).unwrap();
+    vs.buffer_init("running_mean", &[3], Init::Constant(2.0))
+        .unwrap();
+    let file_weight = ck.get("enc.weight").unwrap().to_vec_f64().unwrap();
+    assert!(file_weight.iter().all(|&v| v != 0.5 && v != 0.0));
+    ckpt_err(
+        ck.load_store("", &late),
+        &["enc.running_mean", "[2]", "[3]"],
+    );
+    assert_eq!(
+        late.get("enc.weight").unwrap().to_vec_f64().unwrap(),
+        vec![0.5; 6]
+    );
+    assert_eq!(
+        late.get("enc.bias").unwrap().to_vec_f64().unwrap(),
+        vec![-0.25; 2]
+    );
     // a section the file does not have
     ckpt_err(
         ck.load_store("G_ema", &store(DType::F32)),

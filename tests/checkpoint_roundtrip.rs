@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use brainsynth::io::atomic::AtomicFile;
 use brainsynth::io::checkpoint::{Checkpoint, CheckpointWriter, read_tensors, save_tensors};
 use brainsynth::nn::{Init, Linear, ParamStore};
 use brainsynth::optim::{Adam, AdamConfig, Ema, Optimizer, Sgd, SgdConfig};
@@ -26,6 +27,16 @@ fn model(seed: u64, dtype: DType) -> (ParamStore, Linear, Linear) {
         .buffer_init("pl_mean", &[1], Init::Constant(0.25))
         .unwrap();
     (store, a, b)
+}
+
+/// The names in a folder, sorted.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
 }
 
 fn train_step(opt: &mut dyn Optimizer, a: &Linear, b: &Linear, x: &Tensor) {
@@ -67,7 +78,7 @@ fn round_trip(dtype: DType) {
         .add_optimizer(&opt)
         .add_ema(&ema);
     w.save(&path).unwrap();
-    assert!(!dir.join("model.safetensors.tmp").exists());
+    assert_eq!(listing(&dir), ["model.safetensors"]);
 
     // a fresh model (another seed) resumes from the file
     let (store2, a2, b2) = model(99, dtype);
@@ -204,17 +215,117 @@ fn atomic_save_leaves_nothing_on_error() {
     std::fs::create_dir(&target).unwrap();
     std::fs::write(target.join("keep"), b"x").unwrap();
     assert!(w.save(&target).is_err());
-    assert!(!dir.join("taken.tmp").exists());
-    assert!(target.join("keep").exists());
+    assert_eq!(listing(&dir), ["taken"]);
+    assert_eq!(listing(&target), ["keep"]);
     // overwriting a previous checkpoint replaces it whole
     let p = dir.join("m.safetensors");
     std::fs::write(&p, b"old").unwrap();
     w.save(&p).unwrap();
     assert!(Checkpoint::open(&p).is_ok());
-    let names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    assert_eq!(listing(&dir), ["m.safetensors", "taken"]);
+    // while a write is under way its bytes sit in `.<name>.tmp-<pid>-<n>` next to the
+    // destination (the name the checks above would have seen left behind)
+    let mut f = AtomicFile::create(dir.join("w.bin")).unwrap();
+    f.write_all(b"partial").unwrap();
+    let names = listing(&dir);
+    let prefix = format!(".w.bin.tmp-{}-", std::process::id());
+    assert!(
+        names.iter().any(|n| n.starts_with(&prefix)),
+        "{names:?} has no {prefix}*"
+    );
+    drop(f);
+    assert_eq!(listing(&dir), ["m.safetensors", "taken"]);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn named_sections_round_trip_and_are_checked() {
+    use brainsynth::data::rng::SplitMix64;
+    let (g, ga, gb) = model(1, DType::F32);
+    let (d, _, _) = model(2, DType::F32);
+    let mut opt_g = Adam::new(&g, AdamConfig::adam(0.01)).unwrap();
+    let opt_d = Sgd::new(&d, SgdConfig::new(0.1).with_momentum(0.9)).unwrap();
+    let g_ema = Ema::with_beta(&g, 0.5).unwrap();
+    let x = Tensor::from_f64s(
+        &rand_tensor(&[5, 3], 2).to_vec_f64().unwrap(),
+        &[5, 3],
+        DType::F32,
+    )
+    .unwrap();
+    train_step(&mut opt_g, &ga, &gb, &x);
+    let pl_mean = Tensor::from_f64s(&[0.125, -3.5], &[2], DType::F32).unwrap();
+    let mut rng = SplitMix64::new(77);
+    rng.next_u64();
+    let mut w = CheckpointWriter::new();
+    w.set_model_info("stylegan2", "quick", 12)
+        .add_network("G", &g)
+        .unwrap()
+        .add_network("D", &d)
+        .unwrap()
+        .add_ema_named("G_ema", &g_ema)
+        .unwrap()
+        .add_optimizer_named("opt_G", &opt_g)
+        .unwrap()
+        .add_optimizer_named("opt_D", &opt_d)
+        .unwrap()
+        .add_named_tensor("pl_mean", &pl_mean)
+        .unwrap()
+        .set_f64("kimg", 0.1 + 0.2)
+        .set_u64("images", u64::MAX - 1)
+        .set_rng("z", &rng);
+    let ck = Checkpoint::from_bytes(&w.to_bytes().unwrap(), "gan.safetensors").unwrap();
+    assert_eq!(
+        ck.sections(),
+        ["D", "G", "G_ema", "opt_D", "opt_G", "tensor"]
+    );
+    // into fresh networks of other seeds
+    let (g2, _, _) = model(9, DType::F32);
+    let (d2, _, _) = model(8, DType::F32);
+    let opt_g2 = Adam::new(&g2, AdamConfig::adam(0.01)).unwrap();
+    let opt_d2 = Sgd::new(&d2, SgdConfig::new(0.1).with_momentum(0.9)).unwrap();
+    let ema2 = Ema::with_beta(&g2, 0.5).unwrap();
+    let pl2 = Tensor::zeros(&[2], DType::F32);
+    ck.load_network("G", &g2).unwrap();
+    ck.load_network("D", &d2).unwrap();
+    ck.load_ema_named("G_ema", &ema2).unwrap();
+    ck.load_optimizer_named("opt_G", &opt_g2).unwrap();
+    ck.load_optimizer_named("opt_D", &opt_d2).unwrap();
+    ck.load_named_tensor("pl_mean", &pl2).unwrap();
+    assert_eq!(values(&g), values(&g2));
+    assert_eq!(values(&d), values(&d2));
+    assert_eq!(pl2.to_vec_f64().unwrap(), vec![0.125, -3.5]);
+    assert_eq!(ck.f64_value("kimg").unwrap(), 0.1 + 0.2);
+    assert_eq!(ck.u64_value("images").unwrap(), u64::MAX - 1);
+    assert_eq!(ck.rng("z").unwrap().next_u64(), rng.next_u64());
+    // each part is checked, with a sentence naming it
+    let msg = |e: Error| {
+        assert!(matches!(e, Error::Checkpoint { .. }), "{e}");
+        e.to_string()
+    };
+    let e = msg(ck.load_network("G_ema2", &g2).unwrap_err());
+    assert!(e.contains("G_ema2") && e.contains("opt_G"), "{e}");
+    let e = msg(ck.load_optimizer_named("opt_D", &opt_g2).unwrap_err());
+    assert!(e.contains("sgd") && e.contains("adam"), "{e}");
+    let (small, _, _) = model(3, DType::F64);
+    let e = msg(ck.load_network("D", &small).unwrap_err());
+    assert!(e.contains("network D") && e.contains("f64"), "{e}");
+    let e = msg(ck
+        .load_named_tensor("pl_mean", &Tensor::zeros(&[3], DType::F32))
+        .unwrap_err());
+    assert!(e.contains("pl_mean") && e.contains("[3]"), "{e}");
+    let e = msg(ck.load_named_tensor("w_avg", &pl2).unwrap_err());
+    assert!(e.contains("w_avg"), "{e}");
+    let e = msg(ck.rng("noise").unwrap_err());
+    assert!(e.contains("noise"), "{e}");
+    let e = msg(ck.u64_value("kimg").unwrap_err());
+    assert!(e.contains("kimg"), "{e}");
+    // an unreadable number is an error, not a default
+    let mut bad = CheckpointWriter::new();
+    bad.set_metadata("rng.z", "-1");
+    let bad = Checkpoint::from_bytes(&bad.to_bytes().unwrap(), "bad.safetensors").unwrap();
+    let e = msg(bad.rng("z").unwrap_err());
+    assert!(e.contains("\"-1\""), "{e}");
+    // section names are checked when writing
+    assert!(CheckpointWriter::new().add_network("a/b", &g).is_err());
+    assert!(CheckpointWriter::new().add_network("", &g).is_err());
 }

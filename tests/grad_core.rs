@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use brainsynth::autograd::{grad, no_grad};
+use brainsynth::autograd::{GradOptions, grad, grad_with, no_grad};
 use brainsynth::ops::Unary;
 use brainsynth::testing::{check_grad, check_grad2, rand_tensor};
 use brainsynth::{DType, Result, Tensor};
@@ -419,6 +419,58 @@ fn grad_skips_unneeded_inputs_and_backward_accumulates() {
     assert!(!z.requires_grad());
     // a non-scalar backward is an error, not a panic
     assert!(x.mul(&w).unwrap().backward().is_err());
+}
+
+#[test]
+fn unused_inputs_and_empty_graphs_are_errors_unless_allowed() {
+    let x = rand_tensor(&[3], 15).variable();
+    let w = rand_tensor(&[3], 16).variable();
+    let unused = rand_tensor(&[2], 17).variable();
+    let plain = rand_tensor(&[3], 18); // forgot variable()
+    let y = x.mul(&w).unwrap().add(&plain).unwrap().sum_all().unwrap();
+    let e = grad(
+        std::slice::from_ref(&y),
+        None,
+        &[x.clone(), unused.clone()],
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("input 1") && e.contains("[2]") && e.contains("allow_unused"),
+        "{e}"
+    );
+    let e = grad(
+        std::slice::from_ref(&y),
+        None,
+        std::slice::from_ref(&plain),
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("variable()"), "{e}");
+    // allowed: zeros for the unused input, the true gradient for the used one
+    let g = grad_with(
+        std::slice::from_ref(&y),
+        None,
+        &[x.clone(), unused.clone()],
+        GradOptions {
+            allow_unused: true,
+            ..GradOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(g[0].to_vec_f64().unwrap(), w.to_vec_f64().unwrap());
+    assert_eq!(g[1].to_vec_f64().unwrap(), vec![0.0, 0.0]);
+    // a loss without any variable behind it has nothing to differentiate
+    let c = plain.sum_all().unwrap();
+    let e = c.backward().unwrap_err().to_string();
+    assert!(e.contains("does not depend on any variable"), "{e}");
+    let e = no_grad(|| x.mul(&w).unwrap().sum_all().unwrap())
+        .backward()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nothing to differentiate"), "{e}");
 }
 
 #[test]

@@ -101,3 +101,63 @@ fn help_and_usage_errors() {
         );
     }
 }
+
+/// Without the `cuda` feature, asking for a GPU is one clear error before any work is done.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_device_without_the_feature_is_one_clear_error() {
+    let missing = std::env::temp_dir().join("brainsynth-no-such.store");
+    for cmd in [
+        &[
+            "train-seg",
+            "--model",
+            "unet",
+            "--out",
+            "x",
+            "--device",
+            "cuda",
+        ][..],
+        &[
+            "eval-seg",
+            "--model",
+            "unet",
+            "--checkpoint",
+            "c",
+            "--device",
+            "cuda:1",
+        ][..],
+        &["study", "--device", "cuda"][..],
+    ] {
+        let r = bin()
+            .args(cmd)
+            .arg("--store")
+            .arg(&missing)
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{cmd:?}: {e}");
+        assert!(
+            e.starts_with("error: ") && e.contains("cuda") && e.contains("--features cuda"),
+            "{cmd:?}: {e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // a device that is not a device is a usage error
+    let r = bin()
+        .args([
+            "train-seg",
+            "--model",
+            "unet",
+            "--out",
+            "x",
+            "--device",
+            "gpu",
+            "--store",
+        ])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{e}");
+    assert!(e.contains("'gpu' is not a device"), "{e}");
+}

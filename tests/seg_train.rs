@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use brainsynth::data::phantom::{PhantomConfig, phantom_case};
 use brainsynth::data::{Slice, SliceConfig, slices_from_case};
 use brainsynth::eval::dice::Region;
+use brainsynth::io::checkpoint::Checkpoint;
 use brainsynth::models::swin::SwinConfig;
 use brainsynth::models::unet::UNetConfig;
 use brainsynth::train::profile::SegProfile;
@@ -87,7 +88,9 @@ fn trains_checkpoints_resumes_and_evaluates() {
                 .any(|l| l.contains("resuming") && l.contains("iteration 4")),
             "{lines:?}"
         );
-        assert_eq!((o.iterations_done, o.loss_curve.len()), (6, 2));
+        // the curves cover the whole run, resumes included
+        assert_eq!((o.iterations_done, o.loss_curve.len()), (6, 6));
+        assert!(dir.join("curves.png").is_file());
         let model = load_segmenter(&tiny(kind, 6), &o.best_checkpoint).unwrap();
         let test = slices(4..6);
         let d = evaluate(&model, &test, 4).unwrap();
@@ -139,5 +142,44 @@ fn wrong_checkpoint_and_unusable_data_are_errors() {
     assert!(!healthy.is_empty());
     let e = evaluate(&model, &healthy, 4).unwrap_err().to_string();
     assert!(e.contains("no slice with tumour"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tests/fixtures/seg_unet_v1_last.safetensors` was written by `train_segmenter` before
+/// checkpoints had named sections and random-stream states (a U-Net of base width 2, depth 2,
+/// max width 4, trained 2 iterations with `tiny`'s other settings): such a file still evaluates
+/// and resumes.
+#[test]
+fn checkpoint_of_the_previous_format_loads_and_resumes() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/seg_unet_v1_last.safetensors");
+    let mut cfg = tiny(SegKind::UNet, 3);
+    cfg.unet = UNetConfig {
+        base_width: 2,
+        depth: 2,
+        max_width: 4,
+        ..UNetConfig::quick()
+    };
+    let ck = Checkpoint::open(&fixture).unwrap();
+    assert_eq!(ck.step(), Some(2));
+    assert!(!ck.has_rng("batch"));
+    let model = load_segmenter(&cfg, &fixture).unwrap();
+    let d = evaluate(&model, &slices(4..5), 4).unwrap();
+    assert_eq!(d.len(), 1);
+    // resuming continues from iteration 2 and says that batches differ from an unbroken run
+    let dir = tmp("v1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&fixture, dir.join("last.safetensors")).unwrap();
+    let mut lines = Vec::new();
+    let o = train_segmenter(&cfg, &slices(0..2), &slices(2..3), &dir, &mut |l| {
+        lines.push(l.to_string())
+    })
+    .unwrap();
+    assert_eq!(o.iterations_done, 3);
+    assert!(
+        lines.iter().any(|l| l.contains("iteration 2"))
+            && lines.iter().any(|l| l.contains("records no batch stream")),
+        "{lines:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

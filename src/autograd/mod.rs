@@ -160,15 +160,45 @@ fn accumulate(grads: &mut HashMap<u64, Tensor>, id: u64, g: Tensor) -> Result<()
     Ok(())
 }
 
+/// How [`grad_with`] treats its inputs and the gradients it returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GradOptions {
+    /// Record the gradient computation so the gradients can be differentiated again.
+    pub create_graph: bool,
+    /// Give zeros for an input the outputs do not depend on instead of an error (PyTorch's
+    /// `allow_unused`). Off by default, so that a tensor someone forgot to make a `variable()`
+    /// (or used under `no_grad`) is reported instead of training on silent zero gradients.
+    pub allow_unused: bool,
+}
+
 /// Gradients of `outputs` with respect to `inputs`. `grad_outputs` seeds each output's gradient
 /// (ones when `None`). With `create_graph` the returned gradients carry history and can be
 /// differentiated again. Only paths that lead to `inputs` are walked, so asking for d/dx alone
-/// does no weight-gradient work. An input the outputs do not depend on gets zeros.
+/// does no weight-gradient work. An input the outputs do not depend on is an error; see
+/// [`grad_with`] to allow it.
 pub fn grad(
     outputs: &[Tensor],
     grad_outputs: Option<&[Tensor]>,
     inputs: &[Tensor],
     create_graph: bool,
+) -> Result<Vec<Tensor>> {
+    grad_with(
+        outputs,
+        grad_outputs,
+        inputs,
+        GradOptions {
+            create_graph,
+            allow_unused: false,
+        },
+    )
+}
+
+/// [`grad`] with options; with `allow_unused` an input the outputs do not depend on gets zeros.
+pub fn grad_with(
+    outputs: &[Tensor],
+    grad_outputs: Option<&[Tensor]>,
+    inputs: &[Tensor],
+    opts: GradOptions,
 ) -> Result<Vec<Tensor>> {
     let seeds: Vec<Tensor> = match grad_outputs {
         Some(g) => {
@@ -192,8 +222,29 @@ pub fn grad(
         }
         None => outputs.iter().map(|o| o.ones_like()).collect(),
     };
+    if !opts.allow_unused {
+        // an input is used when the outputs reach it through recorded ops (or it is an output)
+        let reached: HashSet<u64> = topo_order(outputs).iter().map(|t| t.id()).collect();
+        if let Some((i, t)) = inputs
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !reached.contains(&t.id()))
+        {
+            let why = if t.requires_grad() {
+                "the outputs were not computed from it"
+            } else {
+                "it does not require gradients (make it a variable(), and compute the outputs \
+                 outside no_grad)"
+            };
+            return Err(Error::Autograd(format!(
+                "grad: input {i} (shape {:?}) is not part of the graph of the outputs: {why}; \
+                 pass allow_unused to get zeros for it",
+                t.shape()
+            )));
+        }
+    }
     let targets: HashSet<u64> = inputs.iter().map(|t| t.id()).collect();
-    let mut grads = walk(outputs, seeds, &targets, create_graph)?;
+    let mut grads = walk(outputs, seeds, &targets, opts.create_graph)?;
     Ok(inputs
         .iter()
         .map(|i| grads.remove(&i.id()).unwrap_or_else(|| i.zeros_like()))
@@ -212,6 +263,14 @@ pub fn backward(loss: &Tensor) -> Result<()> {
         .into_iter()
         .filter(|t| t.is_variable())
         .collect();
+    if vars.is_empty() {
+        return Err(Error::Autograd(
+            "backward(): the loss does not depend on any variable, so there is nothing to \
+             differentiate (were the parameters made variables, and was the loss computed \
+             outside no_grad?)"
+                .into(),
+        ));
+    }
     let targets: HashSet<u64> = vars.iter().map(|t| t.id()).collect();
     let grads = walk(
         std::slice::from_ref(loss),

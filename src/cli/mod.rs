@@ -21,11 +21,17 @@ pub enum CliError {
     Usage(String),
     /// The command ran and failed (exit status 1).
     Run(Error),
+    /// A signal stopped the command after it saved its state (exit status 130, as a shell
+    /// reports a process ended by SIGINT).
+    Interrupted(String),
 }
 
 impl From<Error> for CliError {
     fn from(e: Error) -> Self {
-        CliError::Run(e)
+        match e {
+            Error::Interrupted(m) => CliError::Interrupted(m),
+            e => CliError::Run(e),
+        }
     }
 }
 
@@ -34,6 +40,7 @@ impl std::fmt::Display for CliError {
         match self {
             CliError::Usage(m) => write!(f, "{m}"),
             CliError::Run(e) => write!(f, "{e}"),
+            CliError::Interrupted(m) => write!(f, "interrupted: {m}"),
         }
     }
 }
@@ -217,6 +224,10 @@ pub fn run_main(program: &str, commands: &[Command], argv: Vec<String>) -> i32 {
         Err(CliError::Run(e)) => {
             eprintln!("error: {e}");
             1
+        }
+        Err(CliError::Interrupted(m)) => {
+            eprintln!("interrupted: {m}");
+            130
         }
     }
 }

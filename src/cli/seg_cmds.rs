@@ -8,8 +8,10 @@ use crate::data::split::{SplitSpec, split_subjects};
 use crate::data::store::read_store;
 use crate::eval::dice::Region;
 use crate::study::{StudyData, StudyOptions, run_study};
+use crate::tensor::Device;
 use crate::train::profile::SegProfile;
-use crate::train::seg::{SegKind, evaluate, load_segmenter, train_segmenter};
+use crate::train::runner::StopReason;
+use crate::train::seg::{SegKind, check_device, evaluate, load_segmenter, train_segmenter};
 
 pub const TRAIN_SEG: Command = Command {
     name: "train-seg",
@@ -21,8 +23,11 @@ Train a segmenter on the slices of the training subjects of FILE (the test subje
 subject split are left out; some training subjects are held out for validation). Loss: soft
 Dice + cross-entropy (U-Net: with deep supervision). Optimiser: U-Net SGD Nesterov 0.99 with
 poly learning rate; Swin AdamW with warm-up + poly. The best checkpoint by validation Dice is
-DIR/best.safetensors; DIR/last.safetensors resumes an interrupted run when the command is
-repeated. A progress line shows loss, validation Dice and images/s.
+DIR/best.safetensors; DIR/last.safetensors holds the whole training state (weights, optimiser,
+random streams) and the same command run again resumes from it exactly, saying from which
+iteration. Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes DIR/last.safetensors
+and exits with status 130. A progress line shows loss, validation Dice, images/s and the time
+left; DIR/curves.png plots loss and validation Dice over the whole run.
 
 Options:
   --store FILE       slice store written by `prepare` (required)
@@ -37,6 +42,8 @@ Options:
                      profile's)
   --seed S           training seed (default 0)
   --split-seed S     seed of the subject split (default 0)
+  --device D         cpu, cuda or cuda:N: where the model, its optimiser state and the
+                     batches live (default cpu); checkpoints load onto any device
   -h, --help         this help",
     run: cmd_train_seg,
 };
@@ -58,6 +65,8 @@ Options:
   --checkpoint FILE  best.safetensors written by train-seg (required)
   --profile P        the profile the model was trained with (default quick)
   --split-seed S     seed of the subject split (default 0)
+  --device D         cpu, cuda or cuda:N: where the model, its optimiser state and the
+                     batches live (default cpu); checkpoints load onto any device
   -h, --help         this help",
     run: cmd_eval_seg,
 };
@@ -102,6 +111,8 @@ Options:
   --val-every N      validate (and keep the best checkpoint) every N steps (default: the
                      profile's)
   --split-seed S     seed of the subject split (default 0)
+  --device D         cpu, cuda or cuda:N: where the model, its optimiser state and the
+                     batches live (default cpu); checkpoints load onto any device
   -h, --help         this help",
     run: cmd_study,
 };
@@ -129,6 +140,16 @@ fn time_limit_arg(args: &mut Args) -> Result<Option<Option<Duration>>, CliError>
         .transpose()
 }
 
+/// `--device cpu|cuda|cuda:N` (default cpu), checked up front so a missing GPU is one clear error.
+fn device_arg(args: &mut Args) -> Result<Device, CliError> {
+    let d = match args.value("--device")? {
+        Some(s) => s.parse::<Device>().map_err(|e| usage(e.to_string()))?,
+        None => Device::Cpu,
+    };
+    check_device(d)?;
+    Ok(d)
+}
+
 fn log_line(s: &str) {
     eprintln!("{s}");
 }
@@ -143,6 +164,7 @@ fn cmd_train_seg(mut args: Args) -> Result<(), CliError> {
     let val_every: Option<u64> = args.parse("--val-every")?;
     let seed = args.parse_or("--seed", 0u64)?;
     let split_seed = args.parse_or("--split-seed", 0u64)?;
+    let device = device_arg(&mut args)?;
     args.finish()?;
     let store = read_store(&store_path)?;
     let subjects = store.subjects();
@@ -180,7 +202,14 @@ fn cmd_train_seg(mut args: Args) -> Result<(), CliError> {
     if let Some(v) = val_every {
         cfg.val_every = v.max(1);
     }
+    cfg.device = device;
     let o = train_segmenter(&cfg, &pick(&tv.train), &pick(&tv.test), &out, &mut log_line)?;
+    if o.stopped == StopReason::Interrupted {
+        return Err(CliError::Interrupted(format!(
+            "stopped after iteration {}; run the same command again to resume",
+            o.iterations_done
+        )));
+    }
     eprintln!(
         "best validation Dice {:.3} at iteration {} -> {} ({:.0} s, {:.1} images/s)",
         o.best_val_dice,
@@ -204,6 +233,7 @@ fn cmd_eval_seg(mut args: Args) -> Result<(), CliError> {
     let ckpt = PathBuf::from(args.required("--checkpoint")?);
     let profile = profile_arg(&mut args)?;
     let split_seed = args.parse_or("--split-seed", 0u64)?;
+    let device = device_arg(&mut args)?;
     args.finish()?;
     let store = read_store(&store_path)?;
     let split = split_subjects(
@@ -220,7 +250,9 @@ fn cmd_eval_seg(mut args: Args) -> Result<(), CliError> {
         .filter(|s| split.test.contains(&s.subject))
         .cloned()
         .collect();
-    let model = load_segmenter(&profile.train_config(kind, 0), &ckpt)?;
+    let mut cfg = profile.train_config(kind, 0);
+    cfg.device = device;
+    let model = load_segmenter(&cfg, &ckpt)?;
     let d = evaluate(&model, &test, profile.batch * 2)?;
     println!("subject\tenhancing\tedema\tnecrotic_core\tmean\twhole_tumor\ttumor_core");
     for (id, c) in d.subjects() {
@@ -260,6 +292,7 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
     let time_limit = time_limit_arg(&mut args)?;
     let val_every: Option<u64> = args.parse("--val-every")?;
     let split_seed = args.parse_or("--split-seed", 0u64)?;
+    let device = device_arg(&mut args)?;
     args.finish()?;
     if seeds == 0 {
         return Err(usage("--seeds must be at least 1"));
@@ -271,15 +304,13 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
         (None, None) => StudyData::Phantom { subjects, seed: 0 },
     };
     if let Some(n) = iterations {
-        profile.unet_iterations = n;
-        profile.swin_iterations = n;
+        profile.set_iterations(n);
     }
     if let Some(t) = time_limit {
         profile.time_limit = t;
     }
     if let Some(v) = val_every {
-        profile.unet_val_every = v.max(1);
-        profile.swin_val_every = v.max(1);
+        profile.set_val_every(v);
     }
     let models = models
         .split(',')
@@ -292,6 +323,7 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
         models,
         seeds: (0..seeds).collect(),
         split_seed,
+        device,
     };
     let r = run_study(&opts, &mut log_line)?;
     let table =

@@ -5,8 +5,17 @@
 //!
 //! Names are sections: a model's own parameters and buffers sit at the top level
 //! (`synthesis.b64.conv0.weight`); other parts of a training state sit under a section prefix
-//! (`optim/<param>.exp_avg`, `ema/<param>`, `G_ema/<param>`). Metadata records model kind,
-//! profile and step so a checkpoint of the wrong model is recognised.
+//! (`optim/<param>.exp_avg`, `ema/<param>`). Metadata records model kind, profile and step so a
+//! checkpoint of the wrong model is recognised.
+//!
+//! A training state with several networks (a GAN's `G`, `D`, `G_ema`, `opt_G`, `opt_D`) names
+//! each part: [`CheckpointWriter::add_network`], [`CheckpointWriter::add_optimizer_named`] and
+//! [`CheckpointWriter::add_ema_named`] put it under its own section (`G/<param>`,
+//! `opt_G/<param>.exp_avg`); named tensors (`pl_mean`) go under `tensor/<name>`; named numbers
+//! (`kimg`) and RNG states are metadata (`f64.<name>`, `u64.<name>`, `rng.<name>`), written in
+//! decimal so they round-trip exactly (an RNG state has 64 significant bits, more than an f64
+//! holds). The single-network layout above is the section-free special case, so checkpoints
+//! written before named sections existed still load.
 //!
 //! Reading never trusts the file: every size and offset is checked against the file length before
 //! anything is allocated, and every problem is an error that names the file.
@@ -17,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use super::atomic::write_atomic;
 use super::json::{self, Json};
+use crate::data::rng::SplitMix64;
 use crate::nn::ParamStore;
 use crate::optim::{Ema, Optimizer};
 use crate::tensor::{DType, Tensor};
@@ -26,6 +36,35 @@ use crate::{Error, Result};
 pub const OPTIM_SECTION: &str = "optim";
 /// Section of EMA shadow weights.
 pub const EMA_SECTION: &str = "ema";
+/// Section of named tensors ([`CheckpointWriter::add_named_tensor`]).
+pub const TENSOR_SECTION: &str = "tensor";
+
+/// Section names are what people type and read in errors: letters, digits, `_`, `-`, `.`.
+fn check_section_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "checkpoint",
+            format!(
+                "section name {name:?} must be non-empty and use only letters, digits, '_', '-' and '.'"
+            ),
+        ))
+    }
+}
+
+/// Metadata key of the optimiser kind of the optimiser in `section`.
+fn optimizer_kind_key(section: &str) -> String {
+    if section == OPTIM_SECTION {
+        "optimizer".to_string()
+    } else {
+        format!("{section}.optimizer")
+    }
+}
 
 fn format_err(path: &Path, msg: impl Into<String>) -> Error {
     Error::format(path, msg)
@@ -113,12 +152,53 @@ impl CheckpointWriter {
         self.add_tensors(EMA_SECTION, ema.named_tensors())
     }
 
+    /// A named network's parameters and buffers under its own section (`G`, `D`, `G_ema`).
+    pub fn add_network(&mut self, name: &str, store: &ParamStore) -> Result<&mut Self> {
+        check_section_name(name)?;
+        Ok(self.add_store(name, store))
+    }
+
+    /// A named optimiser's state under its own section (`opt_G`), its kind in the metadata.
+    pub fn add_optimizer_named(&mut self, name: &str, opt: &dyn Optimizer) -> Result<&mut Self> {
+        check_section_name(name)?;
+        self.set_metadata(&optimizer_kind_key(name), opt.kind());
+        Ok(self.add_tensors(name, opt.state_tensors()))
+    }
+
+    /// Named EMA shadow weights under their own section.
+    pub fn add_ema_named(&mut self, name: &str, ema: &Ema) -> Result<&mut Self> {
+        check_section_name(name)?;
+        Ok(self.add_tensors(name, ema.named_tensors()))
+    }
+
+    /// One named tensor of the training state (`pl_mean`), under section `tensor`.
+    pub fn add_named_tensor(&mut self, name: &str, t: &Tensor) -> Result<&mut Self> {
+        check_section_name(name)?;
+        Ok(self.add_tensors(TENSOR_SECTION, vec![(name.to_string(), t.clone())]))
+    }
+
+    /// A named number (`kimg`); read back exactly by [`Checkpoint::f64_value`].
+    pub fn set_f64(&mut self, name: &str, v: f64) -> &mut Self {
+        // Rust prints the shortest decimal that parses back to the same bits
+        self.set_metadata(&format!("f64.{name}"), v.to_string())
+    }
+
+    /// A named count (`images`, `step`); read back by [`Checkpoint::u64_value`].
+    pub fn set_u64(&mut self, name: &str, v: u64) -> &mut Self {
+        self.set_metadata(&format!("u64.{name}"), v.to_string())
+    }
+
+    /// A random stream's state, so a resumed run draws what an uninterrupted one would.
+    pub fn set_rng(&mut self, name: &str, rng: &SplitMix64) -> &mut Self {
+        self.set_metadata(&format!("rng.{name}"), rng.state().to_string())
+    }
+
     /// The file's bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         encode(&self.entries, &self.metadata)
     }
 
-    /// Write atomically: `<file>.tmp` in the same directory, fsync, rename over `path`. On error no
+    /// Write atomically: `.<file>.tmp-<pid>-<n>` in the same directory, fsync, rename over `path`. On error no
     /// file is left behind (the previous checkpoint at `path`, if any, is untouched).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let bytes = self.to_bytes()?;
@@ -472,6 +552,24 @@ impl Checkpoint {
     /// Assign the section's tensors into `targets` (matched by name). Everything is checked first
     /// — missing names, extra names, shapes, dtypes — so a failed load changes nothing.
     pub fn load_into(&self, section: &str, targets: &[(String, Tensor)], what: &str) -> Result<()> {
+        self.check_into(section, targets, what)?;
+        let found = self.section(section);
+        let found_map: HashMap<&str, &Tensor> =
+            found.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for (n, t) in targets {
+            t.assign(found_map[n.as_str()])?;
+        }
+        Ok(())
+    }
+
+    /// The checks of [`Checkpoint::load_into`] without assigning anything, so a state made of
+    /// several sections can be checked whole before any of it changes.
+    pub fn check_into(
+        &self,
+        section: &str,
+        targets: &[(String, Tensor)],
+        what: &str,
+    ) -> Result<()> {
         let found = self.section(section);
         let found_map: HashMap<&str, &Tensor> =
             found.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -534,9 +632,6 @@ impl Checkpoint {
                 ));
             }
         }
-        for (n, t) in targets {
-            t.assign(found_map[n.as_str()])?;
-        }
         Ok(())
     }
 
@@ -554,5 +649,126 @@ impl Checkpoint {
     /// Restore EMA shadow weights.
     pub fn load_ema(&self, ema: &Ema) -> Result<()> {
         self.load_into(EMA_SECTION, &ema.named_tensors(), "EMA")
+    }
+
+    /// The sections present (the first part of every name that has one), sorted; "" stands for
+    /// the top level when it holds tensors.
+    pub fn sections(&self) -> Vec<String> {
+        let set: std::collections::BTreeSet<String> = self
+            .tensors
+            .iter()
+            .map(|(n, _)| n.split_once('/').map_or("", |(s, _)| s).to_string())
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// Whether any tensor sits under `section`.
+    pub fn has_section(&self, section: &str) -> bool {
+        let prefix = format!("{section}/");
+        self.tensors.iter().any(|(n, _)| n.starts_with(&prefix))
+    }
+
+    fn require_section(&self, section: &str, what: &str) -> Result<()> {
+        if self.has_section(section) {
+            return Ok(());
+        }
+        let present = self.sections();
+        Err(ckpt_err(
+            &self.path,
+            format!(
+                "has no {what} section {section:?} (its sections: {})",
+                if present.is_empty() {
+                    "none".to_string()
+                } else {
+                    few(&present)
+                }
+            ),
+        ))
+    }
+
+    /// Load a named network (see [`CheckpointWriter::add_network`]).
+    pub fn load_network(&self, name: &str, store: &ParamStore) -> Result<()> {
+        self.require_section(name, "network")?;
+        self.load_into(name, &store.named_tensors(), &format!("network {name}"))
+    }
+
+    /// Restore a named optimiser; the recorded optimiser kind must match.
+    pub fn load_optimizer_named(&self, name: &str, opt: &dyn Optimizer) -> Result<()> {
+        self.expect_metadata(&optimizer_kind_key(name), opt.kind())?;
+        let targets = opt.state_tensors();
+        if !targets.is_empty() {
+            self.require_section(name, "optimizer")?;
+        }
+        self.load_into(name, &targets, &format!("optimizer {name}"))
+    }
+
+    /// Restore named EMA shadow weights.
+    pub fn load_ema_named(&self, name: &str, ema: &Ema) -> Result<()> {
+        self.require_section(name, "EMA")?;
+        self.load_into(name, &ema.named_tensors(), &format!("EMA {name}"))
+    }
+
+    /// Assign a named tensor (see [`CheckpointWriter::add_named_tensor`]) into `target`, checking
+    /// its shape and dtype first.
+    pub fn load_named_tensor(&self, name: &str, target: &Tensor) -> Result<()> {
+        let full = section_name(TENSOR_SECTION, name);
+        let Some(src) = self.get(&full) else {
+            return Err(ckpt_err(
+                &self.path,
+                format!("has no tensor {name:?} (looked for {full:?})"),
+            ));
+        };
+        if src.shape() != target.shape() || src.dtype() != target.dtype() {
+            return Err(ckpt_err(
+                &self.path,
+                format!(
+                    "tensor {name:?} is {} {:?} in the file, {} {:?} was expected",
+                    src.dtype().name(),
+                    src.shape(),
+                    target.dtype().name(),
+                    target.shape()
+                ),
+            ));
+        }
+        target.assign(src)
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, key: &str, what: &str) -> Result<T> {
+        let Some(v) = self.meta(key) else {
+            return Err(ckpt_err(
+                &self.path,
+                format!("records no {what} (metadata {key:?})"),
+            ));
+        };
+        v.parse().map_err(|_| {
+            ckpt_err(
+                &self.path,
+                format!("metadata {key:?} is {v:?}, which is not a valid {what}"),
+            )
+        })
+    }
+
+    /// A named number written by [`CheckpointWriter::set_f64`].
+    pub fn f64_value(&self, name: &str) -> Result<f64> {
+        self.parsed(&format!("f64.{name}"), &format!("number {name:?}"))
+    }
+
+    /// A named count written by [`CheckpointWriter::set_u64`].
+    pub fn u64_value(&self, name: &str) -> Result<u64> {
+        self.parsed(&format!("u64.{name}"), &format!("count {name:?}"))
+    }
+
+    /// Whether the checkpoint records the random stream `name`.
+    pub fn has_rng(&self, name: &str) -> bool {
+        self.meta(&format!("rng.{name}")).is_some()
+    }
+
+    /// A random stream written by [`CheckpointWriter::set_rng`], positioned where it was saved.
+    pub fn rng(&self, name: &str) -> Result<SplitMix64> {
+        self.parsed::<u64>(
+            &format!("rng.{name}"),
+            &format!("random-stream state {name:?}"),
+        )
+        .map(SplitMix64::from_state)
     }
 }

@@ -1,4 +1,7 @@
-//! Training loops: segmentation (U-Net, Swin) with the size profiles.
+//! Training: one runner for every model ([`runner`]), clean interruption ([`interrupt`]), and
+//! segmentation (U-Net, Swin) with its size profiles.
 
+pub mod interrupt;
 pub mod profile;
+pub mod runner;
 pub mod seg;

@@ -9,7 +9,78 @@ use crate::models::unet::UNetConfig;
 use crate::train::seg::{SegKind, SegTrainConfig};
 use crate::{Error, Result};
 
-/// Everything the segmentation study's size depends on.
+/// The U-Net's share of a profile: its network and its training schedule.
+#[derive(Clone, Debug)]
+pub struct UNetProfile {
+    pub net: UNetConfig,
+    pub iterations: u64,
+    /// SGD (Nesterov 0.99) base learning rate, poly 0.9 decay.
+    pub lr: f64,
+    /// Validate (and keep the best checkpoint) every this many steps.
+    pub val_every: u64,
+}
+
+impl UNetProfile {
+    pub fn quick() -> Self {
+        UNetProfile {
+            net: UNetConfig::quick(),
+            // the paper's SGD (Nesterov 0.99) needs a few hundred steps before tumour appears in
+            // its predictions; 2700 steps fit the time limit on two cores
+            iterations: 2700,
+            lr: 0.01,
+            val_every: 150,
+        }
+    }
+
+    pub fn paper() -> Self {
+        UNetProfile {
+            net: UNetConfig::paper(),
+            iterations: 250 * 1000,
+            lr: 0.01,
+            val_every: 5000,
+        }
+    }
+}
+
+/// The Swin segmenter's share of a profile.
+#[derive(Clone, Debug)]
+pub struct SwinProfile {
+    pub net: SwinConfig,
+    pub iterations: u64,
+    /// AdamW base learning rate (weight decay 0.01), after `warmup` linear warm-up steps.
+    pub lr: f64,
+    pub warmup: u64,
+    /// Validate every this many steps (the Swin's validation Dice is noisier between steps).
+    pub val_every: u64,
+}
+
+impl SwinProfile {
+    pub fn quick() -> Self {
+        SwinProfile {
+            net: SwinConfig::quick(),
+            // the Swin keeps improving past 1000 steps (mean test Dice 0.72 at 1000, 0.77 at
+            // 2000 on the default phantom); 2000 steps took 8.5 min on two shared cores
+            iterations: 2000,
+            // short schedules need a larger rate than the paper's 6e-5 over 160k iterations
+            lr: 1e-3,
+            warmup: 50,
+            val_every: 50,
+        }
+    }
+
+    pub fn paper() -> Self {
+        SwinProfile {
+            net: SwinConfig::paper(),
+            iterations: 160_000,
+            lr: 6e-5,
+            warmup: 1500,
+            val_every: 5000,
+        }
+    }
+}
+
+/// Everything the segmentation study's size depends on: the data, and one profile per model
+/// family (a new family brings its own profile struct without touching the others).
 #[derive(Clone, Debug)]
 pub struct SegProfile {
     pub name: &'static str,
@@ -22,17 +93,8 @@ pub struct SegProfile {
     /// Training subjects held out for validation (model selection).
     pub val_subjects: usize,
     pub batch: usize,
-    pub unet: UNetConfig,
-    pub unet_iterations: u64,
-    pub unet_lr: f64,
-    pub swin: SwinConfig,
-    pub swin_iterations: u64,
-    pub swin_lr: f64,
-    pub swin_warmup: u64,
-    /// Validate (and keep the best checkpoint) every this many U-Net steps.
-    pub unet_val_every: u64,
-    /// The same for the Swin segmenter, whose validation Dice is noisier between steps.
-    pub swin_val_every: u64,
+    pub unet: UNetProfile,
+    pub swin: SwinProfile,
     /// Wall-clock budget per segmenter training (the best checkpoint so far is kept).
     pub time_limit: Option<Duration>,
 }
@@ -46,20 +108,8 @@ impl SegProfile {
             test_subjects: 6,
             val_subjects: 3,
             batch: 8,
-            unet: UNetConfig::quick(),
-            // the paper's SGD (Nesterov 0.99) needs a few hundred steps before tumour appears in
-            // its predictions; 2700 steps fit the time limit on two cores
-            unet_iterations: 2700,
-            unet_lr: 0.01,
-            swin: SwinConfig::quick(),
-            // the Swin keeps improving past 1000 steps (mean test Dice 0.72 at 1000, 0.77 at
-            // 2000 on the default phantom); 2000 steps took 8.5 min on two shared cores
-            swin_iterations: 2000,
-            // short schedules need a larger rate than the paper's 6e-5 over 160k iterations
-            swin_lr: 1e-3,
-            swin_warmup: 50,
-            unet_val_every: 150,
-            swin_val_every: 50,
+            unet: UNetProfile::quick(),
+            swin: SwinProfile::quick(),
             time_limit: Some(Duration::from_secs(10 * 60)),
         }
     }
@@ -72,17 +122,22 @@ impl SegProfile {
             test_subjects: 56,
             val_subjects: 31,
             batch: 16,
-            unet: UNetConfig::paper(),
-            unet_iterations: 250 * 1000,
-            unet_lr: 0.01,
-            swin: SwinConfig::paper(),
-            swin_iterations: 160_000,
-            swin_lr: 6e-5,
-            swin_warmup: 1500,
-            unet_val_every: 5000,
-            swin_val_every: 5000,
+            unet: UNetProfile::paper(),
+            swin: SwinProfile::paper(),
             time_limit: None,
         }
+    }
+
+    /// The same number of optimiser steps for every model (the `--iterations` option).
+    pub fn set_iterations(&mut self, n: u64) {
+        self.unet.iterations = n;
+        self.swin.iterations = n;
+    }
+
+    /// The same validation interval for every model (the `--val-every` option; at least 1).
+    pub fn set_val_every(&mut self, n: u64) {
+        self.unet.val_every = n.max(1);
+        self.swin.val_every = n.max(1);
     }
 
     pub fn by_name(name: &str) -> Result<Self> {
@@ -99,29 +154,30 @@ impl SegProfile {
     /// The training configuration of one segmenter under this profile.
     pub fn train_config(&self, kind: SegKind, seed: u64) -> SegTrainConfig {
         let (iterations, lr, val_every) = match kind {
-            SegKind::UNet => (self.unet_iterations, self.unet_lr, self.unet_val_every),
-            SegKind::Swin => (self.swin_iterations, self.swin_lr, self.swin_val_every),
+            SegKind::UNet => (self.unet.iterations, self.unet.lr, self.unet.val_every),
+            SegKind::Swin => (self.swin.iterations, self.swin.lr, self.swin.val_every),
         };
         SegTrainConfig {
             kind,
             profile: self.name.to_string(),
-            unet: self.unet.clone(),
-            swin: self.swin.clone(),
+            unet: self.unet.net.clone(),
+            swin: self.swin.net.clone(),
             iterations,
             batch: self.batch,
             lr,
-            warmup: self.swin_warmup,
+            warmup: self.swin.warmup,
             val_every,
             seed,
             augment: Some(AugmentConfig::default()),
             time_limit: self.time_limit,
+            device: crate::tensor::Device::Cpu,
         }
     }
 
     /// The profile as `key = value` lines, for `--help` and the results file.
     pub fn describe(&self) -> Vec<(String, String)> {
-        let u = &self.unet;
-        let s = &self.swin;
+        let u = &self.unet.net;
+        let s = &self.swin.net;
         vec![
             ("profile".into(), self.name.into()),
             ("slice_size".into(), self.slice_size.to_string()),
@@ -140,7 +196,7 @@ impl SegProfile {
                 "unet_training".into(),
                 format!(
                     "{} iterations, SGD Nesterov 0.99, lr {} poly 0.9, validation every {}",
-                    self.unet_iterations, self.unet_lr, self.unet_val_every
+                    self.unet.iterations, self.unet.lr, self.unet.val_every
                 ),
             ),
             (
@@ -167,7 +223,7 @@ impl SegProfile {
                 "swin_training".into(),
                 format!(
                     "{} iterations, AdamW lr {} wd 0.01, warm-up {} then poly, validation every {}",
-                    self.swin_iterations, self.swin_lr, self.swin_warmup, self.swin_val_every
+                    self.swin.iterations, self.swin.lr, self.swin.warmup, self.swin.val_every
                 ),
             ),
             (
