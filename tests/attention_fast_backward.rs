@@ -71,9 +71,12 @@ fn check(b: usize, heads: usize, ws: usize, dim: usize, masked: bool, dtype: DTy
     let vars = [q.variable(), k.variable(), v.variable(), bias.variable()];
     let name = format!("{sh:?} masked {masked} {dtype:?}");
     for kernels in [CpuKernels::Fast, CpuKernels::Reference] {
-        cpu::set_kernels(kernels);
-        let fused = grads(&vars, mask.as_ref(), &dy, false);
-        let composite = grads(&vars, mask.as_ref(), &dy, true);
+        let (fused, composite) = cpu::with_kernels(kernels, || {
+            (
+                grads(&vars, mask.as_ref(), &dy, false),
+                grads(&vars, mask.as_ref(), &dy, true),
+            )
+        });
         for (i, want) in [dq.clone(), dk.clone(), dv.clone(), db.clone()]
             .iter()
             .enumerate()
@@ -90,7 +93,6 @@ fn check(b: usize, heads: usize, ws: usize, dim: usize, masked: bool, dtype: DTy
             );
         }
     }
-    cpu::set_kernels(CpuKernels::Fast);
 }
 
 #[test]

@@ -8,7 +8,7 @@
 mod fixtures;
 
 use brainsynth::autograd::grad;
-use brainsynth::backend::cpu::{self, CpuKernels};
+use brainsynth::backend::cpu;
 use brainsynth::ops::attention::{
     attention, qkv_attention_legacy, relative_position_index, shifted_window_mask,
     window_attention, window_partition, window_reverse,
@@ -132,9 +132,7 @@ fn fused_kernel_matches_composite_on_both_cpu_kernel_sets() {
     let want = composite(&q, &k, &v, &bias, &mask, 0.7);
     let fast = window_attention(&q, &k, &v, &bias, Some(&mask), 0.7).unwrap();
     close("fast", &fast, &want, 1e-12);
-    cpu::set_kernels(CpuKernels::Reference);
-    let reference = window_attention(&q, &k, &v, &bias, Some(&mask), 0.7);
-    cpu::set_kernels(CpuKernels::Fast);
+    let reference = cpu::with_reference(|| window_attention(&q, &k, &v, &bias, Some(&mask), 0.7));
     close("reference", &reference.unwrap(), &want, 1e-12);
     // f32 too
     let f =

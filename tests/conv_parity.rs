@@ -101,6 +101,13 @@ fn each_code_path_matches_reference() {
         geom(2, 4, 4, (13, 11), (3, 2), (1, 2), (2, 1), (2, 3), 4),
         // a 4×4 stride-2 kernel as in a down-sampling layer
         geom(2, 3, 5, (16, 16), (4, 4), (2, 2), (1, 1), (1, 1), 1),
+        // backward-weight split into uneven blocks of input channels (7, 7, 6)
+        geom(2, 20, 6, (11, 9), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+        // ... in each of two groups, on blocks of whole samples
+        geom(12, 36, 8, (5, 5), (3, 3), (1, 1), (1, 1), (1, 1), 2),
+        // pointwise with channel blocks: columns read from x at a channel offset
+        geom(2, 150, 8, (13, 7), (1, 1), (1, 1), (0, 0), (1, 1), 1),
+        geom(30, 140, 4, (3, 3), (1, 1), (1, 1), (0, 0), (1, 1), 2),
     ];
     for (i, g) in cases.into_iter().enumerate() {
         let g = g.expect("valid test geometry");

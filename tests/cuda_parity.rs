@@ -57,7 +57,7 @@ fn positive(shape: &[usize], dt: DType, rng: &mut StdRng) -> Tensor {
 
 #[test]
 fn unary_ops_match_cpu() {
-    let Some(_) = gpu_or_skip("unary_ops_match_cpu") else {
+    let Some(_gpu) = gpu_or_skip("unary_ops_match_cpu") else {
         return;
     };
     let mut r = rng("unary");
@@ -108,7 +108,7 @@ fn unary_ops_match_cpu() {
 
 #[test]
 fn binary_ops_broadcast_like_cpu() {
-    let Some(_) = gpu_or_skip("binary_ops_broadcast_like_cpu") else {
+    let Some(_gpu) = gpu_or_skip("binary_ops_broadcast_like_cpu") else {
         return;
     };
     let mut r = rng("binary");
@@ -149,7 +149,7 @@ fn binary_ops_broadcast_like_cpu() {
 
 #[test]
 fn where_lerp_and_views_match_cpu() {
-    let Some(_) = gpu_or_skip("where_lerp_and_views_match_cpu") else {
+    let Some(_gpu) = gpu_or_skip("where_lerp_and_views_match_cpu") else {
         return;
     };
     let mut r = rng("where/views");
@@ -216,7 +216,7 @@ fn where_lerp_and_views_match_cpu() {
 
 #[test]
 fn reductions_and_softmax_match_cpu() {
-    let Some(_) = gpu_or_skip("reductions_and_softmax_match_cpu") else {
+    let Some(_gpu) = gpu_or_skip("reductions_and_softmax_match_cpu") else {
         return;
     };
     let mut r = rng("reduce");
@@ -253,7 +253,7 @@ fn reductions_and_softmax_match_cpu() {
 
 #[test]
 fn matmul_and_linear_match_cpu() {
-    let Some(_) = gpu_or_skip("matmul_and_linear_match_cpu") else {
+    let Some(_gpu) = gpu_or_skip("matmul_and_linear_match_cpu") else {
         return;
     };
     let mut r = rng("matmul");
@@ -293,7 +293,7 @@ fn matmul_and_linear_match_cpu() {
 
 #[test]
 fn conv2d_family_matches_cpu() {
-    let Some(_) = gpu_or_skip("conv2d_family_matches_cpu") else {
+    let Some(_gpu) = gpu_or_skip("conv2d_family_matches_cpu") else {
         return;
     };
     let mut r = rng("conv");
@@ -357,7 +357,7 @@ fn conv2d_family_matches_cpu() {
 
 #[test]
 fn conv2d_anchor_shape_matches_cpu() {
-    let Some(_) = gpu_or_skip("conv2d_anchor_shape_matches_cpu") else {
+    let Some(_gpu) = gpu_or_skip("conv2d_anchor_shape_matches_cpu") else {
         return;
     };
     // the first layer of the anchors' smallest conv: 5 channels in, 64 out, 64x64
@@ -366,7 +366,8 @@ fn conv2d_anchor_shape_matches_cpu() {
         randn(&[2, 5, 64, 64], DType::F32, &mut r),
         randn(&[64, 5, 3, 3], DType::F32, &mut r),
     );
-    cpu::set_kernels(CpuKernels::Fast); // the reference loops are slow at this size; fast is tested against them
+    // the reference loops are slow at this size; fast is tested against them
+    let _fast = cpu::use_kernels(CpuKernels::Fast);
     check("conv3x3 5->64 at 64x64", &[x, w], |v| {
         v[0].conv2d(&v[1], Conv2dParams::same(3))
     });
@@ -381,7 +382,7 @@ fn close_all(name: &str, gpu: &[&Tensor], cpu: &[&Tensor]) {
 
 #[test]
 fn fused_group_norm_matches_reference() {
-    let Some(_) = gpu_or_skip("fused_group_norm_matches_reference") else {
+    let Some(_gpu) = gpu_or_skip("fused_group_norm_matches_reference") else {
         return;
     };
     let mut r = rng("group_norm");
@@ -422,7 +423,7 @@ fn fused_group_norm_matches_reference() {
 
 #[test]
 fn fused_window_attention_matches_reference() {
-    let Some(_) = gpu_or_skip("fused_window_attention_matches_reference") else {
+    let Some(_gpu) = gpu_or_skip("fused_window_attention_matches_reference") else {
         return;
     };
     let mut r = rng("window_attention");
@@ -488,7 +489,7 @@ fn fused_window_attention_matches_reference() {
 
 #[test]
 fn fused_modulated_conv_matches_reference() {
-    let Some(_) = gpu_or_skip("fused_modulated_conv_matches_reference") else {
+    let Some(_gpu) = gpu_or_skip("fused_modulated_conv_matches_reference") else {
         return;
     };
     let mut r = rng("modconv");
@@ -524,7 +525,7 @@ fn fused_modulated_conv_matches_reference() {
 
 #[test]
 fn device_handling_is_explicit() {
-    let Some(_) = gpu_or_skip("device_handling_is_explicit") else {
+    let Some(_gpu) = gpu_or_skip("device_handling_is_explicit") else {
         return;
     };
     let mut r = rng("devices");

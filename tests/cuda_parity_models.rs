@@ -87,7 +87,7 @@ fn randn(shape: &[usize], dt: DType, rng: &mut StdRng) -> Tensor {
 
 #[test]
 fn norms_match_cpu_to_second_order() {
-    let Some(_) = gpu_or_skip("norms_match_cpu_to_second_order") else {
+    let Some(_gpu) = gpu_or_skip("norms_match_cpu_to_second_order") else {
         return;
     };
     let mut r = rng("norms");
@@ -150,7 +150,7 @@ fn norms_match_cpu_to_second_order() {
 
 #[test]
 fn attention_matches_cpu_on_both_kernels() {
-    let Some(_) = gpu_or_skip("attention_matches_cpu_on_both_kernels") else {
+    let Some(_gpu) = gpu_or_skip("attention_matches_cpu_on_both_kernels") else {
         return;
     };
     let mut r = rng("attention");
@@ -196,7 +196,7 @@ fn attention_matches_cpu_on_both_kernels() {
 
 #[test]
 fn resampling_matches_cpu() {
-    let Some(_) = gpu_or_skip("resampling_matches_cpu") else {
+    let Some(_gpu) = gpu_or_skip("resampling_matches_cpu") else {
         return;
     };
     let mut r = rng("resampling");
@@ -318,7 +318,7 @@ fn set_grads(ps: &[Tensor]) {
 
 #[test]
 fn optimisers_match_cpu() {
-    let Some(_) = gpu_or_skip("optimisers_match_cpu") else {
+    let Some(_gpu) = gpu_or_skip("optimisers_match_cpu") else {
         return;
     };
     type Make = fn(&ParamStore) -> Box<dyn Optimizer>;
@@ -420,7 +420,7 @@ fn param_store_places_parameters_on_its_device() {
 
 #[test]
 fn unet_sgd_step_on_gpu_matches_cpu() {
-    let Some(_) = gpu_or_skip("unet_sgd_step_on_gpu_matches_cpu") else {
+    let Some(_gpu) = gpu_or_skip("unet_sgd_step_on_gpu_matches_cpu") else {
         return;
     };
     let mut r = rng("unet step");

@@ -12,13 +12,21 @@ use rand::rngs::StdRng;
 
 pub const GPU: Device = Device::Cuda(0);
 
-/// The GPU, or None after printing why the test is skipped.
-pub fn gpu_or_skip(test: &str) -> Option<Device> {
+/// A test's hold on the GPU: while it lives, the test's CPU side runs the reference kernels
+/// (on this test's thread only; tests beside it keep their own choice).
+pub struct Gpu {
+    pub device: Device,
+    _reference: cpu::KernelsGuard,
+}
+
+/// The GPU, or None after printing why the test is skipped. Keep the value for the whole test
+/// (`let Some(_gpu) = ...`): the CPU side is on the reference kernels while it lives.
+pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
     match cuda::available(0) {
-        Ok(()) => {
-            cpu::set_kernels(CpuKernels::Reference);
-            Some(GPU)
-        }
+        Ok(()) => Some(Gpu {
+            device: GPU,
+            _reference: cpu::use_kernels(CpuKernels::Reference),
+        }),
         Err(e) => {
             println!("skipping {test}: {e}");
             None

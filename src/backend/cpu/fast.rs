@@ -254,17 +254,20 @@ impl<T> SyncConst<T> {
 
 /// Run `f(state, task)` for task in 0..count over the workers, handing out tasks one at a time
 /// (a shared machine slows threads unevenly, so static splits leave cores idle). Each worker
-/// has its own `init()` state; the states come back, one per worker that ran.
+/// has its own `init()` state, as scratch space only: which worker runs which task depends on
+/// thread timing, so tasks must write disjoint outputs and nothing may be summed across the
+/// states (that would make results differ from run to run; see `conv2d_backward_weight` for
+/// a sum split so that its order is fixed).
 pub(crate) fn par_tasks<S: Send>(
     count: usize,
     init: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, usize) + Sync,
-) -> Vec<S> {
+) {
     let threads = super::worker_threads().min(count).max(1);
     if threads == 1 {
         let mut s = init();
         (0..count).for_each(|t| f(&mut s, t));
-        return vec![s];
+        return;
     }
     let next = AtomicUsize::new(0);
     let work = || {
@@ -276,13 +279,12 @@ pub(crate) fn par_tasks<S: Send>(
             }
             f(&mut s, t);
         }
-        s
     };
     let work = &work;
     // the calling thread works too (the pool runs the first job on it)
     super::pool::join_all(
         (0..threads)
-            .map(|_| Box::new(work) as Box<dyn FnOnce() -> S + Send + '_>)
+            .map(|_| Box::new(work) as Box<dyn FnOnce() + Send + '_>)
             .collect(),
-    )
+    );
 }

@@ -11,7 +11,9 @@
 //!   (padding d·(k−1)−p), so it shares the forward path; otherwise (stride > 1, padding past the
 //!   kernel's reach, thin inputs) cols = W_gᵀ·dy per tile and col2im adds them into dx, one
 //!   (sample, group) per task so no two tasks touch the same dx.
-//! - backward-weight: dW_g += dy(tile) · cols(tile)ᵀ, one partial dW per worker, summed at the end.
+//! - backward-weight: dW_g += dy(tile) · cols(tile)ᵀ, split by blocks of input channels (and,
+//!   for thin layers, fixed runs of tiles whose partial dW are summed in order), so the sum's
+//!   order does not depend on which worker took which task.
 
 use super::fast::{SyncConst, SyncPtr, gemm_raw, par_tasks};
 use super::reference::ConvGeom;
@@ -102,10 +104,13 @@ fn pointwise(g: &ConvGeom) -> bool {
     g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.pad == (0, 0)
 }
 
-/// Unfold output pixels p0..p1 of one sample's group of channels `xg` [cig, h, w] into
-/// `cols[r * ld + off ..]` for each row r = (c, ky, kx); zeros where the window leaves the image.
+/// Unfold output pixels p0..p1 of `channels` input channels `xg` [channels, h, w] of one
+/// sample into `cols[r * ld + off ..]` for each row r = (c, ky, kx); zeros where the window
+/// leaves the image.
+#[allow(clippy::too_many_arguments)]
 fn im2col<T: StorageElem>(
     xg: &[T],
+    channels: usize,
     g: &ConvGeom,
     p0: usize,
     p1: usize,
@@ -113,9 +118,8 @@ fn im2col<T: StorageElem>(
     ld: usize,
     off: usize,
 ) {
-    let cig = g.cin / g.groups;
     let zero = T::zero();
-    for c in 0..cig {
+    for c in 0..channels {
         let xc = &xg[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
@@ -196,30 +200,40 @@ fn col2im<T: StorageElem>(cols: &[T], g: &ConvGeom, p0: usize, p1: usize, ld: us
     }
 }
 
-/// Fill `cols` [k, tile.cols()] with the unfolded input of group `gi` over `tile`.
-fn fill_cols<T: StorageElem>(x: &[T], g: &ConvGeom, gi: usize, tile: Tile, cols: &mut Vec<T>) {
+/// Fill `cols` [k, tile.cols()] with the unfolded input channels `c0..c1` of group `gi` over
+/// `tile` (k = (c1 − c0)·kh·kw).
+fn fill_cols<T: StorageElem>(
+    x: &[T],
+    g: &ConvGeom,
+    gi: usize,
+    (c0, c1): (usize, usize),
+    tile: Tile,
+    cols: &mut Vec<T>,
+) {
     let cig = g.cin / g.groups;
-    let (k, hw, ncols, len) = (cig * g.kh * g.kw, g.h * g.w, tile.cols(), tile.len());
+    let (k, hw, ncols, len) = ((c1 - c0) * g.kh * g.kw, g.h * g.w, tile.cols(), tile.len());
     cols.resize(k * ncols, T::zero());
     for s in tile.s0..tile.s1 {
-        let xg = &x[(s * g.cin + gi * cig) * hw..][..cig * hw];
+        let xg = &x[(s * g.cin + gi * cig + c0) * hw..][..(c1 - c0) * hw];
         let off = (s - tile.s0) * len;
         if pointwise(g) {
             for r in 0..k {
                 cols[r * ncols + off..][..len].copy_from_slice(&xg[r * hw + tile.p0..][..len]);
             }
         } else {
-            im2col(xg, g, tile.p0, tile.p1, cols, ncols, off);
+            im2col(xg, c1 - c0, g, tile.p0, tile.p1, cols, ncols, off);
         }
     }
 }
 
-/// Columns for (group, tile) as a GEMM operand (pointer, strides of the [k, cols] matrix):
-/// x itself for a pointwise conv on one sample, else unfolded into `cols`.
+/// Columns of input channels `c0..c1` of group `gi` over `tile` as a GEMM operand (pointer,
+/// strides of the [k, cols] matrix): x itself for a pointwise conv on one sample, else
+/// unfolded into `cols`.
 fn columns<T: StorageElem>(
     x: &[T],
     g: &ConvGeom,
     gi: usize,
+    (c0, c1): (usize, usize),
     tile: Tile,
     cols: &mut Vec<T>,
 ) -> (*const T, (isize, isize)) {
@@ -227,11 +241,11 @@ fn columns<T: StorageElem>(
         let cig = g.cin / g.groups;
         let hw = g.h * g.w;
         (
-            x[(tile.s0 * g.cin + gi * cig) * hw + tile.p0..].as_ptr(),
+            x[(tile.s0 * g.cin + gi * cig + c0) * hw + tile.p0..].as_ptr(),
             (hw as isize, 1),
         )
     } else {
-        fill_cols(x, g, gi, tile, cols);
+        fill_cols(x, g, gi, (c0, c1), tile, cols);
         (cols.as_ptr(), (tile.cols() as isize, 1))
     }
 }
@@ -267,7 +281,7 @@ fn forward_into<T: StorageElem>(x: &[T], w: &[T], g: &ConvGeom, y: &mut [T]) {
         |(cols, out): &mut (Vec<T>, Vec<T>), task| {
             let (gi, tile) = (task % g.groups, tiles.tile(task / g.groups));
             let ncols = tile.cols();
-            let (b, sb) = columns(x, g, gi, tile, cols);
+            let (b, sb) = columns(x, g, gi, (0, cig), tile, cols);
             let wg = w[gi * cog * k..].as_ptr();
             let yrow = |s: usize| (s * g.cout + gi * cog) * p;
             if tile.single() {
@@ -402,62 +416,99 @@ pub fn conv2d_backward_data<T: StorageElem>(dy: &[T], w: &[T], g: &ConvGeom) -> 
     dx
 }
 
+/// Columns of dW one backward-weight GEMM writes, at least: fewer and the GEMM spends its
+/// time packing dy.
+const BW_MIN_COLS: usize = 64;
+
 /// conv2d backward-weight: dW_g = Σ over tiles of dy(tile) · cols(tile)ᵀ.
+///
+/// The sum over tiles is split so that its order never depends on thread timing: a task owns
+/// a block of dW's columns (a run of input channels; those rows of cols are all it unfolds)
+/// and adds the tiles of one lane — a fixed run of consecutive tiles — in order into that
+/// lane's copy of dW. Lanes are only added where channel blocks alone leave threads idle
+/// (thin layers, whose dW is small), and their copies are summed in lane order at the end.
+/// The result depends on the thread count (through the tiles and lanes) but not on which
+/// thread ran what or when.
 pub fn conv2d_backward_weight<T: StorageElem>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
-    let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
-    let (k, p) = (cig * g.kh * g.kw, g.oh * g.ow);
+    let (cig, cog, taps) = (g.cin / g.groups, g.cout / g.groups, g.kh * g.kw);
+    let (k, p) = (cig * taps, g.oh * g.ow);
     let wlen = g.cout * k;
-    let tiles = Tiles::new(g.n, p, k, size_of::<T>());
+    if wlen == 0 || g.n * p == 0 {
+        return vec![T::zero(); wlen];
+    }
+    // channel blocks of at least BW_MIN_COLS columns, evened out
+    let blocks = cig.div_ceil(BW_MIN_COLS.div_ceil(taps).min(cig));
+    let cblock = cig.div_ceil(blocks);
+    let blocks = cig.div_ceil(cblock);
+    let tiles = Tiles::new(g.n, p, cblock * taps, size_of::<T>());
+    let count = tiles.count();
+    let threads = super::worker_threads();
+    let lanes = (2 * threads).div_ceil(g.groups * blocks).clamp(1, count);
+    let per_lane = count.div_ceil(lanes);
+    let lanes = count.div_ceil(per_lane);
+    let mut dw = vec![T::zero(); lanes * wlen];
+    let dwp = SyncPtr(dw.as_mut_ptr());
     let dyp = SyncConst(dy.as_ptr());
-    let partials = par_tasks(
-        g.groups * tiles.count(),
-        || (vec![T::zero(); wlen], Vec::new(), Vec::new()),
-        |(dw, cols, dyt): &mut (Vec<T>, Vec<T>, Vec<T>), task| {
-            let (gi, tile) = (task % g.groups, tiles.tile(task / g.groups));
-            let (ncols, len) = (tile.cols(), tile.len());
+    par_tasks(
+        g.groups * blocks * lanes,
+        || (Vec::new(), Vec::new()),
+        |(cols, dyt): &mut (Vec<T>, Vec<T>), task| {
+            let (lane, cb, gi) = (task % lanes, task / lanes % blocks, task / lanes / blocks);
+            let (c0, c1) = (cb * cblock, ((cb + 1) * cblock).min(cig));
             let dyrow = |s: usize| (s * g.cout + gi * cog) * p;
-            // A = dy over the tile [cog, ncols]
-            let (a, sa) = if tile.single() {
-                (
-                    // SAFETY: in bounds: rows of sample s0 from pixel p0
-                    unsafe { dyp.get().add(dyrow(tile.s0) + tile.p0) },
-                    (p as isize, 1),
-                )
-            } else {
-                dyt.resize(cog * ncols, T::zero());
-                for s in tile.s0..tile.s1 {
-                    for co in 0..cog {
-                        dyt[co * ncols + (s - tile.s0) * len..][..len]
-                            .copy_from_slice(&dy[dyrow(s) + co * p..][..len]);
+            for t in lane * per_lane..((lane + 1) * per_lane).min(count) {
+                let tile = tiles.tile(t);
+                let (ncols, len) = (tile.cols(), tile.len());
+                // A = dy over the tile [cog, ncols]
+                let (a, sa) = if tile.single() {
+                    (
+                        // SAFETY: in bounds: rows of sample s0 from pixel p0
+                        unsafe { dyp.get().add(dyrow(tile.s0) + tile.p0) },
+                        (p as isize, 1),
+                    )
+                } else {
+                    dyt.resize(cog * ncols, T::zero());
+                    for s in tile.s0..tile.s1 {
+                        for co in 0..cog {
+                            dyt[co * ncols + (s - tile.s0) * len..][..len]
+                                .copy_from_slice(&dy[dyrow(s) + co * p..][..len]);
+                        }
                     }
-                }
-                (dyt.as_ptr(), (ncols as isize, 1))
-            };
-            // B = colsᵀ [ncols, k]
-            let (b, (r, c)) = columns(x, g, gi, tile, cols);
-            // SAFETY: `dw` is this worker's own partial sum; operands in bounds.
-            unsafe {
-                gemm_raw(
-                    cog,
-                    ncols,
-                    k,
-                    a,
-                    sa,
-                    b,
-                    (c, r),
-                    dw[gi * cog * k..].as_mut_ptr(),
-                    (k as isize, 1),
-                    true,
-                )
-            };
+                    (dyt.as_ptr(), (ncols as isize, 1))
+                };
+                // B = colsᵀ [ncols, kb] for channels c0..c1
+                let (b, (r, c)) = columns(x, g, gi, (c0, c1), tile, cols);
+                // SAFETY: rows gi·cog.., columns c0·taps..c1·taps of lane `lane`'s copy of dW
+                // belong to this task alone; operands in bounds.
+                unsafe {
+                    gemm_raw(
+                        cog,
+                        ncols,
+                        (c1 - c0) * taps,
+                        a,
+                        sa,
+                        b,
+                        (c, r),
+                        dwp.get().add(lane * wlen + gi * cog * k + c0 * taps),
+                        (k as isize, 1),
+                        true,
+                    )
+                };
+            }
         },
     );
-    let mut iter = partials.into_iter().map(|(dw, _, _)| dw);
-    let mut dw = iter.next().unwrap_or_else(|| vec![T::zero(); wlen]);
-    for part in iter {
-        for (d, v) in dw.iter_mut().zip(part) {
-            *d += v;
-        }
+    if lanes > 1 {
+        let (total, rest) = dw.split_at_mut(wlen);
+        let rest = &*rest;
+        super::par_chunks_mut(total, 1 << 14, |start, chunk| {
+            for l in 0..lanes - 1 {
+                let part = &rest[l * wlen + start..][..chunk.len()];
+                for (d, &v) in chunk.iter_mut().zip(part) {
+                    *d += v;
+                }
+            }
+        });
+        dw.truncate(wlen);
     }
     dw
 }

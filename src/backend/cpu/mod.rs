@@ -8,9 +8,9 @@ pub mod fused_reference;
 pub mod pool;
 pub mod reference;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::cell::Cell;
 
-/// Which CPU kernels heavy ops (conv, matmul) use.
+/// Which CPU kernels heavy ops (conv, matmul, attention) use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuKernels {
     /// Plain loops: slow, obviously right.
@@ -19,19 +19,51 @@ pub enum CpuKernels {
     Fast,
 }
 
-static KERNELS: AtomicU8 = AtomicU8::new(1);
-
-/// Choose the kernels heavy CPU ops use, process-wide.
-pub fn set_kernels(k: CpuKernels) {
-    KERNELS.store(if k == CpuKernels::Fast { 1 } else { 0 }, Ordering::Relaxed);
+// The choice is a per-thread, scoped setting rather than a process-wide switch, so a test that
+// asks for the reference loops cannot change the kernels of tests running beside it. The pool
+// hands the caller's choice to the jobs it runs on its workers (see `pool::join_all`).
+thread_local! {
+    static KERNELS: Cell<CpuKernels> = const { Cell::new(CpuKernels::Fast) };
 }
 
+/// The kernels heavy CPU ops use on this thread: `Fast` unless a [`with_kernels`] call or a
+/// [`KernelsGuard`] around the caller says otherwise.
 pub fn kernels() -> CpuKernels {
-    if KERNELS.load(Ordering::Relaxed) == 1 {
-        CpuKernels::Fast
-    } else {
-        CpuKernels::Reference
+    KERNELS.with(|k| k.get())
+}
+
+/// Restores the previous kernel choice of this thread when dropped.
+#[must_use = "the choice holds only while the guard lives"]
+pub struct KernelsGuard {
+    previous: CpuKernels,
+    // a guard restores the thread it was made on: keep it there
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for KernelsGuard {
+    fn drop(&mut self) {
+        KERNELS.with(|k| k.set(self.previous));
     }
+}
+
+/// Use `kernels` on this thread (and in the pool jobs it starts) until the guard is dropped.
+pub fn use_kernels(kernels: CpuKernels) -> KernelsGuard {
+    KernelsGuard {
+        previous: KERNELS.with(|k| k.replace(kernels)),
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+/// Run `f` with heavy ops on `kernels` (this thread and the pool jobs it starts); the previous
+/// choice is back afterwards, also when `f` panics.
+pub fn with_kernels<R>(kernels: CpuKernels, f: impl FnOnce() -> R) -> R {
+    let _guard = use_kernels(kernels);
+    f()
+}
+
+/// Run `f` on the reference kernels (see [`with_kernels`]).
+pub fn with_reference<R>(f: impl FnOnce() -> R) -> R {
+    with_kernels(CpuKernels::Reference, f)
 }
 
 /// Worker threads for CPU kernels: `BRAINSYNTH_THREADS` or all cores.

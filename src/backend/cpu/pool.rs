@@ -8,8 +8,9 @@
 //! with scoped threads. A panic in any job is re-raised on the caller after every job ended.
 //!
 //! Jobs run marked as workers (see [`super::as_worker`]), so kernels they call stay on their
-//! thread, and `join_all` itself runs everything inline when called from inside a job: a pool
-//! worker therefore never waits for the queue, which is what keeps the pool free of deadlock.
+//! thread, and with their caller's kernel choice (see [`super::use_kernels`]). `join_all`
+//! itself runs everything inline when called from inside a job: a pool worker therefore never
+//! waits for the queue, which is what keeps the pool free of deadlock.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -96,6 +97,8 @@ pub fn join_all<'a, R: Send + 'a>(jobs: Vec<Box<dyn FnOnce() -> R + Send + 'a>>)
         _ => return jobs.into_iter().map(|j| super::as_worker(j)).collect(),
     };
     let n = jobs.len();
+    // a worker runs jobs for any caller: each job takes its own caller's kernel choice along
+    let kernels = super::kernels();
     let slots: Vec<Mutex<Option<std::thread::Result<R>>>> =
         (0..n).map(|_| Mutex::new(None)).collect();
     let pending = Arc::new(Pending {
@@ -110,7 +113,7 @@ pub fn join_all<'a, R: Send + 'a>(jobs: Vec<Box<dyn FnOnce() -> R + Send + 'a>>)
             let slot = &slots[i + 1];
             let pending = pending.clone();
             let task: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
-                let r = catch_unwind(AssertUnwindSafe(job));
+                let r = catch_unwind(AssertUnwindSafe(|| super::with_kernels(kernels, job)));
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                 pending.finish_one();
             });
@@ -183,6 +186,38 @@ mod tests {
             Box::new(|| 2),
         ]);
         assert_eq!(v, vec![1, 2]);
+    }
+
+    #[test]
+    fn jobs_on_workers_use_their_callers_kernel_choice() {
+        use super::super::{CpuKernels, kernels, with_kernels, with_reference};
+        let seen = |n: usize| {
+            join_all(
+                (0..n)
+                    .map(|_| {
+                        Box::new(|| {
+                            // long enough that the workers, not only the caller, take jobs
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                            kernels()
+                        }) as Box<dyn FnOnce() -> CpuKernels + Send>
+                    })
+                    .collect(),
+            )
+        };
+        std::thread::scope(|s| {
+            let a = s.spawn(|| with_reference(|| seen(16)));
+            let b = s.spawn(|| with_kernels(CpuKernels::Fast, || seen(16)));
+            let (a, b) = (a.join().unwrap(), b.join().unwrap());
+            assert!(a.iter().all(|&k| k == CpuKernels::Reference), "{a:?}");
+            assert!(b.iter().all(|&k| k == CpuKernels::Fast), "{b:?}");
+        });
+        // the choice ends with its scope, on the caller and on the workers
+        assert_eq!(with_reference(kernels), CpuKernels::Reference);
+        assert_eq!(kernels(), CpuKernels::Fast);
+        assert!(seen(8).iter().all(|&k| k == CpuKernels::Fast));
+        let r = catch_unwind(|| with_reference(|| panic!("fails inside the scope")));
+        assert!(r.is_err());
+        assert_eq!(kernels(), CpuKernels::Fast);
     }
 
     #[test]
