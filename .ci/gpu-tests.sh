@@ -26,7 +26,7 @@ for l in sys.stdin:
     bench = kind == "bench" and t["kind"] == ["bench"]
     if test or bench: shutil.copy(exe, ".devicebin/" + t["name"])' "$1"; }
 
-cargo test --release --features cuda --test cuda_parity --test cuda_allocator --no-run --message-format=json | pick test
+cargo test --release --features cuda --test cuda_parity --test cuda_parity_models --test cuda_allocator --no-run --message-format=json | pick test
 cargo bench --features cuda --bench cuda_kernels --no-run --message-format=json | pick bench
 strip --strip-debug .devicebin/cuda_* 2>/dev/null || true
 if [[ -n ${ANCHORS:-} ]]; then cp "$ANCHORS" .devicebin/; fi
@@ -38,7 +38,9 @@ set -uo pipefail
 out=${OUT:-.devicebin/out}; mkdir -p "$out"
 nvidia-smi -L | tee "$out/gpu.txt"
 status=0
-for t in .devicebin/cuda_parity .devicebin/cuda_allocator; do
+# a GPU is expected here: any skip fails, and every launch is checked where it happens
+export BRAINSYNTH_REQUIRE_GPU=1 BRAINSYNTH_CUDA_SYNC=1
+for t in .devicebin/cuda_parity .devicebin/cuda_parity_models .devicebin/cuda_allocator; do
   "$t" --test-threads=1 2>&1 | tee -a "$out/tests.log" || status=1
 done
 if [[ ${1:-all} != tests ]]; then

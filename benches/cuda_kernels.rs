@@ -196,9 +196,21 @@ fn winattn(c: &mut Criterion, rng: &mut StdRng) {
 }
 
 fn main() {
-    if let Err(e) = cuda::available(0) {
-        println!("skipping the CUDA benches: {e}");
-        return;
+    match cuda::available_or_skip(0) {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            println!("skipping the CUDA benches: {why}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+    if cuda::EMULATED {
+        println!(
+            "note: the kernels run on the CPU emulator (cuda-emu): these timings mean nothing"
+        );
     }
     let mut c = Criterion::default()
         .configure_from_args()

@@ -291,8 +291,8 @@ impl GradFn for NormalizeBackward {
         if !is_grad_enabled() {
             // not differentiated again: the fused kernel gives the same values in two passes
             let (w, b) = (
-                Tensor::ones(&[self.d.c], self.x.dtype()),
-                Tensor::zeros(&[self.d.c], self.x.dtype()),
+                Tensor::ones(&[self.d.c], self.x.dtype()).to_device(self.x.device())?,
+                Tensor::zeros(&[self.d.c], self.x.dtype()).to_device(self.x.device())?,
             );
             let [gx, _, _] = norm_backward_fused(&self.x, &w, &b, g, self.d, self.eps, Act::None)?;
             return Ok(vec![Some(gx)]);
@@ -437,11 +437,11 @@ fn run_norm(
         // missing parameters become constants (no gradient is asked of them)
         let w = match weight {
             Some(w) => w.clone(),
-            None => Tensor::ones(&[d.c], x.dtype()),
+            None => Tensor::ones(&[d.c], x.dtype()).to_device(x.device())?,
         };
         let b = match bias {
             Some(b) => b.clone(),
-            None => Tensor::zeros(&[d.c], x.dtype()),
+            None => Tensor::zeros(&[d.c], x.dtype()).to_device(x.device())?,
         };
         norm_affine(&x3, &w, &b, d, eps, act)?
     };

@@ -319,7 +319,8 @@ impl GradFn for UpfirdnBackward {
 
 /// Filter taps and size `(fw, fh)` from a 1-D (separable) or 2-D filter tensor.
 fn filter_taps(op: &'static str, f: &Tensor) -> Result<(Vec<f64>, bool, usize, usize)> {
-    let v = f.to_vec_f64()?;
+    // taps are host metadata of the op: a filter on a GPU is read back once
+    let v = f.to_device(crate::Device::Cpu)?.to_vec_f64()?;
     let (separable, fw, fh) = match f.shape() {
         [k] => (true, *k, *k),
         [fh, fw] => (false, *fw, *fh),

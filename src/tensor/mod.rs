@@ -551,7 +551,8 @@ impl Tensor {
                 format!("needs one element, shape is {:?}", self.shape()),
             ));
         }
-        Ok(self.to_vec_f64()?[0])
+        // one scalar read back from a GPU (e.g. a loss or a gradient norm)
+        Ok(self.to_device(Device::Cpu)?.to_vec_f64()?[0])
     }
 
     fn check_cpu(&self, op: &'static str) -> Result<()> {

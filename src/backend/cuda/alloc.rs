@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DriverError, sys};
+use super::ActiveDriver;
+use super::driver::{Driver, DrvResult};
 
-/// Free buffers by bucket size in bytes.
-#[derive(Default)]
+/// Free buffers (device addresses) by bucket size in bytes.
 pub struct Pool {
-    free: Mutex<HashMap<usize, Vec<CudaSlice<u8>>>>,
+    drv: Arc<ActiveDriver>,
+    free: Mutex<HashMap<usize, Vec<u64>>>,
     /// Allocations that went to the driver (cache misses).
     driver_allocs: AtomicUsize,
 }
@@ -29,7 +30,6 @@ pub fn bucket(bytes: usize) -> usize {
 
 /// Device memory on loan from a pool; returns there when dropped.
 pub struct Buffer {
-    slice: Option<CudaSlice<u8>>,
     ptr: u64,
     bytes: usize,
     pool: Arc<Pool>,
@@ -48,48 +48,49 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if let Some(s) = self.slice.take()
-            && let Ok(mut free) = self.pool.free.lock()
-        {
-            free.entry(self.bytes).or_default().push(s);
+        match self.pool.free.lock() {
+            Ok(mut free) => free.entry(self.bytes).or_default().push(self.ptr),
+            Err(_) => self.pool.drv.free(self.ptr),
         }
     }
 }
 
 impl Pool {
+    pub(crate) fn new(drv: Arc<ActiveDriver>) -> Self {
+        Pool {
+            drv,
+            free: Mutex::new(HashMap::new()),
+            driver_allocs: AtomicUsize::new(0),
+        }
+    }
+
     /// A buffer of at least `bytes` bytes (contents undefined). On out-of-memory the cached
     /// buffers are released to the driver and the allocation is tried once more.
-    pub fn alloc(
-        self: &Arc<Self>,
-        stream: &Arc<CudaStream>,
-        bytes: usize,
-    ) -> Result<Buffer, DriverError> {
+    pub(crate) fn alloc(self: &Arc<Self>, bytes: usize) -> DrvResult<Buffer> {
         let size = bucket(bytes);
         let cached = self
             .free
             .lock()
             .ok()
             .and_then(|mut f| f.get_mut(&size).and_then(|v| v.pop()));
-        let slice = match cached {
-            Some(s) => s,
+        let ptr = match cached {
+            Some(p) => {
+                self.drv.reuse(p, size);
+                p
+            }
             None => {
                 self.driver_allocs.fetch_add(1, Ordering::Relaxed);
-                match unsafe { stream.alloc::<u8>(size) } {
-                    Ok(s) => s,
-                    Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
+                match self.drv.alloc(size) {
+                    Ok(p) => p,
+                    Err(e) if e.out_of_memory => {
                         self.release();
-                        unsafe { stream.alloc::<u8>(size) }?
+                        self.drv.alloc(size)?
                     }
                     Err(e) => return Err(e),
                 }
             }
         };
-        let ptr = {
-            let (p, _sync) = slice.device_ptr(stream);
-            p
-        };
         Ok(Buffer {
-            slice: Some(slice),
             ptr,
             bytes: size,
             pool: self.clone(),
@@ -98,8 +99,12 @@ impl Pool {
 
     /// Give every cached buffer back to the driver.
     pub fn release(&self) {
-        if let Ok(mut f) = self.free.lock() {
-            f.clear();
+        let drained: Vec<u64> = match self.free.lock() {
+            Ok(mut f) => f.drain().flat_map(|(_, v)| v).collect(),
+            Err(_) => return,
+        };
+        for p in drained {
+            self.drv.free(p);
         }
     }
 
@@ -116,7 +121,6 @@ impl Pool {
             .unwrap_or(0)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::bucket;

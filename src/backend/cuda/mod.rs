@@ -1,14 +1,21 @@
-//! The CUDA backend (feature `cuda`): one [`CudaBackend`] per device ordinal holding the context,
-//! its default stream, the kernel modules compiled by build.rs from `cuda/*.cu` (loaded once, the
-//! cubin when the device matches its architecture, else the PTX), a function-handle cache, a
-//! caching allocator and, on first use, a cuBLAS handle.
+//! The CUDA backend (feature `cuda`): one [`CudaBackend`] per device ordinal holding its
+//! [`driver::Driver`] (the NVIDIA driver through cudarc, or with `cuda-emu` the CPU emulator that
+//! runs the same `cuda/*.cu` sources), a function-handle cache and a caching allocator.
 //!
 //! No driver, no such device and out of memory are [`Error::Cuda`] values with a sentence.
 //! Host↔device copies happen only in `Tensor::to_device` and where a caller hands host data
 //! (index maps, `assign` from the CPU).
+//!
+//! `BRAINSYNTH_CUDA_SYNC=1` synchronises and checks after every launch, so that a fault is
+//! reported under the op that caused it rather than at a later copy.
 
 pub mod alloc;
 pub(crate) mod attention;
+pub mod driver;
+#[cfg(not(feature = "cuda-emu"))]
+mod driver_cudarc;
+#[cfg(feature = "cuda-emu")]
+mod driver_emu;
 pub mod fused;
 pub(crate) mod norm;
 pub(crate) mod ops;
@@ -16,34 +23,42 @@ pub(crate) mod optim;
 pub(crate) mod resample;
 
 use std::collections::HashMap;
+use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::cublas::CudaBlas;
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, DriverError, LaunchConfig,
-    result, sys,
-};
-use cudarc::nvrtc::Ptx;
+use driver::{Driver, DriverFailure};
+pub use driver::{KernelArg, LaunchConfig};
 
 use crate::tensor::{DType, Device, StorageElem};
 use crate::{Error, Result};
 
-mod modules {
-    include!(concat!(env!("OUT_DIR"), "/cuda_modules.rs"));
+/// The driver this build talks to.
+#[cfg(not(feature = "cuda-emu"))]
+pub(crate) type ActiveDriver = driver_cudarc::CudarcDriver;
+/// The driver this build talks to.
+#[cfg(feature = "cuda-emu")]
+pub(crate) type ActiveDriver = driver_emu::EmuDriver;
+
+/// True when this build runs the kernels on the CPU emulator (feature `cuda-emu`).
+pub const EMULATED: bool = cfg!(feature = "cuda-emu");
+
+/// A kernel handle and its name (for error messages).
+#[derive(Clone)]
+pub(crate) struct Kernel {
+    name: Arc<str>,
+    f: <ActiveDriver as Driver>::Function,
 }
 
-/// A device, its stream, kernels and memory.
+/// A device, its kernels and memory.
 pub struct CudaBackend {
     ordinal: usize,
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    modules: HashMap<&'static str, Arc<CudaModule>>,
-    funcs: Mutex<HashMap<String, CudaFunction>>,
+    drv: Arc<ActiveDriver>,
+    funcs: Mutex<HashMap<String, Kernel>>,
     pool: Arc<alloc::Pool>,
-    blas: Mutex<Option<CudaBlas>>,
     sm_count: u32,
-    max_smem_optin: u32,
+    max_smem_optin: Option<u32>,
     compute_capability: (i32, i32),
+    sync_each_launch: bool,
 }
 
 static BACKENDS: OnceLock<Mutex<HashMap<usize, Arc<CudaBackend>>>> = OnceLock::new();
@@ -67,73 +82,43 @@ pub fn available(ordinal: usize) -> Result<()> {
     backend(ordinal).map(|_| ())
 }
 
+/// Ok when device `ordinal` can be used, or when it may be skipped: no driver or no such device,
+/// and no GPU is expected. An error when the device is there but unusable (its kernel modules do
+/// not load), in the emulator build, or when `BRAINSYNTH_REQUIRE_GPU=1` (set by the GPU and
+/// emulator CI runs) says a GPU is expected, so that no test run can pass by skipping everything.
+/// `Ok(Some(reason))` means "skip, because reason".
+pub fn available_or_skip(ordinal: usize) -> Result<Option<String>> {
+    let e = match available(ordinal) {
+        Ok(()) => return Ok(None),
+        Err(e) => e,
+    };
+    let required = std::env::var("BRAINSYNTH_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    if EMULATED || required || ActiveDriver::device_present(ordinal) {
+        return Err(Error::Cuda(format!(
+            "cuda:{ordinal} was expected to work{}: {e}",
+            if required {
+                " (BRAINSYNTH_REQUIRE_GPU=1)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(Some(e.to_string()))
+}
+
 impl CudaBackend {
     fn new(ordinal: usize) -> Result<Self> {
-        // Probe before any driver call: without libcuda cudarc would panic.
-        if !unsafe { sys::is_culib_present() } {
-            return Err(Error::Cuda(
-                "no NVIDIA driver found (libcuda could not be loaded): install the driver, or run on the cpu".into(),
-            ));
-        }
-        result::init().map_err(|e| {
-            Error::Cuda(format!(
-                "the NVIDIA driver did not start ({e}); check that a GPU is visible (nvidia-smi)"
-            ))
-        })?;
-        let count = CudaContext::device_count()
-            .map_err(|e| Error::Cuda(format!("cannot count CUDA devices: {e}")))?;
-        if ordinal >= count.max(0) as usize {
-            return Err(Error::Cuda(format!(
-                "cuda:{ordinal} does not exist: this machine has {count} CUDA device(s)"
-            )));
-        }
-        let ctx = CudaContext::new(ordinal)
-            .map_err(|e| Error::Cuda(format!("cannot create a context on cuda:{ordinal}: {e}")))?;
-        // One stream per device orders every use of a buffer, so cudarc's per-allocation events
-        // are not needed.
-        unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
-        let attr = |a| ctx.attribute(a).unwrap_or(0).max(0) as u32;
-        let sm_count = attr(sys::CUdevice_attribute_enum::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
-        let max_smem_optin = attr(
-            sys::CUdevice_attribute_enum::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-        );
-        let cc = ctx
-            .compute_capability()
-            .map_err(|e| Error::Cuda(format!("cuda:{ordinal}: {e}")))?;
-        if cc.0 < 8 {
-            return Err(Error::Cuda(format!(
-                "cuda:{ordinal} has compute capability {}.{}; the kernels need 8.0 (Ampere) or newer",
-                cc.0, cc.1
-            )));
-        }
-        let use_cubin = (cc.0 * 10 + cc.1) as u32 == modules::CUBIN_CC;
-        let mut mods = HashMap::new();
-        for &(name, ptx, cubin) in modules::MODULES {
-            let loaded = if use_cubin {
-                ctx.load_module(Ptx::from_binary(cubin.to_vec()))
-                    .or_else(|_| ctx.load_module(Ptx::from_src(ptx)))
-            } else {
-                ctx.load_module(Ptx::from_src(ptx))
-            };
-            let m = loaded.map_err(|e| {
-                Error::Cuda(format!(
-                    "cuda:{ordinal}: cannot load the {name} kernels ({e}); the driver may be older than the CUDA 13 compiler that built them"
-                ))
-            })?;
-            mods.insert(name, m);
-        }
+        let drv = Arc::new(ActiveDriver::open(ordinal)?);
+        let sync_each_launch = std::env::var("BRAINSYNTH_CUDA_SYNC").is_ok_and(|v| v == "1");
         Ok(CudaBackend {
             ordinal,
-            ctx,
-            stream,
-            modules: mods,
+            sm_count: drv.sm_count().max(1),
+            max_smem_optin: drv.max_smem_optin(),
+            compute_capability: drv.compute_capability(),
+            pool: Arc::new(alloc::Pool::new(drv.clone())),
+            drv,
             funcs: Mutex::new(HashMap::new()),
-            pool: Arc::new(alloc::Pool::default()),
-            blas: Mutex::new(None),
-            sm_count: sm_count.max(1),
-            max_smem_optin,
-            compute_capability: cc,
+            sync_each_launch,
         })
     }
 
@@ -146,12 +131,13 @@ impl CudaBackend {
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
     }
-    pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
+    /// Most dynamic shared memory per block after the opt-in, if the device said.
+    pub fn max_shared_memory_optin(&self) -> Option<u32> {
+        self.max_smem_optin
     }
     /// Wait for all queued work (benchmarks time with this).
     pub fn synchronize(&self) -> Result<()> {
-        self.stream
+        self.drv
             .synchronize()
             .map_err(|e| self.err("synchronize", e))
     }
@@ -168,12 +154,12 @@ impl CudaBackend {
         self.pool.cached_bytes()
     }
 
-    /// A driver error as a sentence naming the op and the device.
-    pub(crate) fn err(&self, op: &str, e: DriverError) -> Error {
-        if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+    /// A driver failure as a sentence naming the op and the device.
+    pub(crate) fn err(&self, op: &str, e: DriverFailure) -> Error {
+        if e.out_of_memory {
             let mem = self
-                .ctx
-                .mem_get_info()
+                .drv
+                .mem_info()
                 .map(|(free, total)| format!(" ({} MiB free of {} MiB)", free >> 20, total >> 20))
                 .unwrap_or_default();
             return Error::Cuda(format!(
@@ -181,11 +167,11 @@ impl CudaBackend {
                 self.ordinal
             ));
         }
-        Error::Cuda(format!("{op} on cuda:{}: {e}", self.ordinal))
+        Error::Cuda(format!("{op} on cuda:{}: {}", self.ordinal, e.msg))
     }
 
     /// A kernel by name, looked up once per process.
-    pub(crate) fn func(&self, module: &str, name: &str) -> Result<CudaFunction> {
+    pub(crate) fn func(&self, module: &str, name: &str) -> Result<Kernel> {
         let mut cache = self
             .funcs
             .lock()
@@ -193,32 +179,90 @@ impl CudaBackend {
         if let Some(f) = cache.get(name) {
             return Ok(f.clone());
         }
-        let m = self.modules.get(module).ok_or_else(|| {
+        let f = self.drv.function(module, name).map_err(|e| {
             Error::Cuda(format!(
-                "no kernel module '{module}' was built into this binary"
+                "kernel {name} missing from module {module}: {}",
+                e.msg
             ))
         })?;
-        let f = m
-            .load_function(name)
-            .map_err(|e| Error::Cuda(format!("kernel {name} missing from module {module}: {e}")))?;
-        cache.insert(name.to_string(), f.clone());
-        Ok(f)
+        let k = Kernel {
+            name: name.into(),
+            f,
+        };
+        cache.insert(name.to_string(), k.clone());
+        Ok(k)
     }
 
-    /// Allow `func` more than 48 KiB of dynamic shared memory (an error if the device has less).
-    pub(crate) fn allow_smem(&self, f: &CudaFunction, op: &str, bytes: usize) -> Result<()> {
-        if bytes > self.max_smem_optin as usize {
+    /// Allow `f` more than 48 KiB of dynamic shared memory (an error if the device has less).
+    pub(crate) fn allow_smem(&self, f: &Kernel, op: &str, bytes: usize) -> Result<()> {
+        let limit = self.max_smem_optin.ok_or_else(|| {
+            Error::Cuda(format!(
+                "{op} needs {bytes} bytes of shared memory per block and cuda:{} did not say how much it offers",
+                self.ordinal
+            ))
+        })?;
+        if bytes > limit as usize {
             return Err(Error::Cuda(format!(
-                "{op} needs {bytes} bytes of shared memory per block; cuda:{} offers {}",
-                self.ordinal, self.max_smem_optin
+                "{op} needs {bytes} bytes of shared memory per block; cuda:{} offers {limit}",
+                self.ordinal
             )));
         }
         if bytes > 48 * 1024 {
-            f.set_attribute(
-                sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                bytes as i32,
-            )
-            .map_err(|e| self.err(op, e))?;
+            self.drv
+                .set_max_dynamic_smem(&f.f, bytes as u32)
+                .map_err(|e| self.err(op, e))?;
+        }
+        Ok(())
+    }
+
+    /// Queue `f` (see the [`launch!`] macro, which builds `params`); with
+    /// `BRAINSYNTH_CUDA_SYNC=1` also wait for it and report its fault under `op`.
+    ///
+    /// # Safety
+    /// `params` points at values of the kernel's parameter types, in order, and the device
+    /// addresses among them are live buffers large enough for the launch.
+    pub(crate) unsafe fn launch_raw(
+        &self,
+        f: &Kernel,
+        op: &str,
+        cfg: LaunchConfig,
+        params: &mut [*mut c_void],
+    ) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.drv.launch(&f.f, &cfg, params) }
+            .map_err(|e| self.err(&format!("{op} ({})", f.name), e))?;
+        if self.sync_each_launch {
+            self.drv
+                .synchronize()
+                .map_err(|e| self.err(&format!("{op} ({}), checked after launch", f.name), e))?;
+        }
+        Ok(())
+    }
+
+    /// Row-major `C[i] = A[i]·B[i]` on the device (cuBLAS, or the CPU GEMM under the emulator).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm(
+        &self,
+        dt: DType,
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &CudaStorage,
+        b: &CudaStorage,
+        c: &CudaStorage,
+    ) -> Result<()> {
+        if a.len < batch * m * k || b.len < batch * k * n || c.len < batch * m * n {
+            return Err(Error::invalid(
+                "matmul",
+                "operands smaller than the product",
+            ));
+        }
+        // SAFETY: the three storages hold at least the sizes checked above.
+        unsafe { self.drv.gemm(dt, batch, m, k, n, a.ptr(), b.ptr(), c.ptr()) }
+            .map_err(|e| self.err("matmul", e))?;
+        if self.sync_each_launch {
+            self.synchronize()?;
         }
         Ok(())
     }
@@ -248,7 +292,7 @@ impl CudaBackend {
     pub(crate) fn alloc(self: &Arc<Self>, dtype: DType, len: usize) -> Result<CudaStorage> {
         let buf = self
             .pool
-            .alloc(&self.stream, len * dtype.size_in_bytes())
+            .alloc(len * dtype.size_in_bytes())
             .map_err(|e| self.err("alloc", e))?;
         Ok(CudaStorage {
             buf,
@@ -269,10 +313,8 @@ impl CudaBackend {
         if bytes == 0 {
             return Ok(());
         }
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| self.err("memset", e))?;
-        unsafe { result::memset_d8_async(ptr, 0, bytes, self.stream.cu_stream()) }
+        self.drv
+            .memset_zero(ptr, bytes)
             .map_err(|e| self.err("memset", e))
     }
 
@@ -281,8 +323,8 @@ impl CudaBackend {
         if bytes == 0 {
             return Ok(());
         }
-        self.ctx.bind_to_thread().map_err(|e| self.err("copy", e))?;
-        unsafe { result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }
+        self.drv
+            .copy_dtod(dst, src, bytes)
             .map_err(|e| self.err("copy", e))
     }
 
@@ -295,16 +337,16 @@ impl CudaBackend {
 
     /// Upload any plain values into device memory at `dst` and wait (the host buffer is freed
     /// when the caller returns).
+    /// `T` is a number type (no padding bytes).
     pub(crate) fn upload<T: Copy>(&self, data: &[T], dst: u64) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| self.err("upload", e))?;
-        unsafe { result::memcpy_htod_async(dst, data, self.stream.cu_stream()) }
-            .map_err(|e| self.err("upload", e))?;
-        self.synchronize()
+        // SAFETY: plain numbers, read as their bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data))
+        };
+        self.drv.htod(bytes, dst).map_err(|e| self.err("upload", e))
     }
 
     /// Download into a host vector (a device→host transfer the caller asked for).
@@ -321,43 +363,17 @@ impl CudaBackend {
         }
         let mut out = vec![T::zero(); s.len];
         if s.len > 0 {
-            self.ctx
-                .bind_to_thread()
+            let bytes = s.len * std::mem::size_of::<T>();
+            // SAFETY: f32/f64 (the only storage types) have no padding and any bytes are a value.
+            let view =
+                unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, bytes) };
+            self.drv
+                .dtoh(s.ptr(), view)
                 .map_err(|e| self.err("download", e))?;
-            unsafe { result::memcpy_dtoh_async(&mut out[..], s.ptr(), self.stream.cu_stream()) }
-                .map_err(|e| self.err("download", e))?;
+        } else {
+            self.synchronize()?;
         }
-        self.synchronize()?;
         Ok(out)
-    }
-
-    /// Run `f` with the cuBLAS handle (created on first use; cuBLAS is loaded at run time too).
-    /// The handle is held locked for the call: one handle must not run two calls at once.
-    pub(crate) fn with_blas<R>(&self, f: impl FnOnce(&CudaBlas) -> R) -> Result<R> {
-        let mut slot = self
-            .blas
-            .lock()
-            .map_err(|_| Error::Cuda("cuBLAS handle poisoned by a panic".into()))?;
-        if slot.is_none() {
-            if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-                return Err(Error::Cuda(
-                    "matmul on the GPU uses cuBLAS, and libcublas could not be loaded: install the CUDA toolkit's cuBLAS".into(),
-                ));
-            }
-            let b = CudaBlas::new(self.stream.clone()).map_err(|e| {
-                Error::Cuda(format!("cannot start cuBLAS on cuda:{}: {e}", self.ordinal))
-            })?;
-            *slot = Some(b);
-        }
-        self.bind()?;
-        let b = slot
-            .as_ref()
-            .ok_or_else(|| Error::Cuda("cuBLAS handle missing".into()))?;
-        Ok(f(b))
-    }
-
-    pub(crate) fn bind(&self) -> Result<()> {
-        self.ctx.bind_to_thread().map_err(|e| self.err("bind", e))
     }
 }
 
@@ -411,14 +427,18 @@ pub(crate) fn sfx(dt: DType) -> &'static str {
     }
 }
 
-/// Launch `func` with `cfg` and the listed arguments (each a reference to a `DeviceRepr` value).
+/// Launch `func` with `cfg` and the listed arguments (each a reference to a [`KernelArg`]
+/// value), as cuLaunchKernel's array of argument addresses. One expression, so the arguments
+/// outlive the launch call.
 macro_rules! launch {
     ($be:expr, $op:expr, $func:expr, $cfg:expr; $($arg:expr),* $(,)?) => {{
-        use cudarc::driver::PushKernelArg;
-        let f = &$func;
-        let mut b = $be.stream().launch_builder(f);
-        $( b.arg($arg); )*
-        unsafe { b.launch($cfg) }.map(|_| ()).map_err(|e| $be.err($op, e))
+        #[allow(unused_imports)]
+        use $crate::backend::cuda::KernelArg as _;
+        // SAFETY: each call site passes the kernel's parameters in order, with the types of its
+        // `.cu` signature, and live device buffers.
+        unsafe {
+            $be.launch_raw(&$func, $op, $cfg, &mut [$( $crate::backend::cuda::KernelArg::as_param($arg) ),*])
+        }
     }};
 }
 pub(crate) use launch;
@@ -429,7 +449,7 @@ pub(crate) use launch;
 pub(crate) struct Dims {
     pub d: [i64; 8],
 }
-unsafe impl DeviceRepr for Dims {}
+unsafe impl KernelArg for Dims {}
 
 impl Dims {
     pub(crate) fn from(v: &[usize]) -> Result<Dims> {

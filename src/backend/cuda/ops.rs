@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{DeviceRepr, LaunchConfig};
+use super::{KernelArg, LaunchConfig};
 
 use super::{CudaBackend, CudaStorage, Dims, coalesce, launch, sfx};
 use crate::backend::cpu::reference::ConvGeom;
@@ -286,9 +286,7 @@ fn upload_map(be: &Arc<CudaBackend>, map: &[u32]) -> Result<super::alloc::Buffer
 }
 
 fn be_buffer(be: &Arc<CudaBackend>, bytes: usize) -> Result<super::alloc::Buffer> {
-    be.pool
-        .alloc(&be.stream, bytes)
-        .map_err(|e| be.err("alloc", e))
+    be.pool.alloc(bytes).map_err(|e| be.err("alloc", e))
 }
 
 pub(crate) fn gather(be: &Arc<CudaBackend>, x: &CudaStorage, map: &[u32]) -> Result<CudaStorage> {
@@ -381,11 +379,6 @@ pub(crate) fn pad(
     Ok(y)
 }
 
-fn to_i32(op: &'static str, v: usize) -> Result<i32> {
-    i32::try_from(v)
-        .map_err(|_| Error::invalid(op, format!("dimension {v} exceeds cuBLAS's 32-bit sizes")))
-}
-
 /// C[b] = A[b] · B[b], row-major, through cuBLAS's strided-batched GEMM (near the device's
 /// float32 peak; a hand kernel would not beat it). Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ,
 /// so B goes first.
@@ -398,7 +391,6 @@ pub(crate) fn matmul(
     k: usize,
     n: usize,
 ) -> Result<CudaStorage> {
-    use cudarc::cublas::{result as cb, sys as cs};
     let dt = same_dtype("matmul", &[a, b])?;
     let len = batch * m * n;
     if len == 0 {
@@ -408,65 +400,7 @@ pub(crate) fn matmul(
         return be.zeros(dt, len);
     }
     let c = be.alloc(dt, len)?;
-    let (mi, ni, ki, bi) = (
-        to_i32("matmul", m)?,
-        to_i32("matmul", n)?,
-        to_i32("matmul", k)?,
-        to_i32("matmul", batch)?,
-    );
-    let (sa, sb, sc) = ((k * n) as i64, (m * k) as i64, (m * n) as i64);
-    let nt = cs::cublasOperation_t::CUBLAS_OP_N;
-    let r = be.with_blas(|blas| unsafe {
-        match dt {
-            DType::F32 => {
-                let (one, zero) = (1f32, 0f32);
-                cb::sgemm_strided_batched(
-                    *blas.handle(),
-                    nt,
-                    nt,
-                    ni,
-                    mi,
-                    ki,
-                    &one,
-                    b.ptr() as *const f32,
-                    ni,
-                    sa,
-                    a.ptr() as *const f32,
-                    ki,
-                    sb,
-                    &zero,
-                    c.ptr() as *mut f32,
-                    ni,
-                    sc,
-                    bi,
-                )
-            }
-            DType::F64 => {
-                let (one, zero) = (1f64, 0f64);
-                cb::dgemm_strided_batched(
-                    *blas.handle(),
-                    nt,
-                    nt,
-                    ni,
-                    mi,
-                    ki,
-                    &one,
-                    b.ptr() as *const f64,
-                    ni,
-                    sa,
-                    a.ptr() as *const f64,
-                    ki,
-                    sb,
-                    &zero,
-                    c.ptr() as *mut f64,
-                    ni,
-                    sc,
-                    bi,
-                )
-            }
-        }
-    })?;
-    r.map_err(|e| Error::Cuda(format!("matmul on cuda:{}: cuBLAS {e}", be.ordinal())))?;
+    be.gemm(dt, batch, m, k, n, a, b, &c)?;
     Ok(c)
 }
 
@@ -491,7 +425,7 @@ pub(crate) struct GpuConvGeom {
     dw: i64,
     groups: i64,
 }
-unsafe impl DeviceRepr for GpuConvGeom {}
+unsafe impl KernelArg for GpuConvGeom {}
 
 impl From<&ConvGeom> for GpuConvGeom {
     fn from(g: &ConvGeom) -> Self {

@@ -13,7 +13,7 @@ const BLOCK: u32 = 256;
 fn upload_i64(be: &Arc<CudaBackend>, v: &[i64]) -> Result<Buffer> {
     let buf = be
         .pool
-        .alloc(&be.stream, std::mem::size_of_val(v).max(8))
+        .alloc(std::mem::size_of_val(v).max(8))
         .map_err(|e| be.err("alloc", e))?;
     be.upload(v, buf.ptr())?;
     Ok(buf)
