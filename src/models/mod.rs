@@ -1,5 +1,6 @@
 //! The networks: segmenters (U-Net, Swin + UperNet) and their shared layers.
 
 pub mod common;
+pub mod gan;
 pub mod swin;
 pub mod unet;

@@ -163,6 +163,50 @@ pub fn modulated_conv2d(
     }
 }
 
+/// NVlabs' `conv2d_resample` on its own (the discriminator's layers): x [N, Cin, H, W]
+/// convolved with w [Cout, Cin/groups, kh, kw], with FIR up/down-sampling by `f` (prepared by
+/// [`setup_filter`](crate::ops::upfirdn::setup_filter); `None` = identity) and `padding` with
+/// respect to the up-sampled image; `flip_weight` as in [`ModConvParams`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_resample(
+    x: &Tensor,
+    w: &Tensor,
+    f: Option<&Tensor>,
+    up: usize,
+    down: usize,
+    padding: usize,
+    groups: usize,
+    flip_weight: bool,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_resample";
+    if x.rank() != 4 || w.rank() != 4 || groups == 0 || up == 0 || down == 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "input {:?} must be [N, C, H, W], weight {:?} [Cout, Cin/groups, kh, kw], up/down/groups ≥ 1",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let identity;
+    let f = match f {
+        Some(f) => f,
+        None => {
+            identity = Tensor::ones(&[1, 1], x.dtype());
+            &identity
+        }
+    };
+    Resample {
+        f,
+        up,
+        down,
+        padding: padding as isize,
+        flip_weight,
+    }
+    .conv2d(x, w, groups)
+}
+
 fn contiguous(t: &Tensor) -> Result<Tensor> {
     if t.is_contiguous() {
         Ok(t.clone())
