@@ -2,6 +2,7 @@
 //! segmentation (U-Net, Swin) with its size profiles.
 
 pub mod interrupt;
+pub mod gan;
 pub mod profile;
 pub mod runner;
 pub mod seg;
