@@ -18,6 +18,7 @@
 //! `snapshot-<kimg>.safetensors` with the networks.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -460,5 +461,102 @@ impl Trainer for GanTrainer<'_> {
         // the runner calls this at its intervals and at the end: the last grid is always written
         self.write_samples()?;
         Ok(None)
+    }
+}
+
+/// A size profile of the generators: network sizes and the run's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GanProfile {
+    pub name: &'static str,
+    pub net: GanConfig,
+    pub batch: usize,
+    pub gamma: f64,
+    /// Run length in thousands of training images.
+    pub kimg: f64,
+    /// Wall-clock budget (`last` is kept; the same command resumes).
+    pub time_limit: Option<Duration>,
+    /// Samples and a snapshot every this many thousand images.
+    pub sample_every_kimg: f64,
+    /// Rows of the sample grid.
+    pub grid: usize,
+}
+
+impl GanProfile {
+    /// 64×64 networks narrow enough to learn the phantom in about ten minutes on a small CPU.
+    pub fn quick(arch: Arch) -> GanProfile {
+        GanProfile {
+            name: "quick",
+            net: GanConfig {
+                z_dim: 128,
+                w_dim: 128,
+                resolution: 64,
+                channels: CHANNELS,
+                channel_base: 1024,
+                channel_max: 64,
+                mapping_layers: mapping_layers(arch),
+                conv_clamp: Some(256.0),
+                mbstd_group: 4,
+            },
+            batch: 8,
+            // NVlabs' automatic rule 0.0002·R²/batch gives 0.1 here
+            gamma: 0.1,
+            kimg: 100.0,
+            time_limit: Some(Duration::from_secs(10 * 60)),
+            sample_every_kimg: 1.0,
+            grid: 6,
+        }
+    }
+
+    /// The study's `train.py --cfg=stylegan2|stylegan3-t` at 256×256: cbase 32768, cmax 512,
+    /// z = w = 512, batch 32, γ 8, NVlabs' default length of 25000 kimg.
+    pub fn paper(arch: Arch) -> GanProfile {
+        GanProfile {
+            name: "paper",
+            net: GanConfig {
+                mapping_layers: mapping_layers(arch),
+                ..GanConfig::paper_stylegan2()
+            },
+            batch: 32,
+            gamma: 8.0,
+            kimg: 25000.0,
+            time_limit: None,
+            sample_every_kimg: 200.0,
+            grid: 8,
+        }
+    }
+
+    pub fn by_name(name: &str, arch: Arch) -> Result<GanProfile> {
+        match name {
+            "quick" => Ok(GanProfile::quick(arch)),
+            "paper" => Ok(GanProfile::paper(arch)),
+            _ => Err(Error::invalid(
+                "profile",
+                format!("'{name}' is not a profile; use quick or paper"),
+            )),
+        }
+    }
+
+    /// The training configuration under this profile.
+    pub fn train_config(&self, arch: Arch, seed: u64, device: Device) -> GanTrainConfig {
+        GanTrainConfig {
+            arch,
+            profile: self.name.to_string(),
+            net: self.net.clone(),
+            batch: self.batch,
+            gamma: self.gamma,
+            g_lr: None,
+            d_lr: None,
+            seed,
+            grid: self.grid,
+            device,
+        }
+    }
+}
+
+/// `--map`: 8 layers for StyleGAN2, 2 for StyleGAN3 (`train.py`).
+fn mapping_layers(arch: Arch) -> usize {
+    match arch {
+        Arch::StyleGan2 => 8,
+        Arch::StyleGan3 => 2,
     }
 }
