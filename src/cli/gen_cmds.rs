@@ -134,9 +134,9 @@ fn log_line(s: &str) {
 
 fn positive(name: &str, v: Option<f64>) -> Result<Option<f64>, CliError> {
     match v {
-        Some(x) if !(x.is_finite() && x > 0.0) => Err(usage(format!(
-            "{name} must be a number > 0, not {x}"
-        ))),
+        Some(x) if !(x.is_finite() && x > 0.0) => {
+            Err(usage(format!("{name} must be a number > 0, not {x}")))
+        }
         _ => Ok(v),
     }
 }
@@ -273,9 +273,9 @@ fn train_stylegan(arch: Arch, req: &TrainRequest, reals: &[Slice]) -> Result<(),
     cfg.g_lr = req.g_lr;
     cfg.d_lr = req.d_lr;
     let tc = cfg.train_config();
-    let length = req.length.unwrap_or(RunLength::Images(
-        (profile.kimg * 1000.0).round() as u64,
-    ));
+    let length = req
+        .length
+        .unwrap_or(RunLength::Images((profile.kimg * 1000.0).round() as u64));
     let time_limit = req.time_limit.unwrap_or(profile.time_limit);
     let sample_kimg = req.sample_every_kimg.unwrap_or(profile.sample_every_kimg);
     std::fs::create_dir_all(&req.out).map_err(|e| Error::io(&req.out, e))?;
@@ -298,11 +298,13 @@ fn train_stylegan(arch: Arch, req: &TrainRequest, reals: &[Slice]) -> Result<(),
         ("d_lr", Json::num(tc.d_lr)),
         (
             "g_reg_interval",
-            tc.g_reg_interval.map_or(Json::Null, |v| Json::num(v as f64)),
+            tc.g_reg_interval
+                .map_or(Json::Null, |v| Json::num(v as f64)),
         ),
         (
             "d_reg_interval",
-            tc.d_reg_interval.map_or(Json::Null, |v| Json::num(v as f64)),
+            tc.d_reg_interval
+                .map_or(Json::Null, |v| Json::num(v as f64)),
         ),
         ("style_mixing_prob", Json::num(tc.loss.style_mixing_prob)),
         ("pl_weight", Json::num(tc.loss.pl_weight)),

@@ -1,8 +1,8 @@
 //! Training: one runner for every model ([`runner`]), clean interruption ([`interrupt`]), and
 //! segmentation (U-Net, Swin) with its size profiles.
 
-pub mod interrupt;
 pub mod gan;
+pub mod interrupt;
 pub mod profile;
 pub mod runner;
 pub mod seg;
