@@ -183,3 +183,65 @@ fn stylegan2_trains_and_resumes_exactly() {
 fn stylegan3_trains_and_resumes_exactly() {
     resume_is_exact(Arch::StyleGan3);
 }
+
+#[test]
+fn generate_refuses_bad_input_and_writes_nothing() {
+    use brainsynth::cli::gen_cmds::GENERATE;
+    use brainsynth::cli::{Args, CliError};
+    use brainsynth::io::checkpoint::CheckpointWriter;
+    let dir = tmp("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let gen_args = |ck: &PathBuf, n: &str, out: &PathBuf| {
+        let v = [
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--n",
+            n,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        Args::new("generate", v.iter().map(|s| s.to_string()).collect())
+    };
+    // a trained tiny generator's weights
+    let reals = slices();
+    let t = GanTrainer::new(config(Arch::StyleGan2), &reals, None).unwrap();
+    let good = dir.join("g.safetensors");
+    let mut w = CheckpointWriter::new();
+    brainsynth::train::runner::Trainer::save_weights(&t, &mut w).unwrap();
+    w.save(&good).unwrap();
+    let out = dir.join("synth.store");
+
+    let e = (GENERATE.run)(gen_args(&good, "0", &out)).unwrap_err();
+    assert!(matches!(e, CliError::Usage(_)), "{e}");
+
+    // another architecture's label on the same file, and another size
+    for (key, val) in [
+        ("model", "unet"),
+        ("model", "stylegan3"),
+        ("resolution", "32"),
+    ] {
+        let ck = Checkpoint::open(&good).unwrap();
+        let mut w = CheckpointWriter::new();
+        for (k, v) in ck.metadata() {
+            w.set_metadata(k, v.clone());
+        }
+        w.set_metadata(key, val);
+        w.add_tensors("", ck.tensors().to_vec());
+        let bad = dir.join(format!("bad-{val}.safetensors"));
+        w.save(&bad).unwrap();
+        let e = (GENERATE.run)(gen_args(&bad, "3", &out)).unwrap_err();
+        assert!(matches!(e, CliError::Run(_)), "{key}={val}: {e}");
+        assert!(!out.exists() && !dir.join("synth.png").exists());
+    }
+
+    // an output folder that does not exist
+    let nowhere = dir.join("missing").join("synth.store");
+    let e = (GENERATE.run)(gen_args(&good, "3", &nowhere)).unwrap_err();
+    assert!(matches!(e, CliError::Run(_)), "{e}");
+    assert!(!dir.join("missing").exists());
+
+    (GENERATE.run)(gen_args(&good, "3", &out)).unwrap();
+    assert_eq!(read_store(&out).unwrap().len(), 3);
+    assert!(dir.join("synth.png").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
