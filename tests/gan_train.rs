@@ -71,9 +71,9 @@ fn quiet() -> impl FnMut(&str) {
 
 /// Train `steps` in `dir` (resuming from what is there), stopping after `stop_after` steps of
 /// this session when given.
-fn train(arch: Arch, dir: &PathBuf, steps: u64, stop_after: Option<u64>) -> StopReason {
+fn train(arch: Arch, dir: &std::path::Path, steps: u64, stop_after: Option<u64>) -> StopReason {
     let reals = slices();
-    let mut t = GanTrainer::new(config(arch), &reals, Some(dir.clone())).unwrap();
+    let mut t = GanTrainer::new(config(arch), &reals, Some(dir.to_path_buf())).unwrap();
     t.sample_every_images = 4;
     let mut rc = RunConfig::new(dir, RunLength::Steps(steps));
     rc.handle_signals = false;
@@ -107,7 +107,7 @@ fn train(arch: Arch, dir: &PathBuf, steps: u64, stop_after: Option<u64>) -> Stop
     o.stopped
 }
 
-fn state(dir: &PathBuf) -> Vec<(String, Vec<u8>)> {
+fn state(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let ck = Checkpoint::open(dir.join("last.safetensors")).unwrap();
     let mut v: Vec<(String, Vec<u8>)> = ck
         .tensors()

@@ -115,7 +115,7 @@ impl GanTrainConfig {
 /// Either generator, for sampling.
 pub enum AnyGenerator {
     StyleGan2(StyleGan2Generator),
-    StyleGan3(StyleGan3Generator),
+    StyleGan3(Box<StyleGan3Generator>),
 }
 
 impl AnyGenerator {
@@ -124,11 +124,11 @@ impl AnyGenerator {
         let store = ParamStore::with_dtype(seed, DType::F32);
         Ok(match arch {
             Arch::StyleGan2 => AnyGenerator::StyleGan2(StyleGan2Generator::new(&store, cfg)?),
-            Arch::StyleGan3 => AnyGenerator::StyleGan3(StyleGan3Generator::new(
+            Arch::StyleGan3 => AnyGenerator::StyleGan3(Box::new(StyleGan3Generator::new(
                 &store,
                 cfg,
                 &Sg3Settings::for_batch(batch),
-            )?),
+            )?)),
         })
     }
 
