@@ -1,5 +1,6 @@
 //! The diffusion training step: on a fixed batch the ε-MSE loss falls, the EMA moves toward the
-//! weights, and the same seed gives bit-identical weights.
+//! weights, and the same seed gives bit-identical weights; dropout acts only in training; bad
+//! configurations and inputs are errors.
 
 use brainsynth::models::diffusion::{
     Diffusion, DiffusionUNet, DiffusionUNetConfig, Schedule, draw_t_noise, train_step,
@@ -118,4 +119,37 @@ fn dropout_acts_only_in_training_and_follows_the_seed() {
     assert_ne!(eval, train(1));
     assert_eq!(train(1), train(1));
     assert_ne!(train(1), train(2));
+}
+
+#[test]
+fn bad_configurations_and_inputs_are_errors() {
+    let build = |f: &dyn Fn(&mut DiffusionUNetConfig)| {
+        let mut c = tiny();
+        f(&mut c);
+        DiffusionUNet::new(&ParamStore::new(0).root(), c).err()
+    };
+    for (what, e) in [
+        ("width 48", build(&|c| c.model_channels = 48)),
+        ("5 heads", build(&|c| c.num_heads = 5)),
+        ("no levels", build(&|c| c.channel_mult.clear())),
+        ("size 7 for 2 levels", build(&|c| c.image_size = 7)),
+        ("dropout 2", build(&|c| c.dropout = 2.0)),
+    ] {
+        let e = e.unwrap_or_else(|| panic!("{what} accepted"));
+        println!("{what}: {e}");
+    }
+    assert!(DiffusionUNetConfig::guided_defaults(100, 5, 64, 3).is_err());
+    let store = ParamStore::new(0);
+    let model = DiffusionUNet::new(&store.root(), tiny()).unwrap();
+    let t = Tensor::zeros(&[2], DType::F32);
+    for shape in [&[2, 3, 8, 8][..], &[2, 2, 7, 8], &[2, 2, 8]] {
+        assert!(
+            model
+                .forward(&Tensor::zeros(shape, DType::F32), &t)
+                .is_err(),
+            "{shape:?}"
+        );
+    }
+    let x = Tensor::zeros(&[2, 2, 8, 8], DType::F32);
+    assert!(model.forward(&x, &Tensor::zeros(&[3], DType::F32)).is_err());
 }
