@@ -195,3 +195,21 @@ fn trains_samples_and_resumes_exactly() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+#[test]
+fn profiles_are_the_study_flags_and_a_small_quick_model() {
+    let p = DiffusionTrainConfig::for_profile("paper", 0).unwrap();
+    assert_eq!(
+        (p.net.image_size, p.net.model_channels, p.net.num_res_blocks),
+        (256, 64, 3)
+    );
+    assert_eq!(p.net.channel_mult, vec![1, 1, 2, 2, 4, 4]);
+    assert_eq!(p.net.attention_ds, vec![16, 32]);
+    assert_eq!((p.diffusion_steps, p.batch, p.lr), (4000, 32, 1e-4));
+    assert_eq!((p.ema_rate, p.clip), (0.9999, None));
+    assert_eq!(p.noise_schedule, BetaSchedule::Linear);
+    let q = DiffusionTrainConfig::for_profile("quick", 0).unwrap();
+    assert_eq!(q.net.image_size, 64);
+    assert_eq!(q.net.attention_ds, vec![4, 8]);
+    assert!(DiffusionTrainConfig::for_profile("huge", 0).is_err());
+}

@@ -25,6 +25,7 @@ use crate::data::rng::SplitMix64;
 use crate::data::slices::CHANNELS;
 use crate::io::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::io::png::{MontageOptions, write_montage};
+use crate::models::diffusion::train_step::STUDY_EMA_RATE;
 use crate::models::diffusion::{
     BetaSchedule, Diffusion, DiffusionUNet, DiffusionUNetConfig, FixedVariance, Sampler, Schedule,
     draw_t_noise, study_optimizer_config, train_step,
@@ -162,6 +163,77 @@ impl DiffusionTrainConfig {
             return Err(Error::invalid(OP, format!("gradient clip {c} must be > 0")));
         }
         check_sampler(self.grid_sampler, self.diffusion_steps)
+    }
+}
+
+impl DiffusionTrainConfig {
+    /// `quick`: 64×64 phantom slices on two CPU cores. A narrow U-Net (32 channels, multipliers
+    /// 1,2,2,2, one res block per level, attention at 16 and 8 with 4 heads) over guided-diffusion's
+    /// default 1000 linear steps, batch 8 and lr 2e-4, so the phantom's head shape appears within
+    /// the ten-minute time limit; grids and `generate` use the fast EMA (rate 0.995).
+    pub fn quick(seed: u64) -> Self {
+        let mut net = DiffusionUNetConfig::guided_defaults(64, CHANNELS, 32, 1)
+            .expect("64 is a supported size");
+        net.channel_mult = vec![1, 2, 2, 2];
+        DiffusionTrainConfig {
+            profile: "quick".into(),
+            net,
+            diffusion_steps: 1000,
+            noise_schedule: BetaSchedule::Linear,
+            batch: 8,
+            lr: 2e-4,
+            ema_rate: STUDY_EMA_RATE,
+            fast_ema_rate: 0.995,
+            clip: Some(1.0),
+            random_flip: true,
+            steps: 20_000,
+            sample_every: 100,
+            grid_images: 8,
+            grid_sampler: Sampler::Respaced(50),
+            sample_ema: EmaChoice::Fast,
+            seed,
+            time_limit: Some(Duration::from_secs(600)),
+            device: Device::Cpu,
+        }
+    }
+
+    /// `paper`: the study's flags (`--image_size 256 --num_channels 64 --num_res_blocks 3
+    /// --diffusion_steps 4000 --noise_schedule linear --lr 1e-4 --batch_size 32`, the rest at
+    /// guided-diffusion's defaults: EMA 0.9999, no clipping, flips). The study does not state
+    /// its training length; 200k steps is this profile's choice. Grids use respaced 100.
+    pub fn paper(seed: u64) -> Self {
+        DiffusionTrainConfig {
+            profile: "paper".into(),
+            net: DiffusionUNetConfig::paper(),
+            diffusion_steps: 4000,
+            noise_schedule: BetaSchedule::Linear,
+            batch: 32,
+            lr: 1e-4,
+            ema_rate: STUDY_EMA_RATE,
+            fast_ema_rate: 0.999,
+            clip: None,
+            random_flip: true,
+            steps: 200_000,
+            sample_every: 5000,
+            grid_images: 8,
+            grid_sampler: Sampler::Respaced(100),
+            sample_ema: EmaChoice::Slow,
+            seed,
+            time_limit: None,
+            device: Device::Cpu,
+        }
+    }
+
+    /// The profile called `name` ("quick" or "paper").
+    pub fn for_profile(name: &str, seed: u64) -> Result<Self> {
+        match name {
+            "quick" => Ok(Self::quick(seed)),
+            "paper" => Ok(Self::paper(seed)),
+            _ => Err(Error::invalid(
+                "profile",
+                format!("'{name}' is not a diffusion profile; use quick or paper"),
+            )),
+        }
     }
 }
 
