@@ -1,6 +1,6 @@
 //! The `brainsynth` program. Subcommands live in `brainsynth::cli`; add yours to `COMMANDS`.
 
-use brainsynth::cli::{Command, audit_cmds, data_cmds, run_main, seg_cmds};
+use brainsynth::cli::{Command, audit_cmds, data_cmds, gen_cmds, run_main, seg_cmds};
 
 const COMMANDS: &[Command] = &[
     data_cmds::PHANTOM,
@@ -11,6 +11,8 @@ const COMMANDS: &[Command] = &[
     seg_cmds::TRAIN_SEG,
     seg_cmds::EVAL_SEG,
     audit_cmds::MEMORIZATION,
+    gen_cmds::TRAIN_GEN,
+    gen_cmds::GENERATE,
 ];
 
 fn main() {

@@ -90,6 +90,18 @@ pub fn slices_from_generator(data: &[f32], shape: [usize; 4], subject: &str) -> 
     Ok(out)
 }
 
+/// Generator output as a synthetic training set: [`slices_from_generator`] with each image its
+/// own pseudo-subject `synthetic_<first + i>` (six digits), axial index 0, so subject-level splits
+/// and audits treat every generated image as one case (shared by every generator's `generate`).
+pub fn synthetic_slices(data: &[f32], shape: [usize; 4], first: usize) -> Result<Vec<Slice>> {
+    let mut out = slices_from_generator(data, shape, "synthetic")?;
+    for (i, s) in out.iter_mut().enumerate() {
+        s.subject = format!("synthetic_{:06}", first + i);
+        s.index = 0;
+    }
+    Ok(out)
+}
+
 /// Z-score `values` over the pixels where `mask` is set (background → 0). A constant foreground
 /// becomes 0.
 pub fn zscore_foreground(values: &[u8], mask: &[bool], out: &mut [f32]) {

@@ -3,6 +3,7 @@
 
 pub mod diffusion;
 pub mod interrupt;
+pub mod gan;
 pub mod profile;
 pub mod runner;
 pub mod seg;

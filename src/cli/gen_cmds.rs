@@ -1,0 +1,447 @@
+//! Subcommands of the generators: `train-gen` (train one on the training subjects of a slice
+//! store) and `generate` (a trained generator → a synthetic slice store that `train-seg` reads).
+//!
+//! Architectures are dispatched in one place each ([`GenArch`], `train_arch`, `generate_arch`), so
+//! another family (diffusion) is one more variant and one more match arm.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::cli::{Args, CliError, Command, usage};
+use crate::data::Slice;
+use crate::data::batch::synthetic_slices;
+use crate::data::split::{SplitSpec, split_subjects};
+use crate::data::store::{StoreWriter, read_store};
+use crate::io::atomic::write_atomic;
+use crate::io::checkpoint::Checkpoint;
+use crate::io::json::Json;
+use crate::io::png::{MontageOptions, write_montage};
+use crate::models::gan::Arch;
+use crate::tensor::{DType, Device, Tensor};
+use crate::train::gan::{AnyGenerator, GanProfile, GanTrainer};
+use crate::train::profile::SegProfile;
+use crate::train::runner::{RunConfig, RunLength, StopReason, run};
+use crate::train::seg::check_device;
+use crate::{Error, Result};
+
+/// The generator families `train-gen` and `generate` know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenArch {
+    StyleGan2,
+    StyleGan3,
+}
+
+impl GenArch {
+    pub fn parse(s: &str) -> Result<GenArch> {
+        match s {
+            "stylegan2" => Ok(GenArch::StyleGan2),
+            "stylegan3" | "stylegan3-t" => Ok(GenArch::StyleGan3),
+            _ => Err(Error::invalid(
+                "train-gen",
+                format!("'{s}' is not a generator architecture; use stylegan2 or stylegan3"),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GenArch::StyleGan2 => "stylegan2",
+            GenArch::StyleGan3 => "stylegan3",
+        }
+    }
+}
+
+pub const TRAIN_GEN: Command = Command {
+    name: "train-gen",
+    summary: "train a StyleGAN2 or StyleGAN3-T on the training subjects of a slice store",
+    help: "\
+Usage: brainsynth train-gen --arch stylegan2|stylegan3 --store FILE --out DIR [options]
+
+Train a generator of 5-channel slices (T1, T1ce, T2, FLAIR, annotation) on the slices of the
+training subjects of FILE (the test subjects of the subject split, the same split as train-seg,
+are never shown to it). StyleGAN2 / StyleGAN3-T as NVlabs' train.py: non-saturating logistic
+loss, lazy R1 (every 16 steps) and path length (StyleGAN2, every 4), Adam (0, 0.99), G EMA with
+a half-life of batch*10/32 kimg, mirror augmentation of all five channels.
+
+A progress line shows G and D losses, images/s and the time left. Every sample interval (and at
+the end) DIR/samples-<kimg>.png shows G_ema on fixed latents (one row per sample: T1, T1ce, T2,
+FLAIR, T1ce with the annotation in colour) and DIR/snapshot-<kimg>.safetensors holds G, D and
+G_ema (generate reads it). DIR/last.safetensors holds the whole state (networks, optimisers,
+EMA, path-length mean, random streams); the same command run again resumes from it exactly.
+Ctrl-C finishes the current step, writes last.safetensors and exits with status 130.
+DIR/config.json records the settings.
+
+Profiles:
+  quick   64x64, z = w = 128, cbase 1024, cmax 64 (channels 64 at 4..16, 32 at 32, 16 at 64),
+          mapping 8 layers (stylegan3: 2), batch 8, gamma 0.1, 100 kimg or 10 minutes,
+          samples every 1 kimg
+  paper   256x256, NVlabs --cfg defaults: z = w = 512, cbase 32768, cmax 512, mapping 8
+          (stylegan3: 2), batch 32, gamma 8, 25000 kimg, no time limit, samples every 200 kimg
+
+Options:
+  --arch A           stylegan2 or stylegan3 (stylegan3-t) (required)
+  --store FILE       slice store written by `prepare`, of the profile's size (required)
+  --out DIR          run folder (required)
+  --profile P        quick or paper (default quick)
+  --batch N          minibatch (default: the profile's)
+  --kimg K           run length in thousands of training images (default: the profile's)
+  --steps N          run length in minibatches instead of --kimg
+  --gamma G          R1 weight (default: the profile's)
+  --glr LR           G learning rate (default 0.002, stylegan3 0.0025)
+  --dlr LR           D learning rate (default 0.002)
+  --sample-every K   samples and a snapshot every K kimg (default: the profile's)
+  --time-limit S     stop after S seconds, keeping last.safetensors; 0 = no limit
+                     (default: the profile's)
+  --seed S           training seed (default 0)
+  --split train|all  train on the training subjects of the split (default) or on all
+  --split-seed S     seed of the subject split (default 0, as train-seg)
+  --device D         cpu, cuda or cuda:N (default cpu)
+  -h, --help         this help",
+    run: cmd_train_gen,
+};
+
+pub const GENERATE: Command = Command {
+    name: "generate",
+    summary: "sample a trained generator into a synthetic slice store (and a montage PNG)",
+    help: "\
+Usage: brainsynth generate --checkpoint FILE --n N --out FILE.store [options]
+
+Sample N images with the EMA generator of FILE (a snapshot-*.safetensors or last.safetensors of
+train-gen, or an NVlabs snapshot converted with tests/fixtures/convert_nvlabs_pkl.py), map them
+from [-1, 1] to 0-255, decode the annotation channel with the study's thresholds (label = 0, 1,
+2, 4 where value*5/255 exceeds 0.5, 1.5, 3.0) and write a slice store that train-seg reads:
+each image is its own pseudo-subject synthetic_000000, synthetic_000001, ... Also writes
+FILE.png: a montage of the first 8 samples. Nothing is written unless all N are made.
+
+Options:
+  --checkpoint FILE  generator checkpoint (required)
+  --n N              images to make, at least 1 (required)
+  --out FILE         slice store to write (required)
+  --psi P            truncation psi (default 1: none, as the study)
+  --seed S           latent seed (default 0)
+  --batch B          images per forward pass (default 16)
+  --device D         cpu, cuda or cuda:N (default cpu)
+  -h, --help         this help",
+    run: cmd_generate,
+};
+
+fn log_line(s: &str) {
+    eprintln!("{s}");
+}
+
+fn positive(name: &str, v: Option<f64>) -> Result<Option<f64>, CliError> {
+    match v {
+        Some(x) if !(x.is_finite() && x > 0.0) => Err(usage(format!(
+            "{name} must be a number > 0, not {x}"
+        ))),
+        _ => Ok(v),
+    }
+}
+
+fn device_arg(args: &mut Args) -> Result<Device, CliError> {
+    let d = match args.value("--device")? {
+        Some(s) => s.parse::<Device>().map_err(|e| usage(e.to_string()))?,
+        None => Device::Cpu,
+    };
+    check_device(d)?;
+    Ok(d)
+}
+
+/// What `train-gen` was asked for, architecture aside.
+struct TrainRequest {
+    out: PathBuf,
+    profile_name: String,
+    batch: Option<usize>,
+    length: Option<RunLength>,
+    gamma: Option<f64>,
+    g_lr: Option<f64>,
+    d_lr: Option<f64>,
+    sample_every_kimg: Option<f64>,
+    time_limit: Option<Option<Duration>>,
+    seed: u64,
+    device: Device,
+}
+
+fn cmd_train_gen(mut args: Args) -> Result<(), CliError> {
+    let arch = GenArch::parse(&args.required("--arch")?)?;
+    let store_path = PathBuf::from(args.required("--store")?);
+    let out = PathBuf::from(args.required("--out")?);
+    let profile_name = args.value("--profile")?.unwrap_or_else(|| "quick".into());
+    let batch: Option<usize> = args.parse("--batch")?;
+    if batch == Some(0) {
+        return Err(usage("--batch must be at least 1"));
+    }
+    let kimg = positive("--kimg", args.parse("--kimg")?)?;
+    let steps: Option<u64> = args.parse("--steps")?;
+    let length = match (kimg, steps) {
+        (Some(_), Some(_)) => return Err(usage("give --kimg or --steps, not both")),
+        (Some(k), None) => Some(RunLength::Images((k * 1000.0).round().max(1.0) as u64)),
+        (None, Some(0)) => return Err(usage("--steps must be at least 1")),
+        (None, Some(n)) => Some(RunLength::Steps(n)),
+        (None, None) => None,
+    };
+    let gamma: Option<f64> = args.parse("--gamma")?;
+    if let Some(g) = gamma
+        && !(g.is_finite() && g >= 0.0)
+    {
+        return Err(usage(format!("--gamma must be a number >= 0, not {g}")));
+    }
+    let g_lr = positive("--glr", args.parse("--glr")?)?;
+    let d_lr = positive("--dlr", args.parse("--dlr")?)?;
+    let sample_every_kimg = positive("--sample-every", args.parse("--sample-every")?)?;
+    let time_limit = args
+        .parse::<f64>("--time-limit")?
+        .map(|s| {
+            if !(s.is_finite() && s >= 0.0) {
+                return Err(usage(format!(
+                    "--time-limit must be a number of seconds >= 0, not {s}"
+                )));
+            }
+            Ok((s > 0.0).then(|| Duration::from_secs_f64(s)))
+        })
+        .transpose()?;
+    let seed = args.parse_or("--seed", 0u64)?;
+    let split = args.value("--split")?.unwrap_or_else(|| "train".into());
+    let split_seed = args.parse_or("--split-seed", 0u64)?;
+    let device = device_arg(&mut args)?;
+    args.finish()?;
+    let seg_profile = SegProfile::by_name(&profile_name)?;
+
+    let store = read_store(&store_path)?;
+    let train_ids = match split.as_str() {
+        "all" => store.subjects(),
+        "train" => {
+            split_subjects(
+                &store.subjects(),
+                &SplitSpec::Counts {
+                    train: None,
+                    test: seg_profile.test_subjects,
+                },
+                split_seed,
+            )?
+            .train
+        }
+        other => {
+            return Err(usage(format!(
+                "--split {other:?}: use train (the training subjects) or all"
+            )));
+        }
+    };
+    let reals: Vec<Slice> = store
+        .slices
+        .into_iter()
+        .filter(|s| train_ids.contains(&s.subject))
+        .collect();
+    log_line(&format!(
+        "{} training slices of {} subjects from {}",
+        reals.len(),
+        train_ids.len(),
+        store_path.display()
+    ));
+    let req = TrainRequest {
+        out,
+        profile_name,
+        batch,
+        length,
+        gamma,
+        g_lr,
+        d_lr,
+        sample_every_kimg,
+        time_limit,
+        seed,
+        device,
+    };
+    // the one architecture dispatch of train-gen
+    match arch {
+        GenArch::StyleGan2 => train_stylegan(Arch::StyleGan2, &req, &reals),
+        GenArch::StyleGan3 => train_stylegan(Arch::StyleGan3, &req, &reals),
+    }
+}
+
+fn train_stylegan(arch: Arch, req: &TrainRequest, reals: &[Slice]) -> Result<(), CliError> {
+    let profile = GanProfile::by_name(&req.profile_name, arch)?;
+    let mut cfg = profile.train_config(arch, req.seed, req.device);
+    if let Some(b) = req.batch {
+        cfg.batch = b;
+    }
+    if let Some(g) = req.gamma {
+        cfg.gamma = g;
+    }
+    cfg.g_lr = req.g_lr;
+    cfg.d_lr = req.d_lr;
+    let tc = cfg.train_config();
+    let length = req.length.unwrap_or(RunLength::Images(
+        (profile.kimg * 1000.0).round() as u64,
+    ));
+    let time_limit = req.time_limit.unwrap_or(profile.time_limit);
+    let sample_kimg = req.sample_every_kimg.unwrap_or(profile.sample_every_kimg);
+    std::fs::create_dir_all(&req.out).map_err(|e| Error::io(&req.out, e))?;
+    let n = &cfg.net;
+    let config = Json::obj(vec![
+        ("arch", Json::str(arch.name())),
+        ("profile", Json::str(profile.name)),
+        ("resolution", Json::num(n.resolution as f64)),
+        ("channels", Json::num(n.channels as f64)),
+        ("z_dim", Json::num(n.z_dim as f64)),
+        ("w_dim", Json::num(n.w_dim as f64)),
+        ("channel_base", Json::num(n.channel_base as f64)),
+        ("channel_max", Json::num(n.channel_max as f64)),
+        ("mapping_layers", Json::num(n.mapping_layers as f64)),
+        ("mbstd_group", Json::num(n.mbstd_group as f64)),
+        ("conv_clamp", n.conv_clamp.map_or(Json::Null, Json::num)),
+        ("batch", Json::num(cfg.batch as f64)),
+        ("gamma", Json::num(cfg.gamma)),
+        ("g_lr", Json::num(tc.g_lr)),
+        ("d_lr", Json::num(tc.d_lr)),
+        (
+            "g_reg_interval",
+            tc.g_reg_interval.map_or(Json::Null, |v| Json::num(v as f64)),
+        ),
+        (
+            "d_reg_interval",
+            tc.d_reg_interval.map_or(Json::Null, |v| Json::num(v as f64)),
+        ),
+        ("style_mixing_prob", Json::num(tc.loss.style_mixing_prob)),
+        ("pl_weight", Json::num(tc.loss.pl_weight)),
+        ("ema_kimg", Json::num(cfg.batch as f64 * 10.0 / 32.0)),
+        ("mirror", Json::Bool(tc.mirror)),
+        (
+            "length",
+            match length {
+                RunLength::Images(i) => Json::str(format!("{} kimg", i as f64 / 1000.0)),
+                RunLength::Steps(s) => Json::str(format!("{s} steps")),
+            },
+        ),
+        (
+            "time_limit_s",
+            time_limit.map_or(Json::Null, |t| Json::num(t.as_secs_f64())),
+        ),
+        ("sample_every_kimg", Json::num(sample_kimg)),
+        ("seed", Json::num(req.seed as f64)),
+        ("device", Json::str(req.device.to_string())),
+        ("training_slices", Json::num(reals.len() as f64)),
+    ]);
+    write_atomic(req.out.join("config.json"), config.to_pretty().as_bytes())?;
+
+    let mut trainer = GanTrainer::new(cfg.clone(), reals, Some(req.out.clone()))?;
+    trainer.sample_every_images = (sample_kimg * 1000.0).round() as u64;
+    let mut rc = RunConfig::new(&req.out, length);
+    rc.time_limit = time_limit;
+    rc.log_every = 10;
+    // `last` every ~sample interval too (the runner writes it at its validations)
+    rc.val_every = (trainer.sample_every_images / cfg.batch as u64).max(1);
+    let o = run(&mut trainer, &rc, &mut |s| log_line(s))?;
+    log_line(&format!(
+        "{}: {} steps, {:.2} kimg, {:.1} img/s this session; state in {}",
+        arch.name(),
+        o.steps_done,
+        o.images_done as f64 / 1000.0,
+        o.images_per_second,
+        o.last_checkpoint.display()
+    ));
+    if o.stopped == StopReason::Interrupted {
+        return Err(CliError::Interrupted(format!(
+            "the training state is in {}",
+            o.last_checkpoint.display()
+        )));
+    }
+    Ok(())
+}
+
+fn cmd_generate(mut args: Args) -> Result<(), CliError> {
+    let ckpt = PathBuf::from(args.required("--checkpoint")?);
+    let n: usize = args
+        .parse("--n")?
+        .ok_or_else(|| usage("generate needs --n"))?;
+    let out = PathBuf::from(args.required("--out")?);
+    let psi = args.parse_or("--psi", 1.0f64)?;
+    let seed = args.parse_or("--seed", 0u64)?;
+    let batch = args.parse_or("--batch", 16usize)?;
+    let device = device_arg(&mut args)?;
+    args.finish()?;
+    if n == 0 {
+        return Err(usage("--n must be at least 1"));
+    }
+    if batch == 0 {
+        return Err(usage("--batch must be at least 1"));
+    }
+    if !psi.is_finite() {
+        return Err(usage(format!("--psi must be a finite number, not {psi}")));
+    }
+    let ck = Checkpoint::open(&ckpt)?;
+    // the one architecture dispatch of generate
+    let made = match ck.meta("model") {
+        Some("stylegan2") | Some("stylegan3") => {
+            let g = AnyGenerator::from_checkpoint(&ck)?;
+            generate_stylegan(&g, n, psi, seed, batch, device, &out)?
+        }
+        other => {
+            return Err(CliError::Run(Error::Checkpoint {
+                path: ckpt.clone(),
+                msg: format!(
+                    "is a {} checkpoint, not a generator (stylegan2 or stylegan3)",
+                    other.unwrap_or("unlabelled")
+                ),
+            }));
+        }
+    };
+    log_line(&format!(
+        "{n} synthetic slices in {}, montage in {}",
+        out.display(),
+        made.display()
+    ));
+    Ok(())
+}
+
+/// Where the montage of a store goes: `synth.store` → `synth.png`.
+fn montage_path(out: &Path) -> PathBuf {
+    out.with_extension("png")
+}
+
+/// Sample `n` images of `g` into the store `out` and its montage; returns the montage path.
+pub fn generate_stylegan(
+    g: &AnyGenerator,
+    n: usize,
+    psi: f64,
+    seed: u64,
+    batch: usize,
+    device: Device,
+    out: &Path,
+) -> Result<PathBuf> {
+    if device != Device::Cpu {
+        g.store().set_device(device);
+    }
+    let cfg_res = {
+        let z = Tensor::zeros(&[1, g.z_dim()], DType::F32);
+        let probe = g.sample(&z.to_device(device)?, psi)?;
+        probe.shape().to_vec()
+    };
+    let (h, w) = (cfg_res[2], cfg_res[3]);
+    let mut writer = StoreWriter::create(out, h, w)?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut first: Vec<Slice> = Vec::new();
+    let mut done = 0;
+    while done < n {
+        let b = batch.min(n - done);
+        let z = Tensor::randn(&[b, g.z_dim()], DType::F32, &mut rng).to_device(device)?;
+        let img = g.sample(&z, psi)?;
+        let s = img.shape();
+        let slices = synthetic_slices(&img.to_vec_f32()?, [s[0], s[1], s[2], s[3]], done)?;
+        for sl in &slices {
+            writer.push(sl)?;
+        }
+        first.extend(slices.into_iter().take(8usize.saturating_sub(first.len())));
+        done += b;
+    }
+    writer.finish()?;
+    let png = montage_path(out);
+    if let Err(e) = write_montage(&png, &first, &MontageOptions::default()) {
+        // all or nothing: the store without its montage is taken back
+        let _ = std::fs::remove_file(out);
+        return Err(e);
+    }
+    Ok(png)
+}
