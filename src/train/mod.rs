@@ -2,8 +2,8 @@
 //! segmentation (U-Net, Swin) with its size profiles.
 
 pub mod diffusion;
-pub mod interrupt;
 pub mod gan;
+pub mod interrupt;
 pub mod profile;
 pub mod runner;
 pub mod seg;
