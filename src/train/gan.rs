@@ -351,17 +351,18 @@ impl<'a> GanTrainer<'a> {
         if self.last_sample_nimg == Some(nimg) {
             return Ok(());
         }
-        let kimg = nimg / 1000;
+        // kimg with one decimal: quick runs sample more often than once per kimg
+        let kimg = format!("{:06.1}", nimg as f64 / 1000.0);
         let slices = self.sample_grid()?;
         write_montage(
-            dir.join(format!("samples-{kimg:06}.png")),
+            dir.join(format!("samples-{kimg}.png")),
             &slices,
             &MontageOptions::default(),
         )?;
         let mut w = CheckpointWriter::new();
         w.set_model_info(self.cfg.arch.name(), &self.cfg.profile, self.step_count());
         self.save_weights(&mut w)?;
-        w.save(dir.join(format!("snapshot-{kimg:06}.safetensors")))?;
+        w.save(dir.join(format!("snapshot-{kimg}.safetensors")))?;
         self.last_sample_nimg = Some(nimg);
         Ok(())
     }

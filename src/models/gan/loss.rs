@@ -20,7 +20,7 @@ use super::layers::Noise;
 use super::mapping::Mapping;
 use super::stylegan2::StyleGan2Generator;
 use super::stylegan3::StyleGan3Generator;
-use crate::autograd::grad;
+use crate::autograd::{GradOptions, grad_with};
 use crate::nn::ParamStore;
 use crate::ops::loss::{path_length_penalty, r1_penalty_with};
 use crate::ops::upfirdn::filter2d;
@@ -137,6 +137,29 @@ fn accumulate(params: &[Tensor], gs: Vec<Tensor>) -> Result<()> {
         p.set_grad(Some(total));
     }
     Ok(())
+}
+
+/// d`loss`/d`params` added into the accumulated gradients. A parameter the loss does not reach
+/// (R1 never reaches D's output bias; the path length never reaches the toRGB biases) gets no
+/// gradient at all, as PyTorch leaves its `.grad` None and Adam then skips it; an exactly zero
+/// gradient is taken as such a parameter.
+fn backward_into(loss: &Tensor, params: &[Tensor]) -> Result<()> {
+    let gs = grad_with(
+        &[loss.clone()],
+        None,
+        params,
+        GradOptions {
+            create_graph: false,
+            allow_unused: true,
+        },
+    )?;
+    let (used_p, used_g): (Vec<Tensor>, Vec<Tensor>) = params
+        .iter()
+        .cloned()
+        .zip(gs)
+        .filter(|(_, g)| g.to_vec_f64().is_ok_and(|v| v.iter().any(|&x| x != 0.0)))
+        .unzip();
+    accumulate(&used_p, used_g)
 }
 
 /// NVlabs' `nan_to_num(nan=0, posinf=1e5, neginf=−1e5)` on every accumulated gradient.
@@ -264,8 +287,7 @@ impl StyleGan2Loss {
                 let loss = logits.neg()?.softplus()?.mean_all()?;
                 st.loss = loss.item()?;
                 let params = g.store().trainable_tensors();
-                let gs = grad(&[loss.mul_scalar(gain)?], None, &params, false)?;
-                accumulate(&params, gs)?;
+                backward_into(&loss.mul_scalar(gain)?, &params)?;
             }
             Phase::GReg => {
                 if self.config.pl_weight == 0.0 {
@@ -286,8 +308,7 @@ impl StyleGan2Loss {
                 st.pl_penalty = pen.item()? / self.config.pl_weight;
                 st.loss = pen.item()?;
                 let params = g.store().trainable_tensors();
-                let gs = grad(&[pen.mul_scalar(gain)?], None, &params, false)?;
-                accumulate(&params, gs)?;
+                backward_into(&pen.mul_scalar(gain)?, &params)?;
             }
             Phase::DMain => {
                 let img = {
@@ -302,8 +323,7 @@ impl StyleGan2Loss {
                     .add(&real_logits.neg()?.softplus()?.mean_all()?)?;
                 st.loss = loss.item()?;
                 let params = d.store.trainable_tensors();
-                let gs = grad(&[loss.mul_scalar(gain)?], None, &params, false)?;
-                accumulate(&params, gs)?;
+                backward_into(&loss.mul_scalar(gain)?, &params)?;
             }
             Phase::DReg => {
                 if self.config.r1_gamma == 0.0 {
@@ -314,8 +334,7 @@ impl StyleGan2Loss {
                 st.loss = loss.item()?;
                 st.r1_penalty = st.loss * 2.0 / self.config.r1_gamma;
                 let params = d.store.trainable_tensors();
-                let gs = grad(&[loss.mul_scalar(gain)?], None, &params, false)?;
-                accumulate(&params, gs)?;
+                backward_into(&loss.mul_scalar(gain)?, &params)?;
             }
         }
         Ok(st)
