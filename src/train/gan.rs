@@ -113,6 +113,8 @@ impl GanTrainConfig {
 }
 
 /// Either generator, for sampling.
+// one per process, never in a collection: the size difference costs nothing
+#[allow(clippy::large_enum_variant)]
 pub enum AnyGenerator {
     StyleGan2(StyleGan2Generator),
     StyleGan3(StyleGan3Generator),
@@ -330,7 +332,12 @@ impl<'a> GanTrainer<'a> {
     pub fn sample_grid(&self) -> Result<Vec<Slice>> {
         let g = self.g_ema()?;
         let img = g.sample(&self.grid_z, 1.0)?;
-        let shape = [img.shape()[0], img.shape()[1], img.shape()[2], img.shape()[3]];
+        let shape = [
+            img.shape()[0],
+            img.shape()[1],
+            img.shape()[2],
+            img.shape()[3],
+        ];
         synthetic_slices(&img.to_vec_f32()?, shape, 0)
     }
 

@@ -145,7 +145,7 @@ fn accumulate(params: &[Tensor], gs: Vec<Tensor>) -> Result<()> {
 /// gradient is taken as such a parameter.
 fn backward_into(loss: &Tensor, params: &[Tensor]) -> Result<()> {
     let gs = grad_with(
-        &[loss.clone()],
+        std::slice::from_ref(loss),
         None,
         params,
         GradOptions {
