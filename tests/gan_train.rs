@@ -7,7 +7,7 @@
 //! process) as in `seg_resume.rs`: some parallel reductions combine partial sums in the order
 //! threads finish.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use brainsynth::cli::gen_cmds::generate_stylegan;
 use brainsynth::data::phantom::{PhantomConfig, phantom_case};
@@ -107,7 +107,7 @@ fn train(arch: Arch, dir: &PathBuf, steps: u64, stop_after: Option<u64>) -> Stop
     o.stopped
 }
 
-fn state(dir: &PathBuf) -> Vec<(String, Vec<u8>)> {
+fn state(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let ck = Checkpoint::open(dir.join("last.safetensors")).unwrap();
     let mut v: Vec<(String, Vec<u8>)> = ck
         .tensors()
