@@ -19,8 +19,12 @@ use crate::io::atomic::write_atomic;
 use crate::io::checkpoint::Checkpoint;
 use crate::io::json::Json;
 use crate::io::png::{MontageOptions, write_montage};
+use crate::models::diffusion::Sampler;
 use crate::models::gan::Arch;
 use crate::tensor::{DType, Device, Tensor};
+use crate::train::diffusion::{
+    DiffusionGenerator, DiffusionTrainConfig, EmaChoice, load_generator, train_diffusion,
+};
 use crate::train::gan::{AnyGenerator, GanProfile, GanTrainer};
 use crate::train::profile::SegProfile;
 use crate::train::runner::{RunConfig, RunLength, StopReason, run};
@@ -32,6 +36,7 @@ use crate::{Error, Result};
 pub enum GenArch {
     StyleGan2,
     StyleGan3,
+    Diffusion,
 }
 
 impl GenArch {
@@ -39,9 +44,12 @@ impl GenArch {
         match s {
             "stylegan2" => Ok(GenArch::StyleGan2),
             "stylegan3" | "stylegan3-t" => Ok(GenArch::StyleGan3),
+            "diffusion" => Ok(GenArch::Diffusion),
             _ => Err(Error::invalid(
                 "train-gen",
-                format!("'{s}' is not a generator architecture; use stylegan2 or stylegan3"),
+                format!(
+                    "'{s}' is not a generator architecture; use stylegan2, stylegan3 or diffusion"
+                ),
             )),
         }
     }
@@ -50,6 +58,7 @@ impl GenArch {
         match self {
             GenArch::StyleGan2 => "stylegan2",
             GenArch::StyleGan3 => "stylegan3",
+            GenArch::Diffusion => "diffusion",
         }
     }
 }
@@ -58,7 +67,7 @@ pub const TRAIN_GEN: Command = Command {
     name: "train-gen",
     summary: "train a StyleGAN2 or StyleGAN3-T on the training subjects of a slice store",
     help: "\
-Usage: brainsynth train-gen --arch stylegan2|stylegan3 --store FILE --out DIR [options]
+Usage: brainsynth train-gen --arch stylegan2|stylegan3|diffusion --store FILE --out DIR [options]
 
 Train a generator of 5-channel slices (T1, T1ce, T2, FLAIR, annotation) on the slices of the
 training subjects of FILE (the test subjects of the subject split, the same split as train-seg,
@@ -73,6 +82,13 @@ G_ema (generate reads it). DIR/last.safetensors holds the whole state (networks,
 EMA, path-length mean, random streams); the same command run again resumes from it exactly.
 Ctrl-C finishes the current step, writes last.safetensors and exits with status 130.
 DIR/config.json records the settings.
+
+diffusion: guided-diffusion's training (uniform t, eps-MSE, AdamW without weight decay, EMA
+0.9999 plus a faster EMA, random flips); --steps, --batch, --time-limit, --seed and --glr (its
+learning rate) apply, --sample-every counts kimg as for the GANs; samples-<step>.png use the
+respaced sampler. Its profiles: quick 64x64, 32 channels (1,2,2,2), 1 res block, attention at
+16 and 8, 1000 linear steps, batch 8, lr 2e-4, 10 minutes; paper the study's flags (256x256, 64
+channels, 3 res blocks, 4000 linear steps, batch 32, lr 1e-4).
 
 Profiles:
   quick   64x64, z = w = 128, cbase 1024, cmax 64 (channels 64 at 4..16, 32 at 32, 16 at 64),
@@ -123,6 +139,11 @@ Options:
   --psi P            truncation psi (default 1: none, as the study)
   --seed S           latent seed (default 0)
   --batch B          images per forward pass (default 16)
+  --sampler S        diffusion only: ancestral (every step, the study's; default),
+                     respaced:K (ancestral over K evenly spaced steps) or ddim:K (DDIM, eta 0),
+                     1 <= K <= the model's steps
+  --weights W        diffusion only: ema (rate 0.9999), ema-fast or raw (default: the ones the
+                     run's sample grids used)
   --device D         cpu, cuda or cuda:N (default cpu)
   -h, --help         this help",
     run: cmd_generate,
@@ -258,6 +279,7 @@ fn cmd_train_gen(mut args: Args) -> Result<(), CliError> {
     match arch {
         GenArch::StyleGan2 => train_stylegan(Arch::StyleGan2, &req, &reals),
         GenArch::StyleGan3 => train_stylegan(Arch::StyleGan3, &req, &reals),
+        GenArch::Diffusion => train_diffusion_arch(&req, &reals),
     }
 }
 
@@ -362,6 +384,14 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
     let psi = args.parse_or("--psi", 1.0f64)?;
     let seed = args.parse_or("--seed", 0u64)?;
     let batch = args.parse_or("--batch", 16usize)?;
+    let sampler = args
+        .value("--sampler")?
+        .map(|s| Sampler::parse(&s))
+        .transpose()?;
+    let weights = args
+        .value("--weights")?
+        .map(|s| EmaChoice::parse(&s))
+        .transpose()?;
     let device = device_arg(&mut args)?;
     args.finish()?;
     if n == 0 {
@@ -376,6 +406,29 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
     let ck = Checkpoint::open(&ckpt)?;
     // the one architecture dispatch of generate
     let made = match ck.meta("model") {
+        Some(crate::train::diffusion::KIND) => {
+            if psi != 1.0 {
+                return Err(usage("--psi applies to the GANs, not to a diffusion model"));
+            }
+            let g = load_generator(&ckpt, weights)?;
+            if device != Device::Cpu {
+                g.store.set_device(device);
+            }
+            let sampler = sampler.unwrap_or(Sampler::Ancestral);
+            let t0 = std::time::Instant::now();
+            let made = generate_diffusion(&g, sampler, n, seed, batch, &out)?;
+            let secs = t0.elapsed().as_secs_f64();
+            log_line(&format!(
+                "{n} images with {sampler:?} in {secs:.1} s ({:.3} images/s)",
+                n as f64 / secs
+            ));
+            made
+        }
+        Some("stylegan2") | Some("stylegan3") if sampler.is_some() || weights.is_some() => {
+            return Err(usage(
+                "--sampler and --weights apply to diffusion checkpoints only",
+            ));
+        }
         Some("stylegan2") | Some("stylegan3") => {
             let g = AnyGenerator::from_checkpoint(&ck)?;
             generate_stylegan(&g, n, psi, seed, batch, device, &out)?
@@ -384,7 +437,7 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
             return Err(CliError::Run(Error::Checkpoint {
                 path: ckpt.clone(),
                 msg: format!(
-                    "is a {} checkpoint, not a generator (stylegan2 or stylegan3)",
+                    "is a {} checkpoint, not a generator (stylegan2, stylegan3 or diffusion)",
                     other.unwrap_or("unlabelled")
                 ),
             }));
@@ -442,6 +495,115 @@ pub fn generate_stylegan(
     let png = montage_path(out);
     if let Err(e) = write_montage(&png, &first, &MontageOptions::default()) {
         // all or nothing: the store without its montage is taken back
+        let _ = std::fs::remove_file(out);
+        return Err(e);
+    }
+    Ok(png)
+}
+
+/// `train-gen --arch diffusion`: the profile's [`DiffusionTrainConfig`] with the options given.
+fn train_diffusion_arch(req: &TrainRequest, reals: &[Slice]) -> Result<(), CliError> {
+    if req.gamma.is_some() || req.d_lr.is_some() {
+        return Err(usage(
+            "--gamma and --dlr are GAN options; a diffusion model has no discriminator",
+        ));
+    }
+    let mut cfg = DiffusionTrainConfig::for_profile(&req.profile_name, req.seed)?;
+    cfg.device = req.device;
+    if let Some(b) = req.batch {
+        cfg.batch = b;
+    }
+    if let Some(lr) = req.g_lr {
+        cfg.lr = lr;
+    }
+    let per_step = cfg.batch as u64;
+    match req.length {
+        Some(RunLength::Steps(n)) => cfg.steps = n,
+        Some(RunLength::Images(i)) => cfg.steps = i.div_ceil(per_step).max(1),
+        None => {}
+    }
+    if let Some(k) = req.sample_every_kimg {
+        cfg.sample_every = ((k * 1000.0 / per_step as f64).round() as u64).max(1);
+    }
+    if let Some(t) = req.time_limit {
+        cfg.time_limit = t;
+    }
+    std::fs::create_dir_all(&req.out).map_err(|e| Error::io(&req.out, e))?;
+    let n = &cfg.net;
+    let list = |v: &[usize]| {
+        Json::str(
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    };
+    let config = Json::obj(vec![
+        ("arch", Json::str("diffusion")),
+        ("profile", Json::str(cfg.profile.clone())),
+        ("image_size", Json::num(n.image_size as f64)),
+        ("model_channels", Json::num(n.model_channels as f64)),
+        ("num_res_blocks", Json::num(n.num_res_blocks as f64)),
+        ("channel_mult", list(&n.channel_mult)),
+        ("attention_ds", list(&n.attention_ds)),
+        ("num_heads", Json::num(n.num_heads as f64)),
+        ("diffusion_steps", Json::num(cfg.diffusion_steps as f64)),
+        ("batch", Json::num(cfg.batch as f64)),
+        ("lr", Json::num(cfg.lr)),
+        ("ema_rate", Json::num(cfg.ema_rate)),
+        ("fast_ema_rate", Json::num(cfg.fast_ema_rate)),
+        ("clip", cfg.clip.map_or(Json::Null, Json::num)),
+        ("steps", Json::num(cfg.steps as f64)),
+        ("sample_every_steps", Json::num(cfg.sample_every as f64)),
+        (
+            "time_limit_s",
+            cfg.time_limit
+                .map_or(Json::Null, |t| Json::num(t.as_secs_f64())),
+        ),
+        ("seed", Json::num(req.seed as f64)),
+        ("device", Json::str(req.device.to_string())),
+        ("training_slices", Json::num(reals.len() as f64)),
+    ]);
+    write_atomic(req.out.join("config.json"), config.to_pretty().as_bytes())?;
+    let mut rc = RunConfig::new(&req.out, RunLength::Steps(cfg.steps));
+    rc.log_every = 10;
+    let o = train_diffusion(&cfg, reals, &req.out, Some(rc), &mut |s| log_line(s))?;
+    log_line(&format!(
+        "diffusion: {} steps, {:.1} img/s this session; state in {}",
+        o.steps_done,
+        o.images_per_second,
+        o.last_checkpoint.display()
+    ));
+    if o.stopped == StopReason::Interrupted {
+        return Err(CliError::Interrupted(format!(
+            "the training state is in {}",
+            o.last_checkpoint.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Sample `n` images of the diffusion model `g` into the store `out` and its montage (all
+/// sampled before anything is written); returns the montage path.
+pub fn generate_diffusion(
+    g: &DiffusionGenerator,
+    sampler: Sampler,
+    n: usize,
+    seed: u64,
+    batch: usize,
+    out: &Path,
+) -> Result<PathBuf> {
+    let images = g.sample(sampler, n, batch, seed)?;
+    let slices = synthetic_slices(&images.data, images.shape, 0)?;
+    let s = g.image_size();
+    let mut writer = StoreWriter::create(out, s, s)?;
+    for sl in &slices {
+        writer.push(sl)?;
+    }
+    writer.finish()?;
+    let png = montage_path(out);
+    let shown = &slices[..slices.len().min(8)];
+    if let Err(e) = write_montage(&png, shown, &MontageOptions::default()) {
         let _ = std::fs::remove_file(out);
         return Err(e);
     }
