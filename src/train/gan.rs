@@ -114,7 +114,6 @@ impl GanTrainConfig {
 
 /// Either generator, for sampling.
 // one per process, never in a collection: the size difference costs nothing
-#[allow(clippy::large_enum_variant)]
 pub enum AnyGenerator {
     StyleGan2(StyleGan2Generator),
     StyleGan3(Box<StyleGan3Generator>),
