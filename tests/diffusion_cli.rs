@@ -3,13 +3,15 @@
 //! K = 0, a store of the wrong size and a checkpoint of another model are clear errors that
 //! leave nothing behind.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use brainsynth::data::phantom::{PhantomConfig, phantom_case};
 use brainsynth::data::store::read_store;
 use brainsynth::data::{SliceConfig, SliceStore, slices_from_case, write_store};
-use brainsynth::models::diffusion::{BetaSchedule, DiffusionUNetConfig, Sampler};
+use brainsynth::models::diffusion::{BetaSchedule, Sampler};
 use brainsynth::tensor::Device;
 use brainsynth::train::diffusion::{DiffusionTrainConfig, EmaChoice, train_diffusion};
 
@@ -48,20 +50,7 @@ fn checkpoint(dir: &Path) -> PathBuf {
     let st = store(16, &dir.join("real16.store"));
     let cfg = DiffusionTrainConfig {
         profile: "test".into(),
-        net: DiffusionUNetConfig {
-            image_size: 16,
-            in_channels: 5,
-            model_channels: 32,
-            out_channels: 5,
-            num_res_blocks: 1,
-            attention_ds: vec![2],
-            channel_mult: vec![1, 1],
-            num_heads: 4,
-            num_head_channels: None,
-            num_heads_upsample: None,
-            use_scale_shift_norm: true,
-            dropout: 0.0,
-        },
+        net: common::tiny_diffusion_unet(16, 5, 0.0),
         diffusion_steps: 20,
         noise_schedule: BetaSchedule::Linear,
         batch: 2,

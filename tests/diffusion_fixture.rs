@@ -4,9 +4,9 @@
 //! 4000 steps, fixed-large variance) has the reference's coefficients and respacing, and with that
 //! model the same training loss, reverse-step mean/variance, ancestral and DDIM steps.
 
-#[allow(dead_code)]
-#[path = "common/fixtures.rs"]
-mod fixtures;
+mod common;
+
+use common::fixtures;
 
 use std::collections::HashMap;
 
@@ -18,20 +18,7 @@ use brainsynth::{DType, Tensor};
 
 /// The fixture's model: 16×16×5, width 32, multipliers 1,1, one res block, attention at ds 2.
 pub fn fixture_config() -> DiffusionUNetConfig {
-    DiffusionUNetConfig {
-        image_size: 16,
-        in_channels: 5,
-        model_channels: 32,
-        out_channels: 5,
-        num_res_blocks: 1,
-        attention_ds: vec![2],
-        channel_mult: vec![1, 1],
-        num_heads: 4,
-        num_head_channels: None,
-        num_heads_upsample: None,
-        use_scale_shift_norm: true,
-        dropout: 0.0,
-    }
+    common::tiny_diffusion_unet(16, 5, 0.0)
 }
 
 fn tensor(fx: &HashMap<String, fixtures::Array>, name: &str) -> Tensor {

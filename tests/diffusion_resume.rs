@@ -5,12 +5,14 @@
 //! One worker thread (`BRAINSYNTH_THREADS=1`, read once per process): some parallel reductions
 //! combine partial sums in the order threads finish (see tests/seg_resume.rs).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use brainsynth::data::phantom::{PhantomConfig, phantom_case};
 use brainsynth::data::{Slice, SliceConfig, slices_from_case};
 use brainsynth::io::checkpoint::Checkpoint;
-use brainsynth::models::diffusion::{BetaSchedule, DiffusionUNetConfig, Sampler};
+use brainsynth::models::diffusion::{BetaSchedule, Sampler};
 use brainsynth::tensor::Device;
 use brainsynth::train::diffusion::{
     DiffusionTrainConfig, EmaChoice, load_generator, to_slices, train_diffusion,
@@ -36,20 +38,7 @@ fn slices(size: usize) -> Vec<Slice> {
 fn tiny(steps: u64) -> DiffusionTrainConfig {
     DiffusionTrainConfig {
         profile: "test".into(),
-        net: DiffusionUNetConfig {
-            image_size: 16,
-            in_channels: 5,
-            model_channels: 32,
-            out_channels: 5,
-            num_res_blocks: 1,
-            attention_ds: vec![2],
-            channel_mult: vec![1, 1],
-            num_heads: 4,
-            num_head_channels: None,
-            num_heads_upsample: None,
-            use_scale_shift_norm: true,
-            dropout: 0.1,
-        },
+        net: common::tiny_diffusion_unet(16, 5, 0.1),
         diffusion_steps: 20,
         noise_schedule: BetaSchedule::Linear,
         batch: 2,

@@ -2,6 +2,8 @@
 //! weights, and the same seed gives bit-identical weights; dropout acts only in training; bad
 //! configurations and inputs are errors.
 
+mod common;
+
 use brainsynth::models::diffusion::{
     Diffusion, DiffusionUNet, DiffusionUNetConfig, Schedule, draw_t_noise, train_step,
 };
@@ -12,20 +14,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 fn tiny() -> DiffusionUNetConfig {
-    DiffusionUNetConfig {
-        image_size: 8,
-        in_channels: 2,
-        model_channels: 32,
-        out_channels: 2,
-        num_res_blocks: 1,
-        attention_ds: vec![2],
-        channel_mult: vec![1, 1],
-        num_heads: 4,
-        num_head_channels: None,
-        num_heads_upsample: None,
-        use_scale_shift_norm: true,
-        dropout: 0.0,
-    }
+    common::tiny_diffusion_unet(8, 2, 0.0)
 }
 
 /// Losses of `steps` steps on one fixed batch, and the final weights.

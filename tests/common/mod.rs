@@ -127,3 +127,26 @@ pub fn small_case_data(dims: [u16; 3]) -> ([Vec<f32>; 4], Vec<f32>) {
     }
     ([seq.clone(), seq.clone(), seq.clone(), seq], lab)
 }
+
+/// The tiny guided-diffusion U-Net the diffusion tests share (16×16 in the fixture): width 32,
+/// multipliers 1,1, one res block, attention at 8×8 with 4 heads, scale-shift norm.
+pub fn tiny_diffusion_unet(
+    image_size: usize,
+    channels: usize,
+    dropout: f64,
+) -> brainsynth::models::diffusion::DiffusionUNetConfig {
+    brainsynth::models::diffusion::DiffusionUNetConfig {
+        image_size,
+        in_channels: channels,
+        model_channels: 32,
+        out_channels: channels,
+        num_res_blocks: 1,
+        attention_ds: vec![2],
+        channel_mult: vec![1, 1],
+        num_heads: 4,
+        num_head_channels: None,
+        num_heads_upsample: None,
+        use_scale_shift_norm: true,
+        dropout,
+    }
+}
