@@ -6,60 +6,13 @@
 //! thread count, so the bits depend on the count but not on thread timing, and four workers
 //! split the work on any machine.
 
-use std::path::PathBuf;
-
-use brainsynth::data::phantom::{PhantomConfig, phantom_case};
-use brainsynth::data::{Slice, SliceConfig, slices_from_case};
 use brainsynth::io::checkpoint::Checkpoint;
-use brainsynth::models::swin::SwinConfig;
-use brainsynth::models::unet::UNetConfig;
 use brainsynth::train::interrupt::StopToken;
-use brainsynth::train::profile::SegProfile;
 use brainsynth::train::runner::StopReason;
-use brainsynth::train::seg::{SegKind, SegTrainConfig, train_segmenter, train_segmenter_with};
+use brainsynth::train::seg::{SegKind, train_segmenter, train_segmenter_with};
 
-fn slices(subjects: std::ops::Range<usize>) -> Vec<Slice> {
-    let cfg = PhantomConfig {
-        dims: [64, 64, 24],
-        subjects: 8,
-        ..PhantomConfig::default()
-    };
-    let sc = SliceConfig {
-        out_size: Some(32),
-        ..SliceConfig::default()
-    };
-    subjects
-        .flat_map(|i| slices_from_case(&phantom_case(&cfg, i).unwrap(), &sc).unwrap())
-        .collect()
-}
-
-fn tiny(kind: SegKind, iterations: u64) -> SegTrainConfig {
-    let mut c = SegProfile::quick().train_config(kind, 0);
-    c.unet = UNetConfig {
-        base_width: 4,
-        depth: 3,
-        max_width: 16,
-        ..UNetConfig::quick()
-    };
-    c.swin = SwinConfig {
-        embed_dim: 8,
-        depths: vec![2, 2],
-        heads: vec![1, 2],
-        head_channels: 8,
-        pool_scales: vec![1, 2],
-        ..SwinConfig::quick()
-    };
-    c.iterations = iterations;
-    c.val_every = 2;
-    c.batch = 2;
-    c
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("brainsynth-seg-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+mod common;
+use common::seg::{slices, tiny, tmp};
 
 /// Every tensor of a checkpoint with its bits.
 fn bits(path: &std::path::Path) -> Vec<(String, Vec<u64>)> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod seg;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
