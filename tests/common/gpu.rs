@@ -40,6 +40,11 @@ pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
 
 /// A fresh seed (printed), or BRAINSYNTH_SEED to reproduce a failure.
 pub fn rng(test: &str) -> StdRng {
+    StdRng::seed_from_u64(seed(test))
+}
+
+/// A fresh seed, printed (BRAINSYNTH_SEED repeats one).
+pub fn seed(test: &str) -> u64 {
     let seed = std::env::var("BRAINSYNTH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -50,7 +55,35 @@ pub fn rng(test: &str) -> StdRng {
                 .unwrap_or(1)
         });
     println!("{test}: seed {seed}");
-    StdRng::seed_from_u64(seed)
+    seed
+}
+
+/// Runs the op group `group` of the kernel audit (`brainsynth::backend::cuda::audit`, the one
+/// list of op cases that `brainsynth audit-kernels` runs too) and fails listing every row out
+/// of tolerance.
+pub fn audit_group(group: &str) {
+    let Some(gpu) = gpu_or_skip(group) else {
+        return;
+    };
+    let s = seed(group);
+    let rows = cuda::audit::run_group(gpu.device, s, group).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!rows.is_empty(), "group {group} has no cases");
+    println!("{}", cuda::audit::header());
+    for r in &rows {
+        println!("{r}");
+    }
+    let failed: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases of {group} failed (seed {s}):\n{}",
+        failed.len(),
+        rows.len(),
+        failed.join("\n")
+    );
 }
 
 pub fn tol(dt: DType) -> f64 {

@@ -11,6 +11,7 @@
 
 pub mod alloc;
 pub(crate) mod attention;
+pub mod audit;
 pub mod driver;
 #[cfg(not(feature = "cuda-emu"))]
 mod driver_cudarc;
