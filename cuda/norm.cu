@@ -1,8 +1,9 @@
 // The generic normalisation of src/ops/norm.rs (group / instance / layer norm, optional affine
 // and SiLU) and its first-order backward. x is viewed as [rows = n*groups, m = cpg*inner]; row r
 // belongs to group r % groups, and element k of a row to channel (r % groups)*cpg + k / inner.
-// Statistics are kept in double (like the CPU kernel's f64 row_stats); everything else is one
-// thread per output element or per channel, grid-stride, 64-bit indices.
+// Statistics are kept in double (like the CPU kernel's f64 row_stats); element-wise passes are
+// one thread per output element, grid-stride, 64-bit indices; the weight and bias gradients are
+// block partials over (sample range, channel) summed in a second pass.
 #include "common.cuh"
 
 enum { NACT_NONE = 0, NACT_SILU = 1 };
@@ -109,30 +110,55 @@ __device__ void norm_bwd_dx(i64 total, i64 m, i64 inner, i64 cpg, i64 groups, in
     }
 }
 
-// gw[c] = sum gz*xhat, gb[c] = sum gz over the samples and the channel's inner positions; one
-// thread per channel. gw and gb are the C values after gx in the output buffer.
+// gw[c] = sum gz*xhat, gb[c] = sum gz over the samples and the channel's inner positions, in
+// two passes (as group_norm.cu's per-sample partials and sum_rows): one thread per channel
+// would leave all but C threads of the GPU idle over n*inner terms each.
+// Pass 1: block (p, c) sums the terms of channel c over samples [p*spp, min(n, (p+1)*spp)) into
+// pw/pb[p*C + c] (spp = 1 for instance norm's large images, many samples for layer norm's one
+// value per sample). Grid-stride over the parts*C blocks.
 template <typename T>
-__device__ void norm_bwd_wb(i64 n, i64 C, i64 inner, i64 cpg, i64 groups, int act, const T* x,
-                            const T* w, const T* b, const T* g, const double* mean,
-                            const double* rstd, T* gw, T* gb) {
+__device__ void norm_bwd_wb_part(i64 n, i64 C, i64 inner, i64 cpg, i64 groups, i64 spp, int act,
+                                 const T* x, const T* w, const T* b, const T* g, const double* mean,
+                                 const double* rstd, double* pw, double* pb) {
+    __shared__ double scratch[32];
     const i64 m = cpg * inner;
-    GRID_STRIDE(c, C) {
+    const i64 parts = (n + spp - 1) / spp;
+    for (i64 item = blockIdx.x; item < parts * C; item += gridDim.x) {
+        const i64 p = item / C, c = item % C;
         const i64 grp = c / cpg, ci = c % cpg;
         const double wc = (double)w[c], bc = (double)b[c];
-        double pw = 0.0, pb = 0.0;
-        for (i64 s = 0; s < n; ++s) {
-            const i64 r = s * groups + grp;
-            const double mu = mean[r], rs = rstd[r];
-            for (i64 k = ci * inner; k < (ci + 1) * inner; ++k) {
-                const i64 i = r * m + k;
-                const double xh = ((double)x[i] - mu) * rs;
-                const double gz = (double)norm_dz<T>(act, g[i], (T)(xh * wc + bc));
-                pw += gz * xh;
-                pb += gz;
-            }
+        const i64 s0 = p * spp, s1 = s0 + spp < n ? s0 + spp : n;
+        const i64 len = (s1 - s0) * inner;
+        double sw = 0.0, sb = 0.0;
+        for (i64 j = threadIdx.x; j < len; j += blockDim.x) {
+            const i64 r = (s0 + j / inner) * groups + grp;
+            const i64 i = r * m + ci * inner + j % inner;
+            const double xh = ((double)x[i] - mean[r]) * rstd[r];
+            const double gz = (double)norm_dz<T>(act, g[i], (T)(xh * wc + bc));
+            sw += gz * xh;
+            sb += gz;
         }
-        gw[c] = (T)pw;
-        gb[c] = (T)pb;
+        sw = block_allsum(sw, scratch);
+        sb = block_allsum(sb, scratch);
+        if (threadIdx.x == 0) {
+            pw[item] = sw;
+            pb[item] = sb;
+        }
+    }
+}
+
+// Pass 2: gw[c], gb[c] = the sums of channel c's partials in part order (deterministic). gw and
+// gb are the C values after gx in the output buffer.
+template <typename T>
+__device__ void norm_bwd_wb_sum(i64 parts, i64 C, const double* pw, const double* pb, T* gw, T* gb) {
+    GRID_STRIDE(c, C) {
+        double sw = 0.0, sb = 0.0;
+        for (i64 p = 0; p < parts; ++p) {
+            sw += pw[p * C + c];
+            sb += pb[p * C + c];
+        }
+        gw[c] = (T)sw;
+        gb[c] = (T)sb;
     }
 }
 
@@ -163,11 +189,15 @@ template <typename T> __device__ void cast_from_f64(i64 n, const double* src, T*
                                                const double* mg, const double* mgx, T* gx) {       \
         norm_bwd_dx<T>(total, m, inner, cpg, groups, act, x, w, b, g, mean, rstd, mg, mgx, gx);    \
     }                                                                                              \
-    extern "C" __global__ void norm_bwd_wb_##S(i64 n, i64 C, i64 inner, i64 cpg, i64 groups,       \
-                                               int act, const T* x, const T* w, const T* b,        \
-                                               const T* g, const double* mean, const double* rstd, \
-                                               T* gw, T* gb) {                                     \
-        norm_bwd_wb<T>(n, C, inner, cpg, groups, act, x, w, b, g, mean, rstd, gw, gb);             \
+    extern "C" __global__ void norm_bwd_wb_part_##S(i64 n, i64 C, i64 inner, i64 cpg, i64 groups,  \
+                                                    i64 spp, int act, const T* x, const T* w,       \
+                                                    const T* b, const T* g, const double* mean,     \
+                                                    const double* rstd, double* pw, double* pb) {   \
+        norm_bwd_wb_part<T>(n, C, inner, cpg, groups, spp, act, x, w, b, g, mean, rstd, pw, pb);    \
+    }                                                                                              \
+    extern "C" __global__ void norm_bwd_wb_sum_##S(i64 parts, i64 C, const double* pw,             \
+                                                   const double* pb, T* gw, T* gb) {               \
+        norm_bwd_wb_sum<T>(parts, C, pw, pb, gw, gb);                                              \
     }                                                                                              \
     extern "C" __global__ void cast_from_f64_##S(i64 n, const double* src, T* dst) {              \
         cast_from_f64<T>(n, src, dst);                                                             \

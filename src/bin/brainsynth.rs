@@ -13,6 +13,8 @@ const COMMANDS: &[Command] = &[
     audit_cmds::MEMORIZATION,
     gen_cmds::TRAIN_GEN,
     gen_cmds::GENERATE,
+    brainsynth::cli::kernel_cmds::AUDIT_KERNELS,
+    brainsynth::cli::kernel_cmds::BENCH_KERNELS,
 ];
 
 fn main() {

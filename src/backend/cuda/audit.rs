@@ -740,12 +740,19 @@ fn norms(a: &mut Auditor) -> Result<()> {
         a.check_second("layer_norm two dims", plain, |v| {
             layer_norm(&v[0], &[5, 7], None, None, 1e-5)
         });
-        // many samples and channels, few positions: the per-(sample, channel) weight and
-        // bias gradient sums of the backward
-        let x = a.randn(&[9, 40, 3, 5], dt);
-        let ins = [x, a.randn(&[40], dt), a.randn(&[40], dt)];
-        a.check("instance_norm affine [9, 40, 3, 5]", &ins, |v| {
+        // the weight and bias gradients in several partial sums per channel: 2 samples of
+        // 32x32 per block (instance norm), 2048 tokens per block (layer norm over the last dim)
+        let ins = [
+            a.randn(&[5, 3, 32, 32], dt),
+            a.randn(&[3], dt),
+            a.randn(&[3], dt),
+        ];
+        a.check("instance_norm affine [5, 3, 32, 32]", &ins, |v| {
             instance_norm(&v[0], Some(&v[1]), Some(&v[2]), 1e-5)
+        });
+        let ins = [a.randn(&[4200, 7], dt), a.randn(&[7], dt), a.randn(&[7], dt)];
+        a.check("layer_norm [4200, 7]", &ins, |v| {
+            layer_norm(&v[0], &[7], Some(&v[1]), Some(&v[2]), 1e-5)
         });
     }
     Ok(())

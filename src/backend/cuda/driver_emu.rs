@@ -7,6 +7,11 @@
 //!
 //! The emulator checks logic, not speed: its timings mean nothing. Thread and block orders are
 //! picked by `BRAINSYNTH_EMU_ORDER` (forward, reverse, shuffle); see cuda/emu/runtime.cpp.
+//!
+//! To test the paths for smaller GPUs, `BRAINSYNTH_EMU_SMEM_OPTIN=<bytes>` sets the opt-in limit
+//! (e.g. 101376, the 99 KiB of sm_86/sm_89), and `BRAINSYNTH_EMU_SMEM_QUERY=fail` makes the
+//! device not report it (as a failed attribute query), while the opt-in itself still enforces it.
+//! Both are read when the device is opened.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_char, c_int, c_void};
@@ -59,6 +64,10 @@ unsafe impl Sync for EmuFunction {}
 pub struct EmuDriver {
     /// Dynamic shared memory each kernel was allowed (cuFuncSetAttribute's opt-in).
     smem_optin: Mutex<HashMap<usize, u32>>,
+    /// Most a kernel may be allowed.
+    optin_limit: u32,
+    /// Whether the device reports `optin_limit` (else its query "fails").
+    report_limit: bool,
 }
 
 impl Driver for EmuDriver {
@@ -80,8 +89,24 @@ impl Driver for EmuDriver {
                 )));
             }
         }
+        let optin_limit = match std::env::var("BRAINSYNTH_EMU_SMEM_OPTIN") {
+            Err(_) => SMEM_OPTIN,
+            Ok(v) => v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&b| (SMEM_DEFAULT..=SMEM_OPTIN).contains(&b))
+                .ok_or_else(|| {
+                    Error::Cuda(format!(
+                        "BRAINSYNTH_EMU_SMEM_OPTIN={v:?} must be a byte count from {SMEM_DEFAULT} to {SMEM_OPTIN}"
+                    ))
+                })?,
+        };
+        let report_limit = std::env::var("BRAINSYNTH_EMU_SMEM_QUERY").as_deref() != Ok("fail");
         Ok(EmuDriver {
             smem_optin: Mutex::new(HashMap::new()),
+            optin_limit,
+            report_limit,
         })
     }
     fn device_present(ordinal: usize) -> bool {
@@ -91,7 +116,7 @@ impl Driver for EmuDriver {
         SM_COUNT
     }
     fn max_smem_optin(&self) -> Option<u32> {
-        Some(SMEM_OPTIN)
+        self.report_limit.then_some(self.optin_limit)
     }
     fn compute_capability(&self) -> (i32, i32) {
         (9, 0)
@@ -156,9 +181,10 @@ impl Driver for EmuDriver {
     }
 
     fn set_max_dynamic_smem(&self, f: &EmuFunction, bytes: u32) -> DrvResult<()> {
-        if bytes > SMEM_OPTIN {
+        if bytes > self.optin_limit {
             return Err(DriverFailure::new(format!(
-                "invalid value: {bytes} bytes of dynamic shared memory is over the device's {SMEM_OPTIN}"
+                "invalid value: {bytes} bytes of dynamic shared memory is over the device's {}",
+                self.optin_limit
             )));
         }
         self.smem_optin

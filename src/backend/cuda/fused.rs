@@ -1,5 +1,10 @@
 //! Launch wrappers for the fused kernels in cuda/group_norm.cu, cuda/window_attention.cu and
 //! cuda/modconv.cu. Called through `backend::fused`, which checks shapes and devices first.
+//!
+//! The window-attention kernels keep a whole window in shared memory: the f64 backward at
+//! N = dim = 64 needs 138 KiB, over the 99 KiB that sm_86/sm_89 offer. Where the device offers
+//! less than a launch needs, both directions fall back to the general form (batched matmuls and
+//! a softmax on the device, as `ops::attention` differentiates it).
 
 use std::sync::Arc;
 
@@ -162,7 +167,9 @@ pub(crate) fn window_attention(
     if items > 0 && d.n > 0 {
         let f = be.func("window_attention", &format!("win_attn_fwd_{}", sfx(dt)))?;
         let smem = (2 * d.n * (d.dim + 1) + WA_WARPS * d.dim + WA_WARPS * d.n) * dt.size_in_bytes();
-        be.allow_smem(&f, "window_attention", smem)?;
+        if !be.try_allow_smem(&f, "window_attention", smem)? {
+            return general::forward(q, k, v, bias, mask, d, scale);
+        }
         let (b, h, n, dd, nw) = (
             d.b as i64,
             d.heads as i32,
@@ -219,7 +226,9 @@ pub(crate) fn window_attention_backward(
         let f = be.func("window_attention", &format!("win_attn_bwd_{}", sfx(dt)))?;
         let smem = (2 * d.n * (d.dim + 1) + 2 * d.n * (d.n + 1) + 2 * WA_WARPS * d.dim)
             * dt.size_in_bytes();
-        be.allow_smem(&f, "window_attention_backward", smem)?;
+        if !be.try_allow_smem(&f, "window_attention_backward", smem)? {
+            return general::backward(dout, q, k, v, bias, mask, d, scale);
+        }
         let (b, h, n, dd, nw) = (
             d.b as i64,
             d.heads as i32,
@@ -247,6 +256,88 @@ pub(crate) fn window_attention_backward(
         dv: Tensor::from_cuda(dv, q.shape()),
         dbias: dbias.map(|s| Tensor::from_cuda(s, &[d.heads, d.n, d.n])),
     })
+}
+
+/// Window attention without the window kernels, for devices with too little shared memory.
+mod general {
+    use super::*;
+    use crate::autograd::no_grad;
+
+    /// softmax(scale·QKᵀ + bias[h] + mask[b mod nW]) as [B, heads, N, N] logits.
+    fn logits(
+        q: &Tensor,
+        k: &Tensor,
+        bias: Option<&Tensor>,
+        mask: Option<&Tensor>,
+        d: WaDims,
+        scale: f64,
+    ) -> Result<Tensor> {
+        // [B/nW, nW, heads, N, N]: bias broadcasts over the leading two, mask over heads
+        let mut s = q.matmul(&k.transpose(-1, -2)?)?.affine(scale, 0.0)?.reshape(&[
+            d.b / d.nw,
+            d.nw,
+            d.heads,
+            d.n,
+            d.n,
+        ])?;
+        if let Some(b) = bias {
+            s = s.add(b)?;
+        }
+        if let Some(m) = mask {
+            s = s.add(&m.reshape(&[d.nw, 1, d.n, d.n])?)?;
+        }
+        s.reshape(&[d.b, d.heads, d.n, d.n])
+    }
+
+    pub(super) fn forward(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: Option<&Tensor>,
+        mask: Option<&Tensor>,
+        d: WaDims,
+        scale: f64,
+    ) -> Result<WindowAttnOut> {
+        no_grad(|| {
+            let s = logits(q, k, bias, mask, d, scale)?;
+            Ok(WindowAttnOut {
+                o: s.softmax(-1)?.matmul(v)?.contiguous()?,
+                lse: s.logsumexp(&[-1], false)?.contiguous()?,
+            })
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward(
+        dout: &Tensor,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: Option<&Tensor>,
+        mask: Option<&Tensor>,
+        d: WaDims,
+        scale: f64,
+    ) -> Result<WindowAttnGrads> {
+        no_grad(|| {
+            let p = logits(q, k, bias, mask, d, scale)?.softmax(-1)?;
+            // softmax rule: gS = P ∘ (gP − Σ_j gP·P)
+            let gp = dout.matmul(&v.transpose(-1, -2)?)?;
+            let gs = p.mul(&gp.sub(&gp.mul(&p)?.sum_axes(&[-1], true)?)?)?;
+            Ok(WindowAttnGrads {
+                dq: gs.matmul(k)?.affine(scale, 0.0)?.contiguous()?,
+                dk: gs
+                    .transpose(-1, -2)?
+                    .matmul(q)?
+                    .affine(scale, 0.0)?
+                    .contiguous()?,
+                dv: p.transpose(-1, -2)?.matmul(dout)?.contiguous()?,
+                dbias: match bias {
+                    Some(_) => Some(gs.sum_axes(&[0], false)?.contiguous()?),
+                    None => None,
+                },
+            })
+        })
+    }
 }
 
 fn mc_geom(d: &McDims) -> GpuConvGeom {

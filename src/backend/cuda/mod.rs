@@ -12,6 +12,7 @@
 pub mod alloc;
 pub(crate) mod attention;
 pub mod audit;
+pub(crate) mod consts;
 pub mod driver;
 #[cfg(not(feature = "cuda-emu"))]
 mod driver_cudarc;
@@ -25,6 +26,7 @@ pub(crate) mod resample;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use driver::{Driver, DriverFailure};
@@ -60,7 +62,14 @@ pub struct CudaBackend {
     max_smem_optin: Option<u32>,
     compute_capability: (i32, i32),
     sync_each_launch: bool,
+    /// Index maps and filter taps already on the device.
+    consts: consts::ConstCache,
+    /// Host→device copies so far (tests check that cached metadata is not uploaded again).
+    uploads: AtomicUsize,
 }
+
+/// Dynamic shared memory every block may use without the opt-in (all GPUs from sm_80 on).
+pub(crate) const SMEM_WITHOUT_OPTIN: usize = 48 * 1024;
 
 static BACKENDS: OnceLock<Mutex<HashMap<usize, Arc<CudaBackend>>>> = OnceLock::new();
 
@@ -120,6 +129,8 @@ impl CudaBackend {
             drv,
             funcs: Mutex::new(HashMap::new()),
             sync_each_launch,
+            consts: consts::ConstCache::default(),
+            uploads: AtomicUsize::new(0),
         })
     }
 
@@ -142,9 +153,14 @@ impl CudaBackend {
             .synchronize()
             .map_err(|e| self.err("synchronize", e))
     }
-    /// Return cached device memory to the driver.
+    /// Return cached device memory (and the kept index maps and filters) to the driver.
     pub fn empty_cache(&self) {
+        self.consts.clear();
         self.pool.release()
+    }
+    /// Host→device copies made so far.
+    pub fn host_uploads(&self) -> usize {
+        self.uploads.load(Ordering::Relaxed)
     }
     /// Allocations so far that the cache could not serve and the driver made.
     pub fn driver_allocations(&self) -> usize {
@@ -194,26 +210,38 @@ impl CudaBackend {
         Ok(k)
     }
 
-    /// Allow `f` more than 48 KiB of dynamic shared memory (an error if the device has less).
+    /// Allow `f` `bytes` of dynamic shared memory (an error if the device offers less).
     pub(crate) fn allow_smem(&self, f: &Kernel, op: &str, bytes: usize) -> Result<()> {
-        let limit = self.max_smem_optin.ok_or_else(|| {
-            Error::Cuda(format!(
-                "{op} needs {bytes} bytes of shared memory per block and cuda:{} did not say how much it offers",
-                self.ordinal
-            ))
-        })?;
-        if bytes > limit as usize {
-            return Err(Error::Cuda(format!(
-                "{op} needs {bytes} bytes of shared memory per block; cuda:{} offers {limit}",
-                self.ordinal
-            )));
+        if self.try_allow_smem(f, op, bytes)? {
+            return Ok(());
         }
-        if bytes > 48 * 1024 {
-            self.drv
+        let offers = match self.max_smem_optin {
+            Some(limit) => format!("offers {limit}"),
+            None => "did not say how much it offers and refused the opt-in".into(),
+        };
+        Err(Error::Cuda(format!(
+            "{op} needs {bytes} bytes of shared memory per block; cuda:{} {offers}",
+            self.ordinal
+        )))
+    }
+
+    /// Whether `f` may use `bytes` of dynamic shared memory, opting in above 48 KiB: false when
+    /// the device's limit is smaller (callers with another kernel fall back to it). When the
+    /// device did not report its limit, that is not taken as 0: the opt-in itself is tried and
+    /// the driver's answer decides.
+    pub(crate) fn try_allow_smem(&self, f: &Kernel, op: &str, bytes: usize) -> Result<bool> {
+        if bytes <= SMEM_WITHOUT_OPTIN {
+            return Ok(true);
+        }
+        match self.max_smem_optin {
+            Some(limit) if bytes > limit as usize => Ok(false),
+            Some(_) => self
+                .drv
                 .set_max_dynamic_smem(&f.f, bytes as u32)
-                .map_err(|e| self.err(op, e))?;
+                .map(|()| true)
+                .map_err(|e| self.err(op, e)),
+            None => Ok(self.drv.set_max_dynamic_smem(&f.f, bytes as u32).is_ok()),
         }
-        Ok(())
     }
 
     /// Queue `f` (see the [`launch!`] macro, which builds `params`); with
@@ -347,7 +375,33 @@ impl CudaBackend {
         let bytes = unsafe {
             std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data))
         };
+        self.uploads.fetch_add(1, Ordering::Relaxed);
         self.drv.htod(bytes, dst).map_err(|e| self.err("upload", e))
+    }
+
+    /// `data` (host metadata of an op: an index map, filter taps) on the device, uploaded on
+    /// first use and kept (see [`consts`]); `kind` names what it is, so equal bytes of different
+    /// meaning stay apart. `T` is a number type (no padding bytes).
+    pub(crate) fn upload_const<T: Copy>(
+        &self,
+        kind: &'static str,
+        data: &[T],
+    ) -> Result<Arc<alloc::Buffer>> {
+        // SAFETY: plain numbers, read as their bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data))
+        };
+        if let Some(b) = self.consts.get(kind, bytes) {
+            return Ok(b);
+        }
+        let buf = Arc::new(
+            self.pool
+                .alloc(bytes.len().max(8))
+                .map_err(|e| self.err("alloc", e))?,
+        );
+        self.upload(data, buf.ptr())?;
+        self.consts.insert(kind, bytes, buf.clone());
+        Ok(buf)
     }
 
     /// Download into a host vector (a device→host transfer the caller asked for).

@@ -1,6 +1,7 @@
 //! Launch wrappers for cuda/norm.cu: the generic normalisation kernels behind `ops::norm`
 //! (group / instance / layer norm with optional affine and SiLU), forward, rstd, and the fused
-//! first-order backward. x is [n, c, inner] with statistics per (sample, group) row.
+//! first-order backward. x is [n, c, inner] with statistics per (sample, group) row; the weight
+//! and bias gradients are partial sums per (sample range, channel), summed in a second pass.
 
 use std::sync::Arc;
 
@@ -172,8 +173,26 @@ pub(crate) fn backward(
     let sz = dt.size_in_bytes() as u64;
     let gwp = out.ptr() + total as u64 * sz;
     let gbp = gwp + g.c as u64 * sz;
-    let f = be.func("norm", &format!("norm_bwd_wb_{}", sfx(dt)))?;
-    launch!(be, "group_norm_backward", f, be.grid(g.c, BLOCK);
-        &n, &c, &inner, &cpg, &groups, &g.act, &xp, &wp, &bp, &gp, &mp, &rp, &gwp, &gbp)?;
+    // weight and bias gradients: partials per (sample range, channel), then their sums
+    let spp = samples_per_part(g.n, g.inner);
+    let parts = g.n.div_ceil(spp);
+    let pw = be.alloc(DType::F64, parts * g.c)?;
+    let pb = be.alloc(DType::F64, parts * g.c)?;
+    let (sp, pa, pwp, pbp) = (spp as i64, parts as i64, pw.ptr(), pb.ptr());
+    let f = be.func("norm", &format!("norm_bwd_wb_part_{}", sfx(dt)))?;
+    launch!(be, "group_norm_backward", f, be.blocks(parts * g.c, BLOCK, 0);
+        &n, &c, &inner, &cpg, &groups, &sp, &g.act, &xp, &wp, &bp, &gp, &mp, &rp, &pwp, &pbp)?;
+    let f = be.func("norm", &format!("norm_bwd_wb_sum_{}", sfx(dt)))?;
+    launch!(be, "group_norm_backward", f, be.grid(g.c, BLOCK); &pa, &c, &pwp, &pbp, &gwp, &gbp)?;
     Ok(out)
+}
+
+/// Terms of a channel each block of the weight/bias gradient sums, at least.
+const WB_TERMS_PER_BLOCK: usize = 2048;
+
+/// Samples per partial of the weight/bias gradients: one for large images (instance norm: one
+/// block per (sample, channel)), many for one value per sample (layer norm), so that each block
+/// sums at least [`WB_TERMS_PER_BLOCK`] terms where there are that many.
+fn samples_per_part(n: usize, inner: usize) -> usize {
+    WB_TERMS_PER_BLOCK.div_ceil(inner.max(1)).clamp(1, n.max(1))
 }

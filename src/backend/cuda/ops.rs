@@ -259,7 +259,6 @@ pub(crate) fn reduce(
     let (ks, kst) = coalesce(&ks, &kst);
     let (rs, rst) = coalesce(&rs, &rst);
     let threads = red_len.next_power_of_two().clamp(32, 256) as u32;
-    let f = be.func("reduce", &format!("{op}_{}", sfx(dt)))?;
     let (dk, dkst, dr, drst) = (
         Dims::from(&ks)?,
         Dims::from(&kst)?,
@@ -273,20 +272,39 @@ pub(crate) fn reduce(
         rs.len() as i32,
     );
     let (xp, yp) = (x.ptr(), y.ptr());
-    launch!(be, op, f, be.blocks(out_len, threads, 0);
-        &ol, &rl, &kr, &dk, &dkst, &rr, &dr, &drst, &xp, &yp)?;
+    let parts = reduce_parts(out_len, red_len, be.sm_count as usize);
+    if parts == 1 {
+        let f = be.func("reduce", &format!("{op}_{}", sfx(dt)))?;
+        launch!(be, op, f, be.blocks(out_len, threads, 0);
+            &ol, &rl, &kr, &dk, &dkst, &rr, &dr, &drst, &xp, &yp)?;
+        return Ok(y);
+    }
+    // partials (double for sums), then a fixed-order combination per output
+    let part = be.alloc(if is_max { dt } else { DType::F64 }, out_len * parts)?;
+    let chunk = red_len.div_ceil(parts);
+    let (pa, ch, pp) = (parts as i64, chunk as i64, part.ptr());
+    let f = be.func("reduce", &format!("{op}_split_{}", sfx(dt)))?;
+    launch!(be, op, f, be.blocks(out_len * parts, 256, 0);
+        &ol, &rl, &pa, &ch, &kr, &dk, &dkst, &rr, &dr, &drst, &xp, &pp)?;
+    let threads = parts.next_power_of_two().clamp(32, 256) as u32;
+    let f = be.func("reduce", &format!("{op}_parts_{}", sfx(dt)))?;
+    launch!(be, op, f, be.blocks(out_len, threads, 0); &ol, &pa, &pp, &yp)?;
     Ok(y)
 }
 
-/// The index map on the device (uploaded: host metadata the op was given).
-fn upload_map(be: &Arc<CudaBackend>, map: &[u32]) -> Result<super::alloc::Buffer> {
-    let buf = be_buffer(be, std::mem::size_of_val(map))?;
-    be.upload(map, buf.ptr())?;
-    Ok(buf)
+/// Reduced elements per block above which a reduction is split across blocks.
+const REDUCE_CHUNK: usize = 16 * 1024;
+
+/// Blocks per output: 1 while the outputs alone keep the GPU busy or each is short; else enough
+/// chunks of at least [`REDUCE_CHUNK`] elements to give every SM a few blocks.
+fn reduce_parts(out_len: usize, red_len: usize, sm_count: usize) -> usize {
+    let want = (4 * sm_count).div_ceil(out_len.max(1));
+    want.min(red_len / REDUCE_CHUNK).clamp(1, 1024)
 }
 
-fn be_buffer(be: &Arc<CudaBackend>, bytes: usize) -> Result<super::alloc::Buffer> {
-    be.pool.alloc(bytes).map_err(|e| be.err("alloc", e))
+/// The index map on the device (host metadata the op was given; uploaded once per content).
+fn upload_map(be: &Arc<CudaBackend>, map: &[u32]) -> Result<Arc<super::alloc::Buffer>> {
+    be.upload_const("index map u32", map)
 }
 
 pub(crate) fn gather(be: &Arc<CudaBackend>, x: &CudaStorage, map: &[u32]) -> Result<CudaStorage> {

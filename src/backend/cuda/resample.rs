@@ -1,6 +1,7 @@
 //! Launch wrappers for cuda/resample.cu: the sparse along-axis map of `ops::resize` (resize,
 //! average and adaptive pools, and their adjoints) and `ops::upfirdn`'s FIR resampling. The maps
-//! and filter taps are host metadata of the op, uploaded per call like the index maps of gather.
+//! and filter taps are host metadata of the op, uploaded on first use and then kept on the
+//! device (see `consts.rs`), like the index maps of gather.
 
 use std::sync::Arc;
 
@@ -10,20 +11,18 @@ use crate::{Error, Result};
 
 const BLOCK: u32 = 256;
 
-fn upload_i64(be: &Arc<CudaBackend>, v: &[i64]) -> Result<Buffer> {
-    let buf = be
-        .pool
-        .alloc(std::mem::size_of_val(v).max(8))
-        .map_err(|e| be.err("alloc", e))?;
-    be.upload(v, buf.ptr())?;
-    Ok(buf)
+fn upload_i64(be: &Arc<CudaBackend>, v: &[i64]) -> Result<Arc<Buffer>> {
+    be.upload_const("resample i64", v)
 }
 
 /// `v` on the device as values of `dt`.
-fn upload_vals(be: &Arc<CudaBackend>, dt: DType, v: &[f64]) -> Result<CudaStorage> {
+fn upload_vals(be: &Arc<CudaBackend>, dt: DType, v: &[f64]) -> Result<Arc<Buffer>> {
     match dt {
-        DType::F32 => be.htod(&v.iter().map(|&x| x as f32).collect::<Vec<f32>>()),
-        DType::F64 => be.htod(v),
+        DType::F32 => be.upload_const(
+            "resample f32",
+            &v.iter().map(|&x| x as f32).collect::<Vec<f32>>(),
+        ),
+        DType::F64 => be.upload_const("resample f64", v),
     }
 }
 
