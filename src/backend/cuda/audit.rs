@@ -64,12 +64,11 @@ impl Row {
         }
     }
 
+    /// Keep the largest error seen and where (the first NaN sticks).
     fn record(&mut self, part: &str, e: f64) {
-        if e.is_nan() || e > self.rel_err {
-            if !self.rel_err.is_nan() {
-                self.rel_err = e;
-                self.worst = part.to_string();
-            }
+        if !self.rel_err.is_nan() && (e.is_nan() || e > self.rel_err) {
+            self.rel_err = e;
+            self.worst = part.to_string();
         }
     }
 
@@ -82,25 +81,16 @@ impl Row {
 impl std::fmt::Display for Row {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let verdict = if self.passed() { "pass" } else { "FAIL" };
-        match &self.failure {
-            Some(e) => write!(
-                f,
-                "{:<60} {:>3} {:>9} {:>7}  {verdict}  {e}",
-                self.op,
-                format!("{}", self.order),
-                "-",
-                format!("{:.0e}", self.tol)
-            ),
-            None => write!(
-                f,
-                "{:<60} {:>3} {:>9.2e} {:>7}  {verdict}  {}",
-                self.op,
-                self.order,
-                self.rel_err,
-                format!("{:.0e}", self.tol),
-                self.worst
-            ),
-        }
+        let tol = format!("{:.0e}", self.tol);
+        let (err, what) = match &self.failure {
+            Some(e) => ("-".to_string(), e.as_str()),
+            None => (format!("{:.2e}", self.rel_err), self.worst.as_str()),
+        };
+        write!(
+            f,
+            "{:<60} {:>3} {err:>9} {tol:>7}  {verdict}  {what}",
+            self.op, self.order
+        )
     }
 }
 
@@ -364,15 +354,22 @@ impl Auditor {
     ) {
         let dt = inputs.first().map(|t| t.dtype()).unwrap_or(DType::F32);
         let mut row = Row::new(&format!("{name} {}", dt.name()), dt, 1);
-        let r = (|| {
-            let c = f(inputs).map_err(on("on the cpu"))?;
-            let d = f(&self.to_dev(inputs)?)?;
-            for (i, (d, c)) in d.iter().zip(&c).enumerate() {
-                row.record(&format!("output {i}"), rel_err(d, c)?);
-            }
-            Ok(())
-        })();
+        let r = self.outputs(&mut row, inputs, &f);
         self.push(row, r);
+    }
+
+    fn outputs(
+        &self,
+        row: &mut Row,
+        inputs: &[Tensor],
+        f: &impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
+    ) -> Result<()> {
+        let c = f(inputs).map_err(on("on the cpu"))?;
+        let d = f(&self.to_dev(inputs)?)?;
+        for (i, (d, c)) in d.iter().zip(&c).enumerate() {
+            row.record(&format!("output {i}"), rel_err(d, c)?);
+        }
+        Ok(())
     }
 }
 
