@@ -3,6 +3,9 @@
 # 1. the kernels on the CPU emulator (feature `cuda-emu`, no nvcc): lints, the emulator's
 #    self-tests and every CUDA test for real, under two thread/block orders (forward and
 #    shuffled), with skips turned into failures and a synchronised check after every launch;
+#    then `brainsynth audit-kernels` (the same op cases, as users run them) in a third order
+#    (reverse) and `brainsynth bench-kernels` on one op (a smoke run: emulator timings mean
+#    nothing);
 # 2. nvcc from pinned wheels (unless NVCC is set), lints and test builds with the `cuda` feature
 #    (build.rs compiles every kernel), a check that each cuda/*.cu became PTX and a cubin, and
 #    the parity tests, which skip with their reason (no driver here).
@@ -16,8 +19,13 @@ for order in forward shuffle; do
   BRAINSYNTH_EMU_ORDER=$order BRAINSYNTH_REQUIRE_GPU=1 BRAINSYNTH_CUDA_SYNC=1 \
     cargo test --release --features cuda-emu --lib backend::cuda
   BRAINSYNTH_EMU_ORDER=$order BRAINSYNTH_REQUIRE_GPU=1 BRAINSYNTH_CUDA_SYNC=1 \
-    cargo test --release --features cuda-emu --test cuda_parity --test cuda_parity_models --test cuda_allocator
+    cargo test --release --features cuda-emu --test cuda_parity --test cuda_parity_models --test cuda_allocator \
+      --test cuda_smem_limit --test cuda_upload_cache --test cuda_kernel_cmds
 done
+echo "== brainsynth audit-kernels and bench-kernels on the emulator, reverse order"
+BRAINSYNTH_EMU_ORDER=reverse BRAINSYNTH_CUDA_SYNC=1 \
+  cargo run --release --features cuda-emu --bin brainsynth -- audit-kernels
+BRAINSYNTH_EMU_ORDER=reverse cargo run --release --features cuda-emu --bin brainsynth -- bench-kernels --op winattn
 
 if [[ -z ${NVCC:-} ]]; then
   NVCC=$(bash .ci/nvcc-venv.sh | tail -n 1)

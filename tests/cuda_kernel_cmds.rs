@@ -62,6 +62,10 @@ fn bench_runs_on_the_emulator_and_says_its_timings_mean_nothing() {
     assert!(out.status.success(), "{so}{se}");
     assert!(so.contains("timings mean nothing"), "{so}");
     // one row per anchor shape of the op, with PyTorch's figure beside it
-    assert_eq!(so.lines().filter(|l| l.starts_with("gn_silu")).count(), 4, "{so}");
+    assert_eq!(
+        so.lines().filter(|l| l.starts_with("gn_silu")).count(),
+        4,
+        "{so}"
+    );
     assert!(so.contains("0.258"), "{so}");
 }

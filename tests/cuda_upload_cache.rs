@@ -39,16 +39,30 @@ fn metadata_is_uploaded_once_per_content() {
     let be = cuda::backend(0).unwrap();
     let mut r = rng("upload cache");
     for dt in [DType::F32, DType::F64] {
-        let x = Tensor::randn(&[2, 3, 9, 12], dt, &mut r).to_device(GPU).unwrap();
-        let f = setup_filter(&[1.0, 3.0, 3.0, 1.0], &[4], true, false, 1.0, Some(false), dt)
-            .unwrap()
+        let x = Tensor::randn(&[2, 3, 9, 12], dt, &mut r)
             .to_device(GPU)
             .unwrap();
+        let f = setup_filter(
+            &[1.0, 3.0, 3.0, 1.0],
+            &[4],
+            true,
+            false,
+            1.0,
+            Some(false),
+            dt,
+        )
+        .unwrap()
+        .to_device(GPU)
+        .unwrap();
         let map = Arc::new(vec![7u32, 0, 7, 100, 59, 3]);
         let first = host(&ops(&x, &f, &map).unwrap());
         let before = be.host_uploads();
         let second = host(&ops(&x, &f, &map).unwrap());
-        assert_eq!(be.host_uploads(), before, "a repeated call uploaded its metadata");
+        assert_eq!(
+            be.host_uploads(),
+            before,
+            "a repeated call uploaded its metadata"
+        );
         assert_eq!(first, second);
         // other shapes: new maps go up, and the results still match the CPU
         let y = resize_bilinear(&x, (21, 23)).unwrap();

@@ -200,14 +200,22 @@ mod imp {
     const EMU_NOTE: &str = "note: the kernels run on the CPU emulator (a cuda-emu build): \
                             results check logic only, and timings mean nothing";
 
-    pub(super) fn audit(ordinal: usize, seed: Option<u64>, group: Option<&str>) -> Result<(), CliError> {
+    pub(super) fn audit(
+        ordinal: usize,
+        seed: Option<u64>,
+        group: Option<&str>,
+    ) -> Result<(), CliError> {
         cuda::available(ordinal)?;
         let groups: Vec<&str> = match group {
             Some(g) => {
                 if !audit::GROUPS.iter().any(|x| x.name == g) {
                     return Err(usage(format!(
                         "--group {g:?} is not a group; the groups are {}",
-                        audit::GROUPS.iter().map(|x| x.name).collect::<Vec<_>>().join(", ")
+                        audit::GROUPS
+                            .iter()
+                            .map(|x| x.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
                 vec![g]
@@ -394,8 +402,15 @@ mod imp {
              matmul form in brackets)"
         );
         println!(
-            "{:<8} {:<22} {:>9} {:>9} {:>6}  {:>10} {:>10} {:>6}",
-            "op", "shape", "fwd ms", "torch", "ratio", "f+b ms", "torch", "ratio"
+            "{:<8} {:<20} {:>9} {:>15} {:>6}  {:>9} {:>15} {:>6}",
+            "op",
+            "anchor shape",
+            "fwd ms",
+            "torch fwd ms",
+            "ratio",
+            "f+b ms",
+            "torch f+b ms",
+            "ratio"
         );
         let mut rng = StdRng::seed_from_u64(0x5eed);
         for a in ANCHORS.iter().filter(|a| only.is_none_or(|o| o == a.op)) {
@@ -418,10 +433,15 @@ mod imp {
                     format!("{:.2}", ours / theirs)
                 }
             };
+            let ran = if cuda::EMULATED {
+                format!("  (ran {})", shape_str(&shape))
+            } else {
+                String::new()
+            };
             println!(
-                "{:<8} {:<22} {:>9.3} {:>9} {:>6}  {:>10.3} {:>10} {:>6}",
+                "{:<8} {:<20} {:>9.3} {:>15} {:>6}  {:>9.3} {:>15} {:>6}{ran}",
                 a.op,
-                shape_str(&shape),
+                shape_str(&a.shape),
                 fwd,
                 torch(a.fwd_ms, a.mm_ms.map(|m| m.0)),
                 ratio(fwd, a.fwd_ms),
@@ -429,9 +449,6 @@ mod imp {
                 torch(a.fwd_bwd_ms, a.mm_ms.map(|m| m.1)),
                 ratio(fwd_bwd, a.fwd_bwd_ms),
             );
-        }
-        if cuda::EMULATED {
-            println!("(emulator: shapes shrunk, PyTorch's figures are for the anchor shapes)");
         }
         Ok(())
     }

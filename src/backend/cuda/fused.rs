@@ -273,13 +273,10 @@ mod general {
         scale: f64,
     ) -> Result<Tensor> {
         // [B/nW, nW, heads, N, N]: bias broadcasts over the leading two, mask over heads
-        let mut s = q.matmul(&k.transpose(-1, -2)?)?.affine(scale, 0.0)?.reshape(&[
-            d.b / d.nw,
-            d.nw,
-            d.heads,
-            d.n,
-            d.n,
-        ])?;
+        let mut s = q
+            .matmul(&k.transpose(-1, -2)?)?
+            .affine(scale, 0.0)?
+            .reshape(&[d.b / d.nw, d.nw, d.heads, d.n, d.n])?;
         if let Some(b) = bias {
             s = s.add(b)?;
         }
