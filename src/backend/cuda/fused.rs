@@ -263,7 +263,7 @@ mod general {
     use super::*;
     use crate::autograd::no_grad;
 
-    /// softmax(scale·QKᵀ + bias[h] + mask[b mod nW]) as [B, heads, N, N] logits.
+    /// The logits scale·QKᵀ + bias[h] + mask[b mod nW] as [B, heads, N, N].
     fn logits(
         q: &Tensor,
         k: &Tensor,

@@ -4,7 +4,11 @@
 //!
 //! No driver, no such device and out of memory are [`Error::Cuda`] values with a sentence.
 //! Host↔device copies happen only in `Tensor::to_device` and where a caller hands host data
-//! (index maps, `assign` from the CPU).
+//! (`assign` from the CPU; index maps and filter taps, which are uploaded once per content and
+//! then kept on the device, see `consts.rs`). [`CudaBackend::host_uploads`] counts the uploads.
+//!
+//! [`audit`] holds every op's parity case against the CPU reference (the parity tests and
+//! `brainsynth audit-kernels` run it).
 //!
 //! `BRAINSYNTH_CUDA_SYNC=1` synchronises and checks after every launch, so that a fault is
 //! reported under the op that caused it rather than at a later copy.
