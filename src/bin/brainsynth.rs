@@ -4,7 +4,6 @@
 //! engine. The glob import puts the library's modules at this crate's root, which keeps the
 //! `crate::data::…` paths inside `src/cli/` resolving as they would inside the library.
 
-#[allow(unused_imports)]
 use brainsynth::*;
 
 #[path = "../cli/mod.rs"]

@@ -4,7 +4,7 @@
 //! Architectures are dispatched in one place each ([`GenArch`], `train_arch`, `generate_arch`), so
 //! another family (diffusion) is one more variant and one more match arm.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{Args, CliError, Command, usage};
