@@ -250,9 +250,7 @@ pub use tensor::{DType, Device, Tensor};
 // parameters and checkpoints.
 pub use io::checkpoint::{Checkpoint, CheckpointWriter};
 pub use models::diffusion::{DiffusionUNet, DiffusionUNetConfig};
-pub use models::gan::{
-    Arch, Discriminator, GanConfig, StyleGan2Generator, StyleGan3Generator,
-};
+pub use models::gan::{Arch, Discriminator, GanConfig, StyleGan2Generator, StyleGan3Generator};
 pub use models::swin::{SwinConfig, SwinSegmenter};
 pub use models::unet::{UNet, UNetConfig};
 pub use nn::ParamStore;

@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 
-use brainsynth::train::generate::generate_stylegan;
 use brainsynth::data::phantom::{PhantomConfig, phantom_case};
 use brainsynth::data::store::read_store;
 use brainsynth::data::{Slice, SliceConfig, slices_from_case};
@@ -17,6 +16,7 @@ use brainsynth::io::checkpoint::Checkpoint;
 use brainsynth::models::gan::{Arch, GanConfig};
 use brainsynth::tensor::Device;
 use brainsynth::train::gan::{AnyGenerator, GanTrainConfig, GanTrainer};
+use brainsynth::train::generate::generate_stylegan;
 use brainsynth::train::runner::{RunConfig, RunLength, StopReason, run};
 
 fn slices() -> Vec<Slice> {

@@ -17,9 +17,7 @@ use crate::io::json::Json;
 use crate::models::diffusion::Sampler;
 use crate::models::gan::Arch;
 use crate::tensor::Device;
-use crate::train::diffusion::{
-    DiffusionTrainConfig, EmaChoice, load_generator, train_diffusion,
-};
+use crate::train::diffusion::{DiffusionTrainConfig, EmaChoice, load_generator, train_diffusion};
 use crate::train::gan::{AnyGenerator, GanProfile, GanTrainer};
 use crate::train::generate::{generate_diffusion, generate_stylegan};
 use crate::train::profile::SegProfile;
