@@ -1,7 +1,7 @@
 //! GAN training through the runner: a tiny StyleGAN2 and StyleGAN3-T train a few steps with
 //! finite losses and penalties, write their sample grid and snapshot, and a run stopped at step k
 //! and resumed ends with the same bits in G, D, G_ema and the optimisers as an uninterrupted run.
-//! `generate` refuses bad input and writes nothing then.
+//! `generate`, run as the binary, refuses bad input and writes nothing then.
 //!
 //! The kernels are pinned to one worker thread (`BRAINSYNTH_THREADS=1` below, read once per
 //! process) as in `seg_resume.rs`: some parallel reductions combine partial sums in the order
@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 
-use brainsynth::cli::gen_cmds::generate_stylegan;
 use brainsynth::data::phantom::{PhantomConfig, phantom_case};
 use brainsynth::data::store::read_store;
 use brainsynth::data::{Slice, SliceConfig, slices_from_case};
@@ -17,6 +16,7 @@ use brainsynth::io::checkpoint::Checkpoint;
 use brainsynth::models::gan::{Arch, GanConfig};
 use brainsynth::tensor::Device;
 use brainsynth::train::gan::{AnyGenerator, GanTrainConfig, GanTrainer};
+use brainsynth::train::generate::generate_stylegan;
 use brainsynth::train::runner::{RunConfig, RunLength, StopReason, run};
 
 fn slices() -> Vec<Slice> {
@@ -184,10 +184,12 @@ fn stylegan3_trains_and_resumes_exactly() {
     resume_is_exact(Arch::StyleGan3);
 }
 
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 #[test]
 fn generate_refuses_bad_input_and_writes_nothing() {
-    use brainsynth::cli::gen_cmds::GENERATE;
-    use brainsynth::cli::{Args, CliError};
     use brainsynth::io::checkpoint::CheckpointWriter;
     let dir = tmp("bad");
     std::fs::create_dir_all(&dir).unwrap();
@@ -200,7 +202,11 @@ fn generate_refuses_bad_input_and_writes_nothing() {
             "--out",
             out.to_str().unwrap(),
         ];
-        Args::new("generate", v.iter().map(|s| s.to_string()).collect())
+        std::process::Command::new(env!("CARGO_BIN_EXE_brainsynth"))
+            .arg("generate")
+            .args(v)
+            .output()
+            .unwrap()
     };
     // a trained tiny generator's weights
     let reals = slices();
@@ -211,8 +217,9 @@ fn generate_refuses_bad_input_and_writes_nothing() {
     w.save(&good).unwrap();
     let out = dir.join("synth.store");
 
-    let e = (GENERATE.run)(gen_args(&good, "0", &out)).unwrap_err();
-    assert!(matches!(e, CliError::Usage(_)), "{e}");
+    // exit status 2: the command line is wrong; 1: the command ran and failed
+    let o = gen_args(&good, "0", &out);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
     // another architecture's label on the same file, and another size
     for (key, val) in [
@@ -229,18 +236,19 @@ fn generate_refuses_bad_input_and_writes_nothing() {
         w.add_tensors("", ck.tensors().to_vec());
         let bad = dir.join(format!("bad-{val}.safetensors"));
         w.save(&bad).unwrap();
-        let e = (GENERATE.run)(gen_args(&bad, "3", &out)).unwrap_err();
-        assert!(matches!(e, CliError::Run(_)), "{key}={val}: {e}");
+        let o = gen_args(&bad, "3", &out);
+        assert_eq!(o.status.code(), Some(1), "{key}={val}: {}", stderr(&o));
         assert!(!out.exists() && !dir.join("synth.png").exists());
     }
 
     // an output folder that does not exist
     let nowhere = dir.join("missing").join("synth.store");
-    let e = (GENERATE.run)(gen_args(&good, "3", &nowhere)).unwrap_err();
-    assert!(matches!(e, CliError::Run(_)), "{e}");
+    let o = gen_args(&good, "3", &nowhere);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(!dir.join("missing").exists());
 
-    (GENERATE.run)(gen_args(&good, "3", &out)).unwrap();
+    let o = gen_args(&good, "3", &out);
+    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(read_store(&out).unwrap().len(), 3);
     assert!(dir.join("synth.png").exists());
     let _ = std::fs::remove_dir_all(&dir);

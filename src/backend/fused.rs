@@ -252,7 +252,7 @@ fn opt_vals(t: Option<&Tensor>) -> Result<Option<Vec<f64>>> {
     t.map(|t| t.to_vec_f64()).transpose()
 }
 
-/// softmax(scale·QKᵀ + bias[h] + mask[b mod nW])·V for q, k, v [B, heads, N, dim], bias
+/// softmax(scale·QKᵀ + bias\[h\] + mask[b mod nW])·V for q, k, v [B, heads, N, dim], bias
 /// [heads, N, N] (the gathered relative-position bias), mask [nW, N, N] (Swin's shift mask).
 /// The GPU kernel takes N ≤ 64 and dim ≤ 64.
 pub fn window_attention(
@@ -373,7 +373,7 @@ fn mc_dims(op: &'static str, x: &Tensor, w: &Tensor, s: &Tensor, pad: usize) -> 
     })
 }
 
-/// StyleGAN2's modulated convolution: per sample n, weight w[o,i,·]·s[n,i], demodulated (when
+/// StyleGAN2's modulated convolution: per sample n, weight w[o,i,·]·s\[n,i\], demodulated (when
 /// asked) by 1/sqrt(Σ (w·s)² + eps), stride 1, zero padding `pad`.
 pub fn modulated_conv2d(
     x: &Tensor,

@@ -1,6 +1,15 @@
-//! The `brainsynth` program. Subcommands live in `brainsynth::cli`; add yours to `COMMANDS`.
+//! The `brainsynth` program. Subcommands live in `src/cli/`; add yours to `COMMANDS`.
+//!
+//! The command line is compiled into this binary only, so the library's public API stays the
+//! engine. The glob import puts the library's modules at this crate's root, which keeps the
+//! `crate::data::…` paths inside `src/cli/` resolving as they would inside the library.
 
-use brainsynth::cli::{Command, audit_cmds, data_cmds, gen_cmds, run_main, seg_cmds};
+use brainsynth::*;
+
+#[path = "../cli/mod.rs"]
+mod cli;
+
+use cli::{Command, audit_cmds, data_cmds, gen_cmds, run_main, seg_cmds};
 
 const COMMANDS: &[Command] = &[
     data_cmds::PHANTOM,

@@ -4,28 +4,22 @@
 //! Architectures are dispatched in one place each ([`GenArch`], `train_arch`, `generate_arch`), so
 //! another family (diffusion) is one more variant and one more match arm.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 
 use crate::cli::{Args, CliError, Command, usage};
 use crate::data::Slice;
-use crate::data::batch::synthetic_slices;
 use crate::data::split::{SplitSpec, split_subjects};
-use crate::data::store::{StoreWriter, read_store};
+use crate::data::store::read_store;
 use crate::io::atomic::write_atomic;
 use crate::io::checkpoint::Checkpoint;
 use crate::io::json::Json;
-use crate::io::png::{MontageOptions, write_montage};
 use crate::models::diffusion::Sampler;
 use crate::models::gan::Arch;
-use crate::tensor::{DType, Device, Tensor};
-use crate::train::diffusion::{
-    DiffusionGenerator, DiffusionTrainConfig, EmaChoice, load_generator, train_diffusion,
-};
+use crate::tensor::Device;
+use crate::train::diffusion::{DiffusionTrainConfig, EmaChoice, load_generator, train_diffusion};
 use crate::train::gan::{AnyGenerator, GanProfile, GanTrainer};
+use crate::train::generate::{generate_diffusion, generate_stylegan};
 use crate::train::profile::SegProfile;
 use crate::train::runner::{RunConfig, RunLength, StopReason, run};
 use crate::train::seg::check_device;
@@ -51,14 +45,6 @@ impl GenArch {
                     "'{s}' is not a generator architecture; use stylegan2, stylegan3 or diffusion"
                 ),
             )),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            GenArch::StyleGan2 => "stylegan2",
-            GenArch::StyleGan3 => "stylegan3",
-            GenArch::Diffusion => "diffusion",
         }
     }
 }
@@ -451,56 +437,6 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Where the montage of a store goes: `synth.store` → `synth.png`.
-fn montage_path(out: &Path) -> PathBuf {
-    out.with_extension("png")
-}
-
-/// Sample `n` images of `g` into the store `out` and its montage; returns the montage path.
-pub fn generate_stylegan(
-    g: &AnyGenerator,
-    n: usize,
-    psi: f64,
-    seed: u64,
-    batch: usize,
-    device: Device,
-    out: &Path,
-) -> Result<PathBuf> {
-    if device != Device::Cpu {
-        g.store().set_device(device);
-    }
-    let cfg_res = {
-        let z = Tensor::zeros(&[1, g.z_dim()], DType::F32);
-        let probe = g.sample(&z.to_device(device)?, psi)?;
-        probe.shape().to_vec()
-    };
-    let (h, w) = (cfg_res[2], cfg_res[3]);
-    let mut writer = StoreWriter::create(out, h, w)?;
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut first: Vec<Slice> = Vec::new();
-    let mut done = 0;
-    while done < n {
-        let b = batch.min(n - done);
-        let z = Tensor::randn(&[b, g.z_dim()], DType::F32, &mut rng).to_device(device)?;
-        let img = g.sample(&z, psi)?;
-        let s = img.shape();
-        let slices = synthetic_slices(&img.to_vec_f32()?, [s[0], s[1], s[2], s[3]], done)?;
-        for sl in &slices {
-            writer.push(sl)?;
-        }
-        first.extend(slices.into_iter().take(8usize.saturating_sub(first.len())));
-        done += b;
-    }
-    writer.finish()?;
-    let png = montage_path(out);
-    if let Err(e) = write_montage(&png, &first, &MontageOptions::default()) {
-        // all or nothing: the store without its montage is taken back
-        let _ = std::fs::remove_file(out);
-        return Err(e);
-    }
-    Ok(png)
-}
-
 /// `train-gen --arch diffusion`: the profile's [`DiffusionTrainConfig`] with the options given.
 fn train_diffusion_arch(req: &TrainRequest, reals: &[Slice]) -> Result<(), CliError> {
     if req.gamma.is_some() || req.d_lr.is_some() {
@@ -581,31 +517,4 @@ fn train_diffusion_arch(req: &TrainRequest, reals: &[Slice]) -> Result<(), CliEr
         )));
     }
     Ok(())
-}
-
-/// Sample `n` images of the diffusion model `g` into the store `out` and its montage (all
-/// sampled before anything is written); returns the montage path.
-pub fn generate_diffusion(
-    g: &DiffusionGenerator,
-    sampler: Sampler,
-    n: usize,
-    seed: u64,
-    batch: usize,
-    out: &Path,
-) -> Result<PathBuf> {
-    let images = g.sample(sampler, n, batch, seed)?;
-    let slices = synthetic_slices(&images.data, images.shape, 0)?;
-    let s = g.image_size();
-    let mut writer = StoreWriter::create(out, s, s)?;
-    for sl in &slices {
-        writer.push(sl)?;
-    }
-    writer.finish()?;
-    let png = montage_path(out);
-    let shown = &slices[..slices.len().min(8)];
-    if let Err(e) = write_montage(&png, shown, &MontageOptions::default()) {
-        let _ = std::fs::remove_file(out);
-        return Err(e);
-    }
-    Ok(png)
 }

@@ -82,11 +82,6 @@ impl Args {
         }
     }
 
-    /// The subcommand name.
-    pub fn command(&self) -> &str {
-        &self.cmd
-    }
-
     /// Whether `--help` or `-h` was given.
     pub fn wants_help(&self) -> bool {
         self.items.iter().any(|a| a == "--help" || a == "-h")

@@ -7,7 +7,7 @@
 //! the score matrix never reaches memory as a tensor. The recorded backward recomputes the
 //! probabilities with recorded ops and applies the softmax rule with matmuls, so it is exact to
 //! every order; when the gradient will not be differentiated again (no `create_graph`) on the
-//! CPU, one fused kernel ([`backward`]) gives the same values in a single pass.
+//! CPU, one fused kernel (`attention/backward.rs`) gives the same values in a single pass.
 
 use std::sync::Arc;
 

@@ -59,7 +59,7 @@ pub fn embedding(table: &Tensor, ids: &[usize]) -> Result<Tensor> {
     table.index_select(0, ids)
 }
 
-/// guided-diffusion `timestep_embedding`: t [N] → [N, dim] = [cos(t·f), sin(t·f)] (cos first)
+/// guided-diffusion `timestep_embedding`: t \[N\] → [N, dim] = [cos(t·f), sin(t·f)] (cos first)
 /// with f_i = max_period^(−i/half), i < half = dim/2, and a zero column appended for odd dim.
 /// Frequencies are computed in f64; the result has t's dtype. Differentiable in t.
 pub fn timestep_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<Tensor> {

@@ -102,8 +102,8 @@ pub fn mse_loss(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
     pred.sub(target)?.sqr()?.mean_all()
 }
 
-/// torch `cross_entropy` on logits [N, C] or [N, C, *] with class-id targets [N] or [N, *]:
-/// Σ w[yᵢ]·(−log softmax(xᵢ)[yᵢ]) / Σ w[yᵢ] over the targets that are not `ignore_index`
+/// torch `cross_entropy` on logits [N, C] or [N, C, *] with class-id targets \[N\] or [N, *]:
+/// Σ w\[yᵢ\]·(−log softmax(xᵢ)\[yᵢ\]) / Σ w\[yᵢ\] over the targets that are not `ignore_index`
 /// (w = 1 without class weights). An ignore index may lie outside 0..C (e.g. 255). Unlike
 /// torch, which returns NaN, a batch whose every target is ignored (or weighs 0) is an error.
 pub fn cross_entropy<'a>(

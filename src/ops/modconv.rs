@@ -1,6 +1,6 @@
 //! StyleGAN2's modulated convolution: the weight is scaled per sample by the styles (one factor
 //! per input channel), then optionally demodulated so each output channel of each sample has
-//! unit expected variance again: w'[n,o,i,..] = w[o,i,..]·s[n,i] / sqrt(Σ_{i,ky,kx} (w·s)² + 1e-8).
+//! unit expected variance again: w'[n,o,i,..] = w[o,i,..]·s\[n,i\] / sqrt(Σ_{i,ky,kx} (w·s)² + 1e-8).
 //!
 //! Two forms give the same result (as in NVlabs' `modulated_conv2d`):
 //! - fused: build the per-sample weights and run one grouped conv with groups = N over x viewed
@@ -78,7 +78,7 @@ impl ModConvParams {
 /// Modulated conv of x [N, Cin, H, W] with weight [Cout, Cin, kh, kw] and styles [N, Cin];
 /// `noise` (broadcastable to the output, e.g. [N, 1, H, W]) is added to the result.
 /// `resample_filter` is the low-pass filter for up/down-sampling, prepared by
-/// [`setup_filter`](crate::ops::upfirdn::setup_filter) (e.g. [1,3,3,1]); `None` is the identity.
+/// [`setup_filter`](crate::ops::upfirdn::setup_filter) (e.g. \[1,3,3,1\]); `None` is the identity.
 pub fn modulated_conv2d(
     x: &Tensor,
     weight: &Tensor,

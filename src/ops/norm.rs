@@ -472,7 +472,7 @@ fn group_dims(op: &'static str, x: &Tensor, groups: usize) -> Result<Dims> {
 }
 
 /// torch.nn.functional.group_norm: x [N, C, *] normalised over each group of C/groups channels
-/// (biased variance), then · weight[c] + bias[c] when given.
+/// (biased variance), then · weight\[c\] + bias\[c\] when given.
 pub fn group_norm(
     x: &Tensor,
     groups: usize,

@@ -390,7 +390,7 @@ impl Tensor {
         Ok(t)
     }
 
-    /// Cyclic shift by `shift` along `ax` (torch.roll): out[i] = in[(i − shift) mod n].
+    /// Cyclic shift by `shift` along `ax` (torch.roll): out\[i\] = in[(i − shift) mod n].
     pub fn roll(&self, shift: isize, ax: isize) -> Result<Tensor> {
         let a = axis("roll", ax, self.rank())?;
         let d = self.shape()[a] as isize;

@@ -3,6 +3,7 @@
 
 pub mod diffusion;
 pub mod gan;
+pub mod generate;
 pub mod interrupt;
 pub mod profile;
 pub mod runner;

@@ -10,7 +10,7 @@ use crate::tensor::{DType, StorageElem};
 /// Below this many multiply-adds a product is not worth another thread.
 const GEMM_PAR_MIN: usize = 1 << 21;
 
-/// C[b] = A[b] · B[b] for row-major A (m×k), B (k×n), on a blocked GEMM.
+/// C\[b\] = A\[b\] · B\[b\] for row-major A (m×k), B (k×n), on a blocked GEMM.
 pub fn matmul<T: StorageElem>(
     a: &[T],
     b: &[T],

@@ -6,7 +6,7 @@
 //! always sees a few hundred columns. Tasks are (group, tile) pairs handed to workers one at a
 //! time; each GEMM inside runs serially (one level of threads).
 //!
-//! - forward: y[tile] = W_g · cols(tile); 1×1 stride-1 unpadded convs use x itself as cols.
+//! - forward: y\[tile\] = W_g · cols(tile); 1×1 stride-1 unpadded convs use x itself as cols.
 //! - backward-data: with stride 1 it is a forward conv of dy with the flipped, transposed weight
 //!   (padding d·(k−1)−p), so it shares the forward path; otherwise (stride > 1, padding past the
 //!   kernel's reach, thin inputs) cols = W_gᵀ·dy per tile and col2im adds them into dx, one

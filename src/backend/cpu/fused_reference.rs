@@ -143,7 +143,7 @@ fn wa_scores(
     s
 }
 
-/// O = softmax(scale·QKᵀ + bias[h] + mask[b mod nw])·V per (window, head); returns (O, row
+/// O = softmax(scale·QKᵀ + bias\[h\] + mask[b mod nw])·V per (window, head); returns (O, row
 /// log-sum-exp [b, heads, n]).
 pub fn window_attention(
     q: &[f64],
@@ -251,7 +251,7 @@ impl McDims {
     }
 }
 
-/// Demodulation coefficients d[n, o] = 1/sqrt(Σ_{i,k} (w[o,i,k]·s[n,i])² + eps).
+/// Demodulation coefficients d[n, o] = 1/sqrt(Σ_{i,k} (w\[o,i,k\]·s\[n,i\])² + eps).
 pub fn modconv_demod(w: &[f64], s: &[f64], d: McDims, eps: f64) -> Vec<f64> {
     let kk = d.k * d.k;
     let mut out = vec![0.0; d.n * d.cout];
@@ -270,7 +270,7 @@ pub fn modconv_demod(w: &[f64], s: &[f64], d: McDims, eps: f64) -> Vec<f64> {
     out
 }
 
-/// y[n] = conv(x[n], w ∘ s[n] (∘ d[n])): returns (y, d) with d all ones without demodulation.
+/// y\[n\] = conv(x\[n\], w ∘ s\[n\] (∘ d\[n\])): returns (y, d) with d all ones without demodulation.
 pub fn modulated_conv2d(
     x: &[f64],
     w: &[f64],

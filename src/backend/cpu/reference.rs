@@ -3,7 +3,7 @@
 
 use crate::tensor::Float;
 
-/// C[b] = A[b] · B[b] for row-major A (m×k), B (k×n).
+/// C\[b\] = A\[b\] · B\[b\] for row-major A (m×k), B (k×n).
 pub fn matmul<T: Float>(a: &[T], b: &[T], batch: usize, m: usize, k: usize, n: usize) -> Vec<T> {
     let mut c = vec![T::zero(); batch * m * n];
     for bi in 0..batch {

@@ -4,7 +4,7 @@
 //! f64 [`Schedule`] and cast to the data's dtype (`_extract_into_tensor`), then broadcast.
 //!
 //! The model is any `Fn(x_t, t) -> ε̂` with t the *original* process's timesteps as a float tensor
-//! [N] (respaced processes map their steps through `timestep_map`, as `_WrappedModel` does).
+//! \[N\] (respaced processes map their steps through `timestep_map`, as `_WrappedModel` does).
 //! Randomness (t, ε, the sampler's noise) enters as tensors, or from a seeded generator in the
 //! loops, so tests can inject it and same seed ⇒ same samples.
 
@@ -18,7 +18,7 @@ use crate::{Error, Result};
 
 const OP: &str = "diffusion";
 
-/// ε-prediction model: (x_t [N, C, H, W], t [N]) → ε̂ with x_t's shape.
+/// ε-prediction model: (x_t [N, C, H, W], t \[N\]) → ε̂ with x_t's shape.
 pub type EpsModel<'a> = dyn Fn(&Tensor, &Tensor) -> Result<Tensor> + 'a;
 
 /// How to draw samples.
@@ -88,7 +88,7 @@ impl Diffusion {
         })
     }
 
-    /// The step indices in t [N] (integral floats in 0..T), checked against x's batch.
+    /// The step indices in t \[N\] (integral floats in 0..T), checked against x's batch.
     pub fn steps(&self, t: &Tensor, batch: usize) -> Result<Vec<usize>> {
         if t.shape() != [batch] {
             return Err(Error::shape(
@@ -156,7 +156,7 @@ impl Diffusion {
             .add(&Self::extract(&s.sqrt_one_minus_alphas_cumprod, &st, sh, dt)?.mul(noise)?)
     }
 
-    /// The ε-MSE loss (mean over every element) for given t [N] and ε: `training_losses` with
+    /// The ε-MSE loss (mean over every element) for given t \[N\] and ε: `training_losses` with
     /// `LossType.MSE` averaged over the batch with uniform weights.
     pub fn training_loss(
         &self,

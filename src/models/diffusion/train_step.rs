@@ -48,7 +48,7 @@ pub struct StepStats {
     pub grad_norm: Option<f64>,
 }
 
-/// One optimiser step on the batch x₀ (in [−1, 1]) with the given t [N] and ε. `store` holds the
+/// One optimiser step on the batch x₀ (in [−1, 1]) with the given t \[N\] and ε. `store` holds the
 /// model's parameters (those `opt` updates); `clip` bounds the gradient norm; `ema`, when given,
 /// is updated after the step with its own decay; `dropout_rng` draws the dropout masks when the
 /// model has dropout (the study's flags have none).

@@ -521,7 +521,7 @@ impl DiffusionUNet {
         })
     }
 
-    /// The model's output (ε) for x [N, in, H, W] at timesteps t [N] (the timestep values the
+    /// The model's output (ε) for x [N, in, H, W] at timesteps t \[N\] (the timestep values the
     /// embedding sees, as floats), in evaluation (no dropout).
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         self.forward_with(x, t, None)

@@ -13,7 +13,7 @@ use crate::{Error, Result};
 /// The leaky ReLU of all StyleGAN layers (slope 0.2, gain √2).
 pub const LRELU: Act = Act::Lrelu(0.2);
 
-/// The [1,3,3,1] resampling filter (outer product, normalised to sum 1), as `setup_filter`.
+/// The \[1,3,3,1\] resampling filter (outer product, normalised to sum 1), as `setup_filter`.
 pub fn fir_1331(dtype: DType) -> Result<Tensor> {
     setup_filter(&[1.0, 3.0, 3.0, 1.0], &[4], true, false, 1.0, None, dtype)
 }
@@ -61,7 +61,7 @@ impl FullyConnected {
 }
 
 /// NVlabs' `Conv2dLayer`: weight N(0,1) scaled by 1/√(in·k²) at run time, `conv2d_resample` with
-/// the [1,3,3,1] filter (padding k/2), bias + activation with `gain`·act gain and clamp
+/// the \[1,3,3,1\] filter (padding k/2), bias + activation with `gain`·act gain and clamp
 /// `conv_clamp`·`gain`.
 #[derive(Clone, Debug)]
 pub struct ConvLayer {
@@ -136,7 +136,7 @@ pub enum Noise<'a> {
 }
 
 /// NVlabs' StyleGAN2 `SynthesisLayer`: style affine (bias init 1), modulated + demodulated 3×3
-/// conv (up 2 = transposed conv then [1,3,3,1], `flip_weight` only without up-sampling), noise
+/// conv (up 2 = transposed conv then \[1,3,3,1\], `flip_weight` only without up-sampling), noise
 /// added before bias + leaky ReLU (gain √2·`gain`, clamp `conv_clamp`·`gain`).
 #[derive(Clone, Debug)]
 pub struct SynthesisLayer {

@@ -7,7 +7,7 @@
 //!   mapping network's layers with lr multiplier 0.01; style affines start with bias 1;
 //! - leaky ReLU 0.2 with gain √2 through `bias_act`, conv outputs clamped at ±256·gain where the
 //!   configuration says so (`conv_clamp`);
-//! - noise `noise_const · noise_strength` (or fresh [N,1,H,W] maps) added after the modulated
+//! - noise `noise_const · noise_strength` (or fresh \[N,1,H,W\] maps) added after the modulated
 //!   conv, before bias and activation;
 //! - parameter and buffer names are the reference's state-dict names (`mapping.fc0.weight`,
 //!   `synthesis.b4.const`, `synthesis.b8.conv0.affine.weight`, `b64.fromrgb.weight`,

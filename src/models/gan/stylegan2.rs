@@ -1,7 +1,7 @@
 //! StyleGAN2's generator as NVlabs' `networks_stylegan2.py` builds it for `--cfg=stylegan2`:
 //! mapping network, then the skip-architecture synthesis network — per resolution 4, 8, …, R a
 //! block of (constant input at 4×4 | up-sampling modulated conv `conv0`), modulated conv `conv1`
-//! and a `torgb` whose output is added to the running image, itself up-sampled with the [1,3,3,1]
+//! and a `torgb` whose output is added to the running image, itself up-sampled with the \[1,3,3,1\]
 //! FIR between blocks. Block r has min(channel_base / r, channel_max) channels.
 //!
 //! ws: one per conv plus the last toRGB; block r reads its convs' ws and the next one for its
