@@ -16,6 +16,8 @@ pub mod augment;
 pub mod batch;
 pub mod checksum;
 pub mod nifti_case;
+pub mod nifti_header;
+pub mod orient;
 pub mod phantom;
 pub mod rng;
 pub mod slices;
