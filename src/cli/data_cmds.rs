@@ -354,8 +354,7 @@ fn cmd_split(mut args: Args) -> Result<(), CliError> {
     let seed_arg: Option<u64> = args.parse("--seed")?;
     let out = args.value("--out")?.map(PathBuf::from);
     let named = args.value("--split")?;
-    let seeded =
-        test.is_some() || train.is_some() || seed_arg.is_some() || fraction_arg.is_some();
+    let seeded = test.is_some() || train.is_some() || seed_arg.is_some() || fraction_arg.is_some();
     let (fraction, seed) = (fraction_arg.unwrap_or(0.15), seed_arg.unwrap_or(0));
     args.finish()?;
     let ids = subject_ids(store.as_deref(), cases.as_deref())?;

@@ -471,12 +471,8 @@ fn decode<T: Copy + Default>(
         return Err(truncated(skipped as usize));
     }
     let mut out: Vec<T> = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| {
-        Error::format(
-            path,
-            format!("cannot allocate memory for {n} voxels"),
-        )
-    })?;
+    out.try_reserve_exact(n)
+        .map_err(|_| Error::format(path, format!("cannot allocate memory for {n} voxels")))?;
     out.resize(n, T::default());
     let slope = info.header.scl_slope as f32;
     let inter = info.header.scl_inter as f32;
@@ -746,7 +742,10 @@ pub fn find_case_files(dir: &Path) -> Result<(String, Naming, [PathBuf; 5])> {
     }
     let ni = if first(1).is_some() { 1 } else { 0 };
     let naming = namings[ni];
-    let ext = if names.iter().any(|n| n.to_ascii_lowercase().ends_with(".nii")) {
+    let ext = if names
+        .iter()
+        .any(|n| n.to_ascii_lowercase().ends_with(".nii"))
+    {
         ".nii"
     } else {
         ".nii.gz"
@@ -760,10 +759,7 @@ pub fn find_case_files(dir: &Path) -> Result<(String, Naming, [PathBuf; 5])> {
         .unwrap_or_else(|| (String::new(), id.clone()));
     // BraTS 2020 case 355: accept its differently named segmentation, by exact name only.
     if naming == Naming::Brats2020 && found[ni][4].is_none() && ref_prefix == QUIRK_355_ID {
-        if let Some(name) = names
-            .iter()
-            .find(|n| nifti_stem(n) == Some(QUIRK_355_SEG))
-        {
+        if let Some(name) = names.iter().find(|n| nifti_stem(n) == Some(QUIRK_355_SEG)) {
             found[ni][4] = Some((name.clone(), ref_prefix.clone()));
         }
     }

@@ -84,7 +84,10 @@ impl Reorient {
             if used[w] {
                 return Err(Error::format(
                     path,
-                    format!("the affine maps two voxel axes onto world axis {}", "xyz".as_bytes()[w] as char),
+                    format!(
+                        "the affine maps two voxel axes onto world axis {}",
+                        "xyz".as_bytes()[w] as char
+                    ),
                 ));
             }
             used[w] = true;
@@ -225,8 +228,14 @@ mod tests {
     fn oblique_and_degenerate_affines_are_refused() {
         let p = Path::new("o.nii");
         let t: f64 = 0.1; // about 5.7°
-        let obl = aff([[-t.cos(), t.sin(), 0.0], [-t.sin(), -t.cos(), 0.0], [0.0, 0.0, 1.0]]);
-        let e = Reorient::from_affine(Some(&obl), p).unwrap_err().to_string();
+        let obl = aff([
+            [-t.cos(), t.sin(), 0.0],
+            [-t.sin(), -t.cos(), 0.0],
+            [0.0, 0.0, 1.0],
+        ]);
+        let e = Reorient::from_affine(Some(&obl), p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("oblique") && e.contains("o.nii"), "{e}");
         let two = aff([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]);
         assert!(Reorient::from_affine(Some(&two), p).is_err());

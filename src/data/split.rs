@@ -208,7 +208,11 @@ impl Split {
         }
         split.train.sort();
         split.test.sort();
-        if let Some(both) = split.test.iter().find(|t| split.train.binary_search(t).is_ok()) {
+        if let Some(both) = split
+            .test
+            .iter()
+            .find(|t| split.train.binary_search(t).is_ok())
+        {
             return Err(Error::format(
                 path,
                 format!("subject {both} is listed for both training and testing"),

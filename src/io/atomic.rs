@@ -206,9 +206,15 @@ mod tests {
         write_atomic(&dest, b"whole").unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"whole");
         if Path::new("/proc/self").exists() {
-            assert!(!dead.exists(), "stale temporary of a dead process is removed");
+            assert!(
+                !dead.exists(),
+                "stale temporary of a dead process is removed"
+            );
         }
-        assert!(mine.exists(), "a temporary of this process may still be in use");
+        assert!(
+            mine.exists(),
+            "a temporary of this process may still be in use"
+        );
         assert!(other.exists(), "other destinations are left alone");
         std::fs::remove_dir_all(&dir).unwrap();
     }
