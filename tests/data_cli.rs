@@ -276,7 +276,19 @@ fn split_paper_checks_the_subjects() {
     std::fs::remove_dir(cases.join("BraTS20_Training_042")).unwrap();
     let o = run(&["split", "--cases", s(&cases), "--split", "paper"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("missing subjects BraTS20_Training_042"), "{}", stderr(&o));
-    let o = run(&["split", "--cases", s(&cases), "--split", "paper", "--seed", "3"]);
+    assert!(
+        stderr(&o).contains("missing subjects BraTS20_Training_042"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "split",
+        "--cases",
+        s(&cases),
+        "--split",
+        "paper",
+        "--seed",
+        "3",
+    ]);
     assert_eq!(o.status.code(), Some(2));
 }

@@ -15,6 +15,7 @@ pub mod annotation;
 pub mod augment;
 pub mod batch;
 pub mod checksum;
+pub mod export;
 pub mod nifti_case;
 pub mod nifti_header;
 pub mod orient;

@@ -78,7 +78,16 @@ pub fn remove_stale_temps(dest: &Path) -> usize {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if pid != me && !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+        if pid == me || process_alive(pid) {
+            continue;
+        }
+        let p = e.path();
+        let gone = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        if gone.is_ok() {
             removed += 1;
         }
     }
@@ -163,6 +172,77 @@ impl Drop for AtomicFile {
     }
 }
 
+/// A folder being filled under a temporary name; [`AtomicDir::commit`] renames it to its
+/// destination, so a failed or interrupted writer leaves no half-written folder. Dropping it
+/// uncommitted removes the temporary folder and everything in it.
+#[derive(Debug)]
+pub struct AtomicDir {
+    dest: PathBuf,
+    tmp: PathBuf,
+    done: bool,
+}
+
+impl AtomicDir {
+    /// Start filling `dest`, which must not exist or be an empty folder (nothing is overwritten).
+    /// Its parent folder is created if needed.
+    pub fn create(dest: impl AsRef<Path>) -> Result<Self> {
+        let dest = dest.as_ref().to_path_buf();
+        if dest.exists() {
+            let empty = std::fs::read_dir(&dest)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !empty {
+                return Err(Error::io(
+                    &dest,
+                    std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "exists and is not an empty folder; choose a new one (nothing is \
+                         overwritten)",
+                    ),
+                ));
+            }
+        }
+        if let Some(p) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+        }
+        let tmp = temp_path_for(&dest, "");
+        std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(AtomicDir {
+            dest,
+            tmp,
+            done: false,
+        })
+    }
+
+    /// The temporary folder to write into.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The destination.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Rename the finished folder to its destination (replacing an empty folder there).
+    pub fn commit(mut self) -> Result<()> {
+        if self.dest.is_dir() {
+            std::fs::remove_dir(&self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        }
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicDir {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
 /// Write `bytes` to `dest` atomically.
 pub fn write_atomic(dest: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let mut f = AtomicFile::create(dest)?;
@@ -188,6 +268,26 @@ mod tests {
         write_atomic(&dest, b"whole").unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"whole");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn atomic_dir_appears_whole_or_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("bs-atomic-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let dest = dir.join("export");
+        {
+            let d = AtomicDir::create(&dest).unwrap();
+            std::fs::write(d.path().join("a.txt"), b"a").unwrap();
+        }
+        assert!(!dest.exists());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        let d = AtomicDir::create(&dest).unwrap();
+        std::fs::write(d.path().join("a.txt"), b"a").unwrap();
+        d.commit().unwrap();
+        assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"a");
+        let e = AtomicDir::create(&dest).unwrap_err().to_string();
+        assert!(e.contains("not an empty folder"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
