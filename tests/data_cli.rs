@@ -212,3 +212,83 @@ fn prepare_stops_on_bad_case_or_skips_it() {
         vec!["Phantom_001", "Phantom_002"]
     );
 }
+
+#[test]
+fn interrupted_prepare_leaves_nothing_and_stale_temporaries_go() {
+    use std::io::BufRead;
+    let t = TempDir::new("cli-int");
+    let cases = t.path().join("cases");
+    let o = run(&[
+        "phantom",
+        "--out",
+        s(&cases),
+        "--subjects",
+        "12",
+        "--dims",
+        "64x64x40",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let store = out.join("s.store");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brainsynth"))
+        .args(["prepare", "--cases", s(&cases), "--out", s(&store)])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Signal once the first case is in the store's temporary file.
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("[1/12]"), "{first}");
+    let k = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "no file left");
+
+    // A temporary left by a killed process (whose id no longer exists) goes on the next run.
+    let stale = out.join(".s.store.tmp-99999999-0");
+    std::fs::write(&stale, b"half a store").unwrap();
+    let o = run(&["prepare", "--cases", s(&cases), "--out", s(&store)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(store.exists());
+    if Path::new("/proc/self").exists() {
+        assert!(!stale.exists());
+    }
+}
+
+#[test]
+fn split_paper_checks_the_subjects() {
+    let t = TempDir::new("cli-paper");
+    let cases = t.path().join("cases");
+    for i in 1..=369 {
+        std::fs::create_dir_all(cases.join(format!("BraTS20_Training_{i:03}"))).unwrap();
+    }
+    let o = run(&["split", "--cases", s(&cases), "--split", "paper"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = Split::from_text(&String::from_utf8_lossy(&o.stdout), Path::new("-")).unwrap();
+    assert_eq!((printed.train.len(), printed.test.len()), (313, 56));
+    std::fs::remove_dir(cases.join("BraTS20_Training_042")).unwrap();
+    let o = run(&["split", "--cases", s(&cases), "--split", "paper"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("missing subjects BraTS20_Training_042"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "split",
+        "--cases",
+        s(&cases),
+        "--split",
+        "paper",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}

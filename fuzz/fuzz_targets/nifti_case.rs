@@ -1,6 +1,8 @@
-//! Arbitrary bytes as a `.nii` or `.nii.gz` file (gzip is recognised by its magic bytes): the
-//! volume reader, the label check for both namings and slicing must return values or typed
-//! errors, never panic, hang or allocate without bound.
+//! Arbitrary bytes as a `.nii` or `.nii.gz` file, NIfTI-1 or NIfTI-2, any orientation (gzip is
+//! recognised by its magic bytes): the volume reader, the label check for both namings and
+//! slicing must return values or typed errors, never panic, hang or allocate without bound.
+//! Seeds (`fuzz/seeds/nifti_case/`, the hostile ones written by `fuzz/seeds/make_nifti_seeds.py`) include NIfTI-2, RAS and
+//! permuted sforms, a qform, a negative dimension and a declared-huge gzip bomb.
 #![no_main]
 
 use std::path::Path;
@@ -10,7 +12,8 @@ use brainsynth::data::slices::{SliceConfig, slices_from_case};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let path = Path::new("fuzz.nii.gz");
+    // Not named .gz: gzip is found by its magic bytes, so both paths stay reachable.
+    let path = Path::new("fuzz.nii");
     let Ok(vol) = read_volume_bytes(data, path) else {
         return;
     };

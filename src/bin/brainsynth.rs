@@ -9,21 +9,22 @@ use brainsynth::*;
 #[path = "../cli/mod.rs"]
 mod cli;
 
-use cli::{Command, audit_cmds, data_cmds, gen_cmds, run_main, seg_cmds};
+use cli::{Command, audit_cmds, data_cmds, export_cmds, gen_cmds, kernel_cmds, run_main, seg_cmds};
 
 const COMMANDS: &[Command] = &[
     data_cmds::PHANTOM,
     data_cmds::PREPARE,
     data_cmds::SHOW,
     data_cmds::SPLIT,
+    export_cmds::EXPORT,
     seg_cmds::STUDY,
     seg_cmds::TRAIN_SEG,
     seg_cmds::EVAL_SEG,
     audit_cmds::MEMORIZATION,
     gen_cmds::TRAIN_GEN,
     gen_cmds::GENERATE,
-    brainsynth::cli::kernel_cmds::AUDIT_KERNELS,
-    brainsynth::cli::kernel_cmds::BENCH_KERNELS,
+    kernel_cmds::AUDIT_KERNELS,
+    kernel_cmds::BENCH_KERNELS,
 ];
 
 fn main() {

@@ -3,12 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::{Args, CliError, Command, usage};
-use crate::data::nifti_case::{Naming, list_case_dirs, read_case};
+use crate::data::nifti_case::{Naming, ReadLimits, list_case_dirs, read_case_with};
 use crate::data::phantom::{PhantomConfig, write_phantom_case};
 use crate::data::slices::{Slice, SliceConfig, slices_from_case};
-use crate::data::split::{Split, SplitSpec, split_subjects};
+use crate::data::split::{Split, SplitSpec, paper_split, split_subjects};
 use crate::data::store::{StoreReader, StoreWriter};
 use crate::io::png::{MontageOptions, Overlay, write_montage};
+use crate::train::interrupt::{SignalGuard, signalled};
 use crate::{Error, Result};
 
 /// `brainsynth phantom`.
@@ -47,7 +48,14 @@ Read every case folder under DIR (or DIR itself if it holds the NIfTI files), sc
 sequence by its own maximum to 0-255, pad/crop axial slices centrally to a square, keep the
 slices where more than 15% of the padded slice has T1 > 50, add the annotation channel
 (label/5*255), optionally downscale, and write all slices to FILE (written atomically: FILE
-appears only when complete). Progress goes to stderr, one line per case.
+appears only when complete; Ctrl-C or SIGTERM stops it and leaves nothing behind). Progress goes
+to stderr, one line per case.
+
+Files: NIfTI-1 or NIfTI-2, .nii, .nii.gz or .hdr/.img pairs (any letter case), in the BraTS
+2020/2021 naming (<id>_t1, _t1ce, _t2, _flair, _seg) or the 2023 naming (<id>-t1n, -t1c, -t2w,
+-t2f, -seg); all five files of a case share one prefix. Each volume is turned to the BraTS
+orientation (LPS) using its affine; oblique volumes are refused. Every header of a case is
+checked before any voxel is decoded, so memory stays at about one case.
 
 Options:
   --cases DIR        folder of case folders (required)
@@ -60,6 +68,8 @@ Options:
   --coverage F       fraction of the padded slice that must exceed it (default 0.15)
   --skip-bad         skip unreadable or invalid cases and list them at the end (default: stop
                      at the first bad case without writing anything)
+  --max-voxels N     largest volume (nx*ny*nz voxels) a case may have; larger headers are
+                     refused before decoding (default 33554432 = 2^25; BraTS has 8.9 million)
   -h, --help         this help
 ",
     run: cmd_prepare,
@@ -97,11 +107,14 @@ pub const SPLIT: Command = Command {
     summary: "split subjects into train and test sets (reproducible from a seed)",
     help: "\
 Usage: brainsynth split (--store FILE | --cases DIR) [options]
+       brainsynth split (--store FILE | --cases DIR) --split paper [--out FILE]
 
 Split the subjects of a slice store (or the case folders under DIR) into training and test
 subjects. The ids are sorted, shuffled with SplitMix64 from the seed, and cut; the result is the
 same on every machine. Prints `train <id>` / `test <id>` lines, or writes them to --out.
-The study used --test 56 --train 313 (BraTS 2020) and --test 56 --train 1195 (BraTS 2021).
+The study used --test 56 --train 313 (BraTS 2020) and --test 56 --train 1195 (BraTS 2021);
+--split paper gives the study's own subject lists (shipped with the program) for the BraTS 2020
+or 2021 training cases, after checking that the subjects are exactly the study's.
 
 Options:
   --store FILE       take subject ids from this slice store
@@ -110,6 +123,8 @@ Options:
   --test-fraction F  fraction of subjects for testing, used when --test is absent (default 0.15)
   --train N          number of training subjects (default: all that are not test subjects)
   --seed S           random seed (default 0)
+  --split paper      the study's own split instead of a seeded one (not with --test, --train,
+                     --test-fraction or --seed)
   --out FILE         write the split here (atomically) instead of printing it
   -h, --help         this help
 ",
@@ -173,16 +188,34 @@ fn cmd_prepare(mut args: Args) -> Result<(), CliError> {
     cfg.t1_threshold = args.parse_or("--threshold", cfg.t1_threshold)?;
     cfg.min_coverage = args.parse_or("--coverage", cfg.min_coverage)?;
     let skip_bad = args.flag("--skip-bad");
+    let limits = ReadLimits {
+        max_voxels: args.parse_or("--max-voxels", ReadLimits::default().max_voxels)?,
+    };
     args.finish()?;
     if !(0.0..=1.0).contains(&cfg.min_coverage) {
         return Err(usage("--coverage must be between 0 and 1"));
     }
+    if limits.max_voxels == 0 {
+        return Err(usage("--max-voxels must be at least 1"));
+    }
     let dirs = list_case_dirs(&cases)?;
     let n = dirs.len();
+    // Ctrl-C / SIGTERM raise a flag instead of killing the process, so that the store's
+    // temporary file is removed on the way out (the writer's Drop).
+    let _guard = SignalGuard::install();
+    let interrupted = || {
+        Error::Interrupted(format!(
+            "prepare stopped by a signal; {} was not written",
+            out.display()
+        ))
+    };
     let mut writer: Option<StoreWriter> = None;
     let mut bad: Vec<(PathBuf, Error)> = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
-        let res = read_case(dir).and_then(|case| {
+        if signalled() {
+            return Err(interrupted().into());
+        }
+        let res = read_case_with(dir, &limits).and_then(|case| {
             if cfg.pad_to.is_none() {
                 // Fix the padded size from the first case so that every slice matches.
                 cfg.pad_to = Some(cfg.padded_side(case.dims[0], case.dims[1]));
@@ -192,6 +225,7 @@ fn cmd_prepare(mut args: Args) -> Result<(), CliError> {
         });
         let (id, slices) = match res {
             Ok(v) => v,
+            Err(Error::Interrupted(_)) => return Err(interrupted().into()),
             Err(e) if skip_bad => {
                 eprintln!("[{}/{n}] skipped {}: {e}", i + 1, dir.display());
                 bad.push((dir.clone(), e));
@@ -212,6 +246,9 @@ fn cmd_prepare(mut args: Args) -> Result<(), CliError> {
     let Some(w) = writer else {
         return Err(Error::Data(format!("no readable case under {}", cases.display())).into());
     };
+    if signalled() {
+        return Err(interrupted().into());
+    }
     let total = w.count();
     w.finish()?;
     eprintln!(
@@ -312,25 +349,26 @@ fn cmd_split(mut args: Args) -> Result<(), CliError> {
     let store = args.value("--store")?.map(PathBuf::from);
     let cases = args.value("--cases")?.map(PathBuf::from);
     let test: Option<usize> = args.parse("--test")?;
-    let fraction: f64 = args.parse_or("--test-fraction", 0.15)?;
+    let fraction_arg: Option<f64> = args.parse("--test-fraction")?;
     let train: Option<usize> = args.parse("--train")?;
-    let seed: u64 = args.parse_or("--seed", 0)?;
+    let seed_arg: Option<u64> = args.parse("--seed")?;
     let out = args.value("--out")?.map(PathBuf::from);
+    let named = args.value("--split")?;
+    let seeded = test.is_some() || train.is_some() || seed_arg.is_some() || fraction_arg.is_some();
+    let (fraction, seed) = (fraction_arg.unwrap_or(0.15), seed_arg.unwrap_or(0));
     args.finish()?;
     let ids = subject_ids(store.as_deref(), cases.as_deref())?;
-    let spec = match (test, train) {
-        (Some(t), tr) => SplitSpec::Counts { train: tr, test: t },
-        (None, None) => SplitSpec::TestFraction(fraction),
-        (None, Some(tr)) => {
-            let n = ids.len();
-            let t = ((fraction * n as f64).round() as usize).min(n.saturating_sub(tr));
-            SplitSpec::Counts {
-                train: Some(tr),
-                test: t,
-            }
+    let split = match named.as_deref() {
+        Some("paper") if seeded => {
+            return Err(usage(
+                "--split paper is the study's fixed split: leave out --test, --train, \
+                 --test-fraction and --seed",
+            ));
         }
+        Some("paper") => paper_split(&ids)?,
+        Some(o) => return Err(usage(format!("--split {o:?}: only `paper` is known"))),
+        None => seeded_split(&ids, test, train, fraction, seed)?,
     };
-    let split: Split = split_subjects(&ids, &spec, seed)?;
     match out {
         Some(p) => {
             split.write(&p)?;
@@ -344,6 +382,28 @@ fn cmd_split(mut args: Args) -> Result<(), CliError> {
         None => print!("{}", split.to_text()),
     }
     Ok(())
+}
+
+fn seeded_split(
+    ids: &[String],
+    test: Option<usize>,
+    train: Option<usize>,
+    fraction: f64,
+    seed: u64,
+) -> Result<Split> {
+    let spec = match (test, train) {
+        (Some(t), tr) => SplitSpec::Counts { train: tr, test: t },
+        (None, None) => SplitSpec::TestFraction(fraction),
+        (None, Some(tr)) => {
+            let n = ids.len();
+            let t = ((fraction * n as f64).round() as usize).min(n.saturating_sub(tr));
+            SplitSpec::Counts {
+                train: Some(tr),
+                test: t,
+            }
+        }
+    };
+    split_subjects(ids, &spec, seed)
 }
 
 #[cfg(test)]

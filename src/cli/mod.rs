@@ -8,6 +8,7 @@
 
 pub mod audit_cmds;
 pub mod data_cmds;
+pub mod export_cmds;
 pub mod gen_cmds;
 pub mod kernel_cmds;
 pub mod seg_cmds;

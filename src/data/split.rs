@@ -3,7 +3,9 @@
 //! Reproducible everywhere: the subject ids are de-duplicated and sorted, shuffled with
 //! [`SplitMix64`] from the seed (Fisher–Yates), the first `test` ids become the test set and the
 //! next `train` ids (default: all the rest) the training set; both lists are returned sorted.
-//! The study used 313 train / 56 test subjects for BraTS 2020 and 1195 / 56 for BraTS 2021.
+//! The study used 313 train / 56 test subjects for BraTS 2020 and 1195 / 56 for BraTS 2021; its
+//! exact subject lists (from the authors' saved permutations) ship with the program
+//! (`src/data/splits/`) and are used by [`paper_split`] (`--split paper`).
 
 use std::path::Path;
 
@@ -87,6 +89,68 @@ pub fn split_subjects<S: AsRef<str>>(subjects: &[S], spec: &SplitSpec, seed: u64
     Ok(Split { train, test })
 }
 
+/// The study's BraTS 2020 subject split (`[train]` then `[test]` sections, one id per line).
+pub const PAPER_SPLIT_BRATS2020: &str = include_str!("splits/paper_split_brats2020.txt");
+/// The study's BraTS 2021 subject split.
+pub const PAPER_SPLIT_BRATS2021: &str = include_str!("splits/paper_split_brats2021.txt");
+
+/// The study's own split for the case ids `subjects`, which must be exactly the BraTS 2020 (ids
+/// `BraTS20_…`) or BraTS 2021 (`BraTS2021_…`) training subjects the study used. Errors name the
+/// missing and the unexpected subjects.
+pub fn paper_split<S: AsRef<str>>(subjects: &[S]) -> Result<Split> {
+    let ids: std::collections::BTreeSet<&str> = subjects.iter().map(|s| s.as_ref()).collect();
+    let (text, name) = if ids.iter().any(|i| i.starts_with("BraTS20_")) {
+        (PAPER_SPLIT_BRATS2020, "BraTS 2020")
+    } else if ids.iter().any(|i| i.starts_with("BraTS2021_")) {
+        (PAPER_SPLIT_BRATS2021, "BraTS 2021")
+    } else {
+        let first = ids.iter().next().copied().unwrap_or("(none)");
+        return Err(Error::Data(format!(
+            "--split paper needs the BraTS 2020 or 2021 training cases (ids like \
+             BraTS20_Training_001 or BraTS2021_00000); found ids like {first:?}"
+        )));
+    };
+    let split = Split::from_text(text, Path::new(name))?;
+    let wanted: std::collections::BTreeSet<&str> = split
+        .train
+        .iter()
+        .chain(&split.test)
+        .map(|s| s.as_str())
+        .collect();
+    let missing: Vec<&str> = wanted.difference(&ids).copied().collect();
+    let extra: Vec<&str> = ids.difference(&wanted).copied().collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        let list = |v: &[&str]| {
+            let mut s = v.iter().take(8).copied().collect::<Vec<_>>().join(", ");
+            if v.len() > 8 {
+                s.push_str(&format!(", … ({} in all)", v.len()));
+            }
+            s
+        };
+        let mut msg = format!("the cases do not match the study's {name} split:");
+        if !missing.is_empty() {
+            msg.push_str(&format!(" missing subjects {}", list(&missing)));
+        }
+        if !extra.is_empty() {
+            if !missing.is_empty() {
+                msg.push(';');
+            }
+            msg.push_str(&format!(" subjects not in the study {}", list(&extra)));
+        }
+        return Err(Error::Data(msg));
+    }
+    Ok(split)
+}
+
+/// A split named on a command line: `paper` ([`paper_split`] of `subjects`) or a split file.
+pub fn split_from_arg<S: AsRef<str>>(arg: &str, subjects: &[S]) -> Result<Split> {
+    if arg == "paper" {
+        paper_split(subjects)
+    } else {
+        Split::read(arg)
+    }
+}
+
 impl Split {
     /// Text form: one `train <id>` or `test <id>` line per subject.
     pub fn to_text(&self) -> String {
@@ -104,27 +168,55 @@ impl Split {
         s
     }
 
-    /// Parse the text form (blank lines and `#` comments allowed); `path` names the source.
+    /// Parse the text form (blank lines and `#` comments allowed); `path` names the source. Also
+    /// accepted: `[train]` and `[test]` section lines followed by one bare id per line (the form
+    /// of the study's split files). Both lists come back sorted; an id in both is an error.
     pub fn from_text(text: &str, path: &Path) -> Result<Split> {
         let mut split = Split {
             train: Vec::new(),
             test: Vec::new(),
         };
+        let mut section: Option<bool> = None; // Some(true) = train
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            match line.split_once(char::is_whitespace) {
-                Some(("train", id)) => split.train.push(id.trim().to_string()),
-                Some(("test", id)) => split.test.push(id.trim().to_string()),
+            match (line, line.split_once(char::is_whitespace), section) {
+                ("[train]", _, _) => section = Some(true),
+                ("[test]", _, _) => section = Some(false),
+                (_, Some(("train", id)), _) => split.train.push(id.trim().to_string()),
+                (_, Some(("test", id)), _) => split.test.push(id.trim().to_string()),
+                (id, None, Some(train)) => {
+                    if train {
+                        split.train.push(id.to_string())
+                    } else {
+                        split.test.push(id.to_string())
+                    }
+                }
                 _ => {
                     return Err(Error::format(
                         path,
-                        format!("line {}: expected `train <id>` or `test <id>`", i + 1),
+                        format!(
+                            "line {}: expected `train <id>`, `test <id>`, or an id under a \
+                             [train] or [test] line",
+                            i + 1
+                        ),
                     ));
                 }
             }
+        }
+        split.train.sort();
+        split.test.sort();
+        if let Some(both) = split
+            .test
+            .iter()
+            .find(|t| split.train.binary_search(t).is_ok())
+        {
+            return Err(Error::format(
+                path,
+                format!("subject {both} is listed for both training and testing"),
+            ));
         }
         Ok(split)
     }
@@ -153,6 +245,26 @@ mod tests {
             .collect();
         let s = split_subjects(&ids, &SplitSpec::BRATS2020, 0).unwrap();
         assert_eq!((s.train.len(), s.test.len()), (313, 56));
+    }
+
+    #[test]
+    fn paper_splits_have_the_study_counts_and_check_the_cases() {
+        let p20 = Split::from_text(PAPER_SPLIT_BRATS2020, Path::new("2020")).unwrap();
+        assert_eq!((p20.train.len(), p20.test.len()), (313, 56));
+        let p21 = Split::from_text(PAPER_SPLIT_BRATS2021, Path::new("2021")).unwrap();
+        assert_eq!((p21.train.len(), p21.test.len()), (1195, 56));
+        let ids: Vec<String> = (1..=369)
+            .map(|i| format!("BraTS20_Training_{i:03}"))
+            .collect();
+        assert_eq!(paper_split(&ids).unwrap(), p20);
+        let e = paper_split(&ids[..368]).unwrap_err().to_string();
+        assert!(e.contains("missing subjects BraTS20_Training_369"), "{e}");
+        let mut more = ids.clone();
+        more.push("BraTS20_Training_999".into());
+        let e = paper_split(&more).unwrap_err().to_string();
+        assert!(e.contains("not in the study BraTS20_Training_999"), "{e}");
+        let e = paper_split(&["Phantom_001"]).unwrap_err().to_string();
+        assert!(e.contains("BraTS 2020 or 2021"), "{e}");
     }
 
     #[test]
