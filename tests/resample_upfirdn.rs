@@ -409,3 +409,56 @@ fn gradients_second_order() {
     .unwrap();
     assert!(r.max_err < 1e-5, "max err {:.3e}", r.max_err);
 }
+
+/// Rows wide enough for the kernel's whole-span path (the proptest's images are at most 6
+/// wide): StyleGAN's 4×4 filter with the paddings of its up/down-sampling layers, in f64 against
+/// the definition and in f32 against f64.
+#[test]
+fn wide_rows_match_definition() {
+    let f = rand_tensor(&[4, 4], 7);
+    let fv = f.to_vec_f64().unwrap();
+    for &(h, w, up, down, pad) in &[
+        (
+            9usize,
+            41usize,
+            1usize,
+            1usize,
+            (1isize, 1isize, 1isize, 1isize),
+        ),
+        (8, 40, 1, 2, (1, 1, 1, 1)),
+        (7, 33, 1, 1, (-1, 2, 0, 0)),
+        (6, 35, 1, 3, (2, 0, 1, 2)),
+        (5, 20, 2, 1, (2, 1, 2, 1)),
+    ] {
+        let x = rand_tensor(&[2, 3, h, w], (w + down) as u64);
+        let p = (pad.0, pad.1, pad.2, pad.3);
+        let y = upfirdn2d(&x, &f, (up, up), (down, down), p, 1.7, false).unwrap();
+        let xv = x.to_vec_f64().unwrap();
+        let mut want = Vec::new();
+        for plane in xv.chunks(h * w) {
+            want.extend(naive(
+                plane,
+                (h, w),
+                &fv,
+                (4, 4),
+                (up, up),
+                (down, down),
+                p,
+                1.7,
+            ));
+        }
+        close(&y.to_vec_f64().unwrap(), &want, 1e-12);
+        let f32 = |t: &Tensor| Tensor::from_f64s(&t.to_vec_f64().unwrap(), t.shape(), DType::F32);
+        let y32 = upfirdn2d(
+            &f32(&x).unwrap(),
+            &f32(&f).unwrap(),
+            (up, up),
+            (down, down),
+            p,
+            1.7,
+            false,
+        )
+        .unwrap();
+        close(&y32.to_vec_f64().unwrap(), &want, 1e-5);
+    }
+}

@@ -352,6 +352,12 @@ fn train_stylegan(arch: Arch, req: &TrainRequest, reals: &[Slice]) -> Result<(),
         o.images_per_second,
         o.last_checkpoint.display()
     ));
+    if crate::profile::enabled() {
+        log_line(&format!(
+            "kernel time per training step (BRAINSYNTH_PROFILE):\n{}",
+            crate::profile::report(o.steps_done.max(1))
+        ));
+    }
     if o.stopped == StopReason::Interrupted {
         return Err(CliError::Interrupted(format!(
             "the training state is in {}",
@@ -504,6 +510,12 @@ fn train_diffusion_arch(req: &TrainRequest, reals: &[Slice]) -> Result<(), CliEr
     let mut rc = RunConfig::new(&req.out, RunLength::Steps(cfg.steps));
     rc.log_every = 10;
     let o = train_diffusion(&cfg, reals, &req.out, Some(rc), &mut |s| log_line(s))?;
+    if crate::profile::enabled() {
+        log_line(&format!(
+            "kernel time per training step (BRAINSYNTH_PROFILE):\n{}",
+            crate::profile::report(o.steps_done.max(1))
+        ));
+    }
     log_line(&format!(
         "diffusion: {} steps, {:.1} img/s this session; state in {}",
         o.steps_done,

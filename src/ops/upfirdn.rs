@@ -193,6 +193,24 @@ fn pass_1d<T: StorageElem>(
     dst
 }
 
+/// Output columns `lo..hi` that, without upsampling along x, read all `k` taps from real input
+/// samples: output i reads input `cols[lo].ix0 + (i − lo)·down + m` with tap m. Where x is
+/// upsampled (or no column is full) the span is empty.
+fn full_span(cols: &[TapRun], k: usize, up: usize) -> (usize, usize) {
+    if up != 1 {
+        return (0, 0);
+    }
+    let full = |r: &TapRun| r.t0 == 0 && r.count == k;
+    match cols.iter().position(full) {
+        // with up = 1 the full columns are one contiguous run (input start rises by `down`)
+        Some(lo) => {
+            let hi = lo + cols[lo..].iter().take_while(|r| full(r)).count();
+            (lo, hi)
+        }
+        None => (0, 0),
+    }
+}
+
 struct UpfirdnKernel {
     plan: Plan,
     planes: usize,
@@ -234,6 +252,8 @@ impl Kernel for UpfirdnKernel {
         let (fh, fw) = (p.fh, p.fw);
         let rows = tap_runs(oh, h, fh, p.up.1, p.down.1, p.pad.2);
         let cols = tap_runs(ow, w, fw, p.up.0, p.down.0, p.pad.0);
+        let (lo, hi) = full_span(&cols, fw, p.up.0);
+        let down = p.down.0;
         let mut out = vec![T::zero(); self.planes * oh * ow];
         par_rows(&mut out, oh * ow, oh * ow * fh * fw, |plane, o| {
             let xp = &x[plane * h * w..(plane + 1) * h * w];
@@ -243,9 +263,32 @@ impl Kernel for UpfirdnKernel {
                     let iy = ry.ix0 + my;
                     let xrow = &xp[iy * w..(iy + 1) * w];
                     let trow = &taps[(ry.t0 + my * p.up.1) * fw..][..fw];
-                    for (acc, rx) in orow.iter_mut().zip(&cols) {
+                    // edge columns tap by tap
+                    for ox in (0..lo).chain(hi..ow) {
+                        let rx = &cols[ox];
+                        let acc = &mut orow[ox];
                         for mx in 0..rx.count {
                             *acc += trow[rx.t0 + mx * p.up.0] * xrow[rx.ix0 + mx];
+                        }
+                    }
+                    if lo == hi {
+                        continue;
+                    }
+                    // interior columns one tap at a time over the whole span (vectorises);
+                    // each output still adds its taps in the order of the loop above, so the
+                    // sums are the same bits
+                    let start = cols[lo].ix0;
+                    let span = &mut orow[lo..hi];
+                    for (mx, &t) in trow.iter().enumerate() {
+                        let xs = &xrow[start + mx..];
+                        if down == 1 {
+                            for (a, &v) in span.iter_mut().zip(xs) {
+                                *a += t * v;
+                            }
+                        } else {
+                            for (a, &v) in span.iter_mut().zip(xs.iter().step_by(down)) {
+                                *a += t * v;
+                            }
                         }
                     }
                 }
