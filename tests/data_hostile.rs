@@ -99,8 +99,8 @@ fn every_header_is_checked_before_any_voxel_is_decoded() {
 fn with_sform(mut b: Vec<u8>, cols: [[f32; 3]; 3], offset: [f32; 3]) -> Vec<u8> {
     b[254..256].copy_from_slice(&1i16.to_le_bytes()); // sform_code
     for r in 0..3 {
-        for c in 0..4 {
-            let v = if c < 3 { cols[c][r] } else { offset[r] };
+        let row = [cols[0][r], cols[1][r], cols[2][r], offset[r]];
+        for (c, v) in row.iter().enumerate() {
             let at = 280 + 16 * r + 4 * c;
             b[at..at + 4].copy_from_slice(&v.to_le_bytes());
         }
@@ -143,8 +143,7 @@ fn write_oriented(
     stored_dims: [usize; 3],
     to_lps: impl Fn([usize; 3]) -> [usize; 3],
     cols: [[f32; 3]; 3],
-    seqs: &[Vec<f32>; 4],
-    labels: &[f32],
+    (seqs, labels): &([Vec<f32>; 4], Vec<f32>),
 ) -> PathBuf {
     let case = dir.join(id);
     std::fs::create_dir_all(&case).unwrap();
@@ -173,7 +172,8 @@ fn write_oriented(
 fn same_anatomy_in_two_orientations_gives_the_same_case_and_slices() {
     let t = TempDir::new("orient");
     let dims = [20usize, 14, 6];
-    let (seqs, labels) = asymmetric(dims);
+    let data = asymmetric(dims);
+    let seqs = &data.0;
     let lps = write_oriented(
         t.path().join("lps").as_path(),
         "C",
@@ -181,8 +181,7 @@ fn same_anatomy_in_two_orientations_gives_the_same_case_and_slices() {
         dims,
         |p| p,
         LPS,
-        &seqs,
-        &labels,
+        &data,
     );
     let ras = write_oriented(
         t.path().join("ras").as_path(),
@@ -191,8 +190,7 @@ fn same_anatomy_in_two_orientations_gives_the_same_case_and_slices() {
         dims,
         |[x, y, z]| [dims[0] - 1 - x, dims[1] - 1 - y, z],
         RAS,
-        &seqs,
-        &labels,
+        &data,
     );
     // Stored with axes (S, L, P): a permutation as well.
     let slp = write_oriented(
@@ -202,8 +200,7 @@ fn same_anatomy_in_two_orientations_gives_the_same_case_and_slices() {
         [dims[2], dims[0], dims[1]],
         |[a, b, c]| [b, c, a],
         [[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]],
-        &seqs,
-        &labels,
+        &data,
     );
     let a = read_case(&lps).unwrap();
     assert_eq!(a.sequences[0], seqs[0], "LPS is BraTS: read as stored");

@@ -758,10 +758,12 @@ pub fn find_case_files(dir: &Path) -> Result<(String, Naming, [PathBuf; 5])> {
         .cloned()
         .unwrap_or_else(|| (String::new(), id.clone()));
     // BraTS 2020 case 355: accept its differently named segmentation, by exact name only.
-    if naming == Naming::Brats2020 && found[ni][4].is_none() && ref_prefix == QUIRK_355_ID {
-        if let Some(name) = names.iter().find(|n| nifti_stem(n) == Some(QUIRK_355_SEG)) {
-            found[ni][4] = Some((name.clone(), ref_prefix.clone()));
-        }
+    if naming == Naming::Brats2020
+        && found[ni][4].is_none()
+        && ref_prefix == QUIRK_355_ID
+        && let Some(name) = names.iter().find(|n| nifti_stem(n) == Some(QUIRK_355_SEG))
+    {
+        found[ni][4] = Some((name.clone(), ref_prefix.clone()));
     }
     let mut files: [PathBuf; 5] = Default::default();
     for (si, suffix) in naming.suffixes().into_iter().enumerate() {
