@@ -53,10 +53,6 @@ impl Progress {
         self.entries.len() - 1
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -75,7 +71,8 @@ impl Progress {
             .iter()
             .filter(|e| e.status == Status::Todo)
             .map(|e| self.estimate(e))
-            .sum()
+            .sum::<f64>()
+            .max(0.0)
     }
 
     /// The whole list, one line per stage.
