@@ -335,12 +335,16 @@ fn a_stage_folder_of_another_configuration_names_the_setting() {
         e.contains("settings.gamma") && e.contains("0.1") && e.contains("0.2"),
         "{e}"
     );
-    sd.finish(&Json::obj(vec![("seconds", Json::num(3.0))])).unwrap();
+    sd.finish(&Json::obj(vec![("seconds", Json::num(3.0))]))
+        .unwrap();
     assert!(matches!(sd.open().unwrap(), StageState::Done(_)));
     // a folder with files but no configuration is not a stage
     let other = tmp.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("x"), b"").unwrap();
-    let e = StageDir::new(other, cfg(0.1)).open().unwrap_err().to_string();
+    let e = StageDir::new(other, cfg(0.1))
+        .open()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no config.json"), "{e}");
 }

@@ -106,18 +106,19 @@ Profiles:
           U-Net base 16, depth 4, 1200 SGD steps (lr 0.01, validation every 150); Swin
           patch 2, embed 24, depths 2-2-2-2, window 4, UperNet 48 + auxiliary FCN head,
           600 AdamW steps (lr 1e-3, warm-up 50, validation every 50); at most 150 s each.
-          Generators: the quick generator profiles, 6 minutes of training each; 400
-          synthetic images each (diffusion: DDIM over 20 steps).
+          Generators: the quick generator profiles, 6 minutes of training each; 300
+          synthetic images each (diffusion: DDIM over 10 steps).
           Budget of the default study on 2 CPU cores: 6 segmenter pairs (real + 5
-          generators) x ~4 min = ~24 min; 5 generators x 6 min = 30 min; sampling ~4 min;
-          audits, measures, slicing ~1 min: ~59 min, within 75 min.
+          generators) x ~4 min = ~24 min; 5 generators x 6 min = 30 min; sampling ~5 min
+          (most of it the diffusion model); audits, measures, slicing ~1 min: ~60 min,
+          within 75 min on a quiet machine.
   paper   256x256 slices (BraTS), batch 16; U-Net base 64, depth 6; Swin-B with UperNet
           512; the paper's full trainings, generators at their paper profiles (NVlabs
           defaults; diffusion 4000 steps, ancestral sampling), 100,000 synthetic images
           each; for GPUs.
 
 The paper's study on real BraTS data on a GPU:
-  brainsynth prepare --cases BRATS_DIR --out brats.store --size 256 --split paper
+  brainsynth prepare --cases BRATS_DIR --out brats.store --size 256
   brainsynth study --profile paper --store brats.store --device cuda --seeds 10 \\
       --variants all --out runs/paper
 
@@ -317,9 +318,7 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
     let cases = args.value("--cases")?;
     let store = args.value("--store")?;
     let subjects = args.parse_or("--subjects", profile.seg.phantom_subjects)?;
-    let generators = args
-        .value("--generators")?
-        .unwrap_or_else(|| "all".into());
+    let generators = args.value("--generators")?.unwrap_or_else(|| "all".into());
     let segmenters = match (args.value("--segmenters")?, args.value("--models")?) {
         (Some(_), Some(_)) => return Err(usage("give --segmenters or --models, not both")),
         (Some(s), None) | (None, Some(s)) => s,

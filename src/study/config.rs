@@ -42,19 +42,20 @@ impl StudyData {
 ///
 /// `quick` is sized so that the default study (real baseline, then for each of the five
 /// generators: training, sampling, audit and both segmenters on the synthetic-only variant) fits
-/// in 75 minutes on two CPU cores. The arithmetic, from the measured speeds of the quick networks
-/// on this project's 2-core machine (U-Net 2700 steps in 225 s, i.e. 0.083 s a step; Swin 2000
-/// steps in 440 s, 0.22 s a step):
+/// in 75 minutes on two CPU cores. The arithmetic starts from speeds measured on this project's
+/// 2-core machine: U-Net 2700 steps in 225 s (0.083 s a step) and Swin 2000 steps in 440 s
+/// (0.22 s a step) when the machine was quiet; sampling under a load of ~14 processes on the two
+/// cores: StyleGAN2 16 images in 1 s, StyleGAN3-T 16 in 22 s, the diffusion model 16 with DDIM
+/// over 20 steps in 100 s (so ~0.3 s per image and step loaded, less when quiet):
 ///
 /// - one segmenter pair: U-Net 1200 steps (≈ 100 s) + Swin 600 steps (≈ 132 s) + tests ≈ 4 min,
 ///   each capped at 150 s; the real baseline and every synthetic variant use this same budget,
 ///   so the synthetic/real ratio compares equal training;
 /// - six pairs (real + five generators): ≈ 24 min;
 /// - five generators × 6 min of training: 30 min;
-/// - sampling 400 images each: the GANs in seconds, the diffusion model with DDIM over 20
-///   steps in ≈ 3 min; audits and measures: seconds;
-/// - total ≈ 24 + 30 + 4 + phantom and slicing (< 1 min) ≈ 59 min, leaving room for a loaded
-///   machine.
+/// - 300 images each: the GANs within ~2 min together, the diffusion model with DDIM over 10
+///   steps (3000 image-steps) ≤ 15 min loaded, a few minutes quiet; audits and measures: seconds;
+/// - total on a quiet machine ≈ 24 + 30 + 5 + phantom and slicing (< 1 min) ≈ 60 min.
 ///
 /// `paper` keeps the paper's budgets (100,000 synthetic images, full-length trainings, the
 /// diffusion model's ancestral sampler over all 4000 steps) and is meant for GPUs.
@@ -89,8 +90,8 @@ impl StudyProfile {
             seg,
             gen_profile: "quick",
             gen_time_limit: Some(Duration::from_secs(6 * 60)),
-            n_synthetic: 400,
-            diffusion_sampler: Sampler::Ddim(20),
+            n_synthetic: 300,
+            diffusion_sampler: Sampler::Ddim(10),
             sample_batch: 16,
             psi: 1.0,
         }
@@ -186,7 +187,10 @@ impl StudyOptions {
             ));
         }
         if self.profile.sample_batch == 0 {
-            return Err(Error::invalid("study", "the sampling batch must be at least 1"));
+            return Err(Error::invalid(
+                "study",
+                "the sampling batch must be at least 1",
+            ));
         }
         Ok(())
     }

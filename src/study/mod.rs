@@ -41,8 +41,9 @@ pub use variants::Variant;
 
 use crate::data::Slice;
 use crate::data::store::read_store;
-use crate::eval::consistency::label_consistency;
+use crate::eval::consistency::{bottleneck_features, label_consistency};
 use crate::eval::dice::Region;
+use crate::eval::frechet::frechet_between;
 use crate::eval::label_stats::label_stats;
 use crate::eval::memorisation::{AuditConfig, audit};
 use crate::io::atomic::write_atomic;
@@ -260,7 +261,12 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
         }
     }
     for &g in &opts.generators {
-        jobs.extend([Job::Train(g), Job::Sample(g), Job::Audit(g), Job::Measures(g)]);
+        jobs.extend([
+            Job::Train(g),
+            Job::Sample(g),
+            Job::Audit(g),
+            Job::Measures(g),
+        ]);
         for &variant in &opts.variants {
             for &seed in &opts.seeds {
                 for &kind in &opts.segmenters {
@@ -432,23 +438,22 @@ impl Collected {
             Job::Train(g) => self.train_seconds.push((g.name, num(r, "seconds")?)),
             Job::Sample(g) => {
                 self.sample_seconds.push((g.name, num(r, "seconds")?));
-                self.stores
-                    .push((g.name, sd.path.join(SYNTHETIC_STORE)));
+                self.stores.push((g.name, sd.path.join(SYNTHETIC_STORE)));
             }
             Job::Audit(g) => self.audits.push((g.name, AuditRecord::from_json(r)?)),
             Job::Measures(g) => {
                 let f = |k: &str| {
-                    stage::field(r, k)
-                        .ok_or_else(|| Error::Data(format!("measures lack '{k}'")))
+                    stage::field(r, k).ok_or_else(|| Error::Data(format!("measures lack '{k}'")))
                 };
                 self.measures
                     .push((g.name, MeasuresRecord::from_json(f("synthetic")?)?));
                 self.real_measures = Some(MeasuresRecord::from_json(f("real")?)?);
             }
-            Job::Synthetic { generator, variant, .. } => {
-                self.runs
-                    .push((generator.name, *variant, SegRecord::from_json(r)?))
-            }
+            Job::Synthetic {
+                generator, variant, ..
+            } => self
+                .runs
+                .push((generator.name, *variant, SegRecord::from_json(r)?)),
         }
         Ok(())
     }
@@ -498,6 +503,7 @@ impl Collected {
             None => MeasuresRecord {
                 labels: label_stats(&rd.gen_train),
                 consistency: None,
+                frechet: None,
             },
         };
         Ok(StudyResults {
@@ -643,14 +649,14 @@ fn run_job(
             let j = gen_job(opts, g, &dir, spent_s)?;
             let out = sd.path.join(SYNTHETIC_STORE);
             let t0 = Instant::now();
-            log(&format!("sampling {} images from {}", p.n_synthetic, g.label));
+            log(&format!(
+                "sampling {} images from {}",
+                p.n_synthetic, g.label
+            ));
             (g.sample)(&j, p.n_synthetic, SAMPLE_SEED, &out)?;
             let secs = t0.elapsed().as_secs_f64();
             let n = load_synthetic(&out, rd.h, rd.w)?.len();
-            log(&format!(
-                "{n} images in {secs:.1} s -> {}",
-                out.display()
-            ));
+            log(&format!("{n} images in {secs:.1} s -> {}", out.display()));
             Ok(Json::obj(vec![
                 ("images", Json::num(n as f64)),
                 ("seconds", Json::num(secs)),
@@ -677,7 +683,12 @@ fn run_job(
                 "best correlation with a training image: mean {:.3}, max {:.3}; {} of {} above {}",
                 r.mean, r.max, r.above_threshold, r.n, r.threshold
             ));
-            pictures::write_closest(&sd.path.join("closest.png"), &a, &synth.slices, &real.slices)?;
+            pictures::write_closest(
+                &sd.path.join("closest.png"),
+                &a,
+                &synth.slices,
+                &real.slices,
+            )?;
             Ok(r.to_json())
         }
         Job::Measures(g) => {
@@ -696,12 +707,21 @@ fn run_job(
                 }
             };
             let batch = p.seg.batch * 2;
+            let frechet = match &model {
+                None => None,
+                Some(m) => {
+                    let (a, c) = bottleneck_features(m, &rd.gen_train, batch)?;
+                    let (b, _) = bottleneck_features(m, &synth, batch)?;
+                    Some(frechet_between(&a, rd.gen_train.len(), &b, synth.len(), c)?)
+                }
+            };
             let synthetic = MeasuresRecord {
                 labels: label_stats(&synth),
                 consistency: model
                     .as_ref()
                     .map(|m| label_consistency(m, &synth, batch))
                     .transpose()?,
+                frechet,
             };
             let real = match &st.real_measures {
                 Some(r) => r.clone(),
@@ -711,8 +731,14 @@ fn run_job(
                         .as_ref()
                         .map(|m| label_consistency(m, &rd.test, batch))
                         .transpose()?,
+                    frechet: model.as_ref().map(|_| 0.0),
                 },
             };
+            if let Some(f) = synthetic.frechet {
+                log(&format!(
+                    "Fréchet distance to the real training slices in the U-Net's bottleneck: {f:.4}"
+                ));
+            }
             if let Some(c) = &synthetic.consistency {
                 log(&format!(
                     "label consistency (real-trained U-Net on the synthetic images vs their \
@@ -732,8 +758,7 @@ fn run_job(
             seed,
         } => {
             let synth = load_synthetic(&store_of(generator), rd.h, rd.w)?;
-            let (train, val) =
-                variants::variant_sets(variant, &synth, &rd.seg_train, &rd.seg_val)?;
+            let (train, val) = variants::variant_sets(variant, &synth, &rd.seg_train, &rd.seg_val)?;
             train_and_test(
                 opts,
                 rd,

@@ -108,7 +108,12 @@ impl Progress {
 
     /// The prefix of stage `i`'s progress lines.
     pub fn prefix(&self, i: usize) -> String {
-        format!("[{}/{} {}]", i + 1, self.entries.len(), self.entries[i].name)
+        format!(
+            "[{}/{} {}]",
+            i + 1,
+            self.entries.len(),
+            self.entries[i].name
+        )
     }
 
     /// Stage `i` was complete already.

@@ -75,7 +75,13 @@ impl SegRecord {
 
     /// Mean ± std over test subjects of column `col`.
     pub fn over_subjects(&self, col: usize) -> MeanStd {
-        MeanStd::of(&self.subjects.iter().map(|(_, d)| d[col]).collect::<Vec<_>>())
+        MeanStd::of(
+            &self
+                .subjects
+                .iter()
+                .map(|(_, d)| d[col])
+                .collect::<Vec<_>>(),
+        )
     }
 
     pub fn to_json(&self) -> Json {
@@ -84,7 +90,12 @@ impl SegRecord {
             .iter()
             .map(|(id, d)| {
                 let mut f = vec![("subject".to_string(), Json::str(id.clone()))];
-                f.extend(COLUMNS.iter().zip(d).map(|(k, &v)| (k.to_string(), Json::num(v))));
+                f.extend(
+                    COLUMNS
+                        .iter()
+                        .zip(d)
+                        .map(|(k, &v)| (k.to_string(), Json::num(v))),
+                );
                 Json::Object(f)
             })
             .collect();
@@ -247,6 +258,9 @@ pub struct MeasuresRecord {
     pub labels: LabelStats,
     /// Label consistency under the real-trained U-Net (None when the study trains no U-Net).
     pub consistency: Option<Consistency>,
+    /// Squared Fréchet distance to the real training slices in the real-trained U-Net's
+    /// bottleneck features (None without a U-Net; 0 for the real row).
+    pub frechet: Option<f64>,
 }
 
 impl MeasuresRecord {
@@ -268,6 +282,7 @@ impl MeasuresRecord {
         Json::obj(vec![
             ("labels", stats_json(&self.labels)),
             ("label_consistency", cons),
+            ("frechet_unet", self.frechet.map_or(Json::Null, Json::num)),
         ])
     }
 
@@ -289,9 +304,14 @@ impl MeasuresRecord {
                 })
             }
         };
+        let frechet = match field(j, "frechet_unet") {
+            None | Some(Json::Null) => None,
+            Some(_) => Some(num(j, "frechet_unet")?),
+        };
         Ok(MeasuresRecord {
             labels,
             consistency,
+            frechet,
         })
     }
 }

@@ -114,10 +114,11 @@ fn ranking(mut v: Vec<(&str, f64)>) -> String {
 fn measures_row(name: &str, m: &MeasuresRecord) -> String {
     let l = &m.labels;
     format!(
-        "| {name} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+        "| {name} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
         m.consistency
             .as_ref()
             .map_or("–".into(), |c| format!("{:.3}", c.mean_class_dice)),
+        m.frechet.map_or("–".into(), |f| format!("{f:.4}")),
         l.slices,
         pct(l.tumour_slice_fraction),
         pct(l.core_fraction),
@@ -341,10 +342,12 @@ pub fn write_report(
         md.push_str(
             "\n## Beyond the paper\n\nLabel consistency: the real-trained U-Net (first seed) \
              applied to each set's images, its predictions against the set's own labels (pooled \
-             mean class Dice; for real, on the real test slices). Label statistics: share of \
-             slices with tumour, share of pixels per class, mean tumour pixels of a slice with \
-             tumour.\n\n| data | label consistency | slices | slices with tumour | necrotic \
-             core | edema | enhancing | mean lesion pixels |\n|---|---|---|---|---|---|---|---|\n",
+             mean class Dice; for real, on the real test slices). Fréchet distance: squared, between \
+             the set's and the real training slices' bottleneck features of that U-Net (averaged \
+             over positions). Label statistics: share of slices with tumour, share of pixels per \
+             class, mean tumour pixels of a slice with tumour.\n\n| data | label consistency | \
+             Fréchet (U-Net) | slices | slices with tumour | necrotic core | edema | enhancing | \
+             mean lesion pixels |\n|---|---|---|---|---|---|---|---|---|\n",
         );
         md.push_str(&measures_row("real (training slices)", &r.real_measures));
         for g in &r.generators {
@@ -378,7 +381,11 @@ pub fn write_report(
             md.push_str(&format!(
                 "\nRanking by the synthetic-only U-Net's Dice: {a}; by label consistency: {b} \
                  ({}).\n",
-                if a == b { "the same order" } else { "a different order" }
+                if a == b {
+                    "the same order"
+                } else {
+                    "a different order"
+                }
             ));
         }
     }
@@ -408,7 +415,10 @@ pub fn write_report(
         for g in &r.generators {
             let s = read_store(&g.store)?;
             if s.slices.is_empty() {
-                return Err(Error::Data(format!("{} holds no images", g.store.display())));
+                return Err(Error::Data(format!(
+                    "{} holds no images",
+                    g.store.display()
+                )));
             }
             let k = s.slices.len().min(6);
             rows.push((g.spec.label.to_string(), s.slices[..k].to_vec()));

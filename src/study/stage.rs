@@ -65,7 +65,11 @@ pub fn first_difference(old: &Json, new: &Json, at: &str) -> String {
         }
         _ => format!(
             "{} was {} and is now {}",
-            if at.is_empty() { "the configuration" } else { at },
+            if at.is_empty() {
+                "the configuration"
+            } else {
+                at
+            },
             old.to_pretty().trim(),
             new.to_pretty().trim()
         ),
