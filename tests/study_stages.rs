@@ -196,6 +196,12 @@ fn stages_resume_skip_and_report() {
     assert!(mixed.train_images > 8);
     let consistency = g.measures.consistency.as_ref().unwrap();
     assert_eq!(consistency.images, 10);
+    assert!(
+        g.measures
+            .frechet
+            .is_some_and(|f| f.is_finite() && f >= 0.0)
+    );
+    assert_eq!(r.real_measures.frechet, Some(0.0));
     for f in [
         "results.md",
         "results.json",

@@ -377,7 +377,25 @@ pub fn write_report(
                     )
                 })
                 .collect();
-            let (a, b) = (ranking(by_dice), ranking(by_cons));
+            let by_fd: Vec<(&str, f64)> = r
+                .generators
+                .iter()
+                .map(|g| (g.spec.label, -g.measures.frechet.unwrap_or(f64::NAN)))
+                .collect();
+            let (a, b, c) = (ranking(by_dice), ranking(by_cons), ranking(by_fd));
+            let same = |x: &str| {
+                if x == a {
+                    "the same order"
+                } else {
+                    "a different order"
+                }
+            };
+            md.push_str(&format!(
+                "\nRanking by the synthetic-only U-Net's Dice: {a}; by label consistency: {b} \
+                 ({}); by Fréchet distance, closest first: {c} ({}).\n",
+                same(&b),
+                same(&c)
+            ));
             md.push_str(&format!(
                 "\nRanking by the synthetic-only U-Net's Dice: {a}; by label consistency: {b} \
                  ({}).\n",
