@@ -35,6 +35,9 @@ pub struct GenTrained {
     pub seconds: f64,
 }
 
+/// How a generator family trains: the job, the training slices, the progress log.
+pub type TrainFn = fn(&GenJob, &[Slice], &mut dyn FnMut(&str)) -> Result<GenTrained>;
+
 /// One generator family of the study.
 pub struct GeneratorSpec {
     /// Name in `--generators` and in folder names.
@@ -44,7 +47,7 @@ pub struct GeneratorSpec {
     /// The training settings that decide the result (part of the stage's configuration).
     pub settings: fn(&StudyProfile) -> Result<Json>,
     /// Train on the training subjects' slices into `job.dir`, resuming from its `last`.
-    pub train: fn(&GenJob, &[Slice], &mut dyn FnMut(&str)) -> Result<GenTrained>,
+    pub train: TrainFn,
     /// Sample `n` images with seed `seed` from the run in `job.dir` into the store `out`.
     pub sample: fn(&GenJob, usize, u64, &Path) -> Result<()>,
 }

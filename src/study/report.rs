@@ -37,7 +37,7 @@ pub fn summarise(runs: &[&SegRecord], col: usize) -> MeanStd {
 
 /// Synthetic/real ratio with first-order propagated std (NaN when the real mean is not > 0).
 pub fn dice_ratio(synthetic: MeanStd, real: MeanStd) -> MeanStd {
-    if !(real.mean > 0.0) || !synthetic.mean.is_finite() {
+    if real.mean.is_nan() || real.mean <= 0.0 || !synthetic.mean.is_finite() {
         return MeanStd {
             mean: f64::NAN,
             std: f64::NAN,
