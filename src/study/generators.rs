@@ -44,7 +44,8 @@ pub struct GeneratorSpec {
     pub name: &'static str,
     /// Name in tables and pictures.
     pub label: &'static str,
-    /// The training settings that decide the result (part of the stage's configuration).
+    /// The training settings that decide the result (part of the stage's configuration); must
+    /// hold `time_limit_s` (seconds or null), the training budget the study resumes against.
     pub settings: fn(&StudyProfile) -> Result<Json>,
     /// Train on the training subjects' slices into `job.dir`, resuming from its `last`.
     pub train: TrainFn,
