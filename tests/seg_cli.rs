@@ -12,7 +12,16 @@ fn study_runs_end_to_end_on_a_small_phantom() {
     let out = std::env::temp_dir().join(format!("brainsynth-study-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let r = bin()
-        .args(["study", "--subjects", "10", "--iterations", "2", "--out"])
+        .args([
+            "study",
+            "--subjects",
+            "10",
+            "--iterations",
+            "2",
+            "--generators",
+            "none",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
@@ -28,8 +37,8 @@ fn study_runs_end_to_end_on_a_small_phantom() {
         "results.md",
         "predictions.png",
         "slices.store",
-        "unet/seed0/curves.png",
-        "swin/seed0/best.safetensors",
+        "real/unet/seed0/curves.png",
+        "real/swin/seed0/best.safetensors",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
@@ -41,7 +50,7 @@ fn study_runs_end_to_end_on_a_small_phantom() {
         .args(["eval-seg", "--model", "unet", "--store"])
         .arg(out.join("slices.store"))
         .arg("--checkpoint")
-        .arg(out.join("unet/seed0/best.safetensors"))
+        .arg(out.join("real/unet/seed0/best.safetensors"))
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
@@ -51,7 +60,7 @@ fn study_runs_end_to_end_on_a_small_phantom() {
         .args(["eval-seg", "--model", "unet", "--store"])
         .arg(out.join("slices.store"))
         .arg("--checkpoint")
-        .arg(out.join("swin/seed0/best.safetensors"))
+        .arg(out.join("real/swin/seed0/best.safetensors"))
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(1));

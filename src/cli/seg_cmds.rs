@@ -7,7 +7,9 @@ use crate::cli::{Args, CliError, Command, usage};
 use crate::data::split::{SplitSpec, split_subjects};
 use crate::data::store::read_store;
 use crate::eval::dice::Region;
-use crate::study::{StudyData, StudyOptions, run_study};
+use crate::study::{
+    GENERATORS, StudyData, StudyOptions, StudyProfile, Variant, generator_by_name, run_study,
+};
 use crate::tensor::Device;
 use crate::train::profile::SegProfile;
 use crate::train::runner::StopReason;
@@ -73,28 +75,52 @@ Options:
 
 pub const STUDY: Command = Command {
     name: "study",
-    summary: "the segmentation study: phantom (or your BraTS data) -> both segmenters -> Dice table",
+    summary: "the comparison study: real baseline, generators, synthetic-trained segmenters, report",
     help: "\
 Usage: brainsynth study [options]
 
-Run the study end to end: write the embedded BraTS-like phantom (or read your BraTS cases or a
-slice store), cut 5-channel slices, split subjects into train / validation / test, train the
-U-Net and the Swin segmenter on real slices for each seed, and test each on the held-out
-subjects with Dice per subject in 3-D. Writes OUT/results.json, OUT/results.md (the table),
-OUT/predictions.png (test slices: truth, then each model), OUT/<model>/seed<k>/curves.png and
-the checkpoints.
+Run the paper's comparison end to end as resumable stages under OUT:
+  real/<seg>/seed<k>          each segmenter trained on real slices (the baseline)
+  <gen>/train                 each generator trained on the training subjects' slices only
+  <gen>/sample                its synthetic set (synthetic.store, and a montage)
+  <gen>/audit                 memorisation audit: every synthetic image's best Pearson
+                              correlation with any training image (closest.png)
+  <gen>/measures              label statistics and label consistency (the real-trained
+                              U-Net on the synthetic images vs their labels)
+  <gen>/<variant>/<seg>/seed<k>  each segmenter trained on the synthetic set (80/20 by image
+                              for training/validation), tested on the real test subjects
+Every test is Dice per real test subject in 3-D. Each stage folder holds its config.json;
+the same command run again skips complete stages, resumes an interrupted one from its
+last.safetensors (Ctrl-C stops cleanly), and refuses a folder made with other settings.
+Writes OUT/results.md (the paper's table: rows real and each generator, columns segmenter x
+variant, mean class Dice +- std and the synthetic/real ratio; per-class Dice; memorisation;
+measures), OUT/results.json (every number), OUT/samples.png (a labelled row per generator,
+real slices on top), OUT/memorization.png, OUT/predictions.png, and curves.png per stage.
+
+Variants: synthetic (synthetic only, augmented as the real baseline), synthetic-noaug,
+mixed (real + synthetic, real repeated to balance), mixed-noaug; or all.
 
 Profiles:
-  quick   64x64 slices of 24 phantom subjects (6 test, 3 validation), batch 8;
-          U-Net base 16, depth 4 (max 128), deep supervision, 2700 SGD steps, lr 0.01;
-          Swin patch 2, embed 24, depths 2-2-2-2, heads 1-2-4-8, window 4, UperNet 48
-          with dropout 0.1 and mmseg's auxiliary FCN head (24 channels, stage 3, loss
-          weight 0.4), 2000 AdamW steps, lr 1e-3, warm-up 50, validation every 50 steps
-          (U-Net: 150); at most 10 minutes per model; a third of each batch is drawn from
-          slices with tumour (as nnU-Net).
-  paper   256x256 slices (BraTS), batch 16; U-Net base 64, depth 6 (max 512);
-          Swin-B (embed 128, depths 2-2-18-2, heads 4-8-16-32, window 7), UperNet 512
-          with the auxiliary FCN head (256), AdamW lr 6e-5; for GPUs.
+  quick   64x64 slices of 24 phantom subjects (6 test, 3 validation), batch 8, CPU.
+          Segmenters (the same budget for real and synthetic data, so the ratio is fair):
+          U-Net base 16, depth 4, 1200 SGD steps (lr 0.01, validation every 150); Swin
+          patch 2, embed 24, depths 2-2-2-2, window 4, UperNet 48 + auxiliary FCN head,
+          600 AdamW steps (lr 1e-3, warm-up 50, validation every 50); at most 150 s each.
+          Generators: the quick generator profiles, 6 minutes of training each; 300
+          synthetic images each (diffusion: DDIM over 10 steps).
+          Budget of the default study on 2 CPU cores: 6 segmenter pairs (real + 5
+          generators) x ~4 min = ~24 min; 5 generators x 6 min = 30 min; sampling ~5 min
+          (most of it the diffusion model); audits, measures, slicing ~1 min: ~60 min,
+          within 75 min on a quiet machine.
+  paper   256x256 slices (BraTS), batch 16; U-Net base 64, depth 6; Swin-B with UperNet
+          512; the paper's full trainings, generators at their paper profiles (NVlabs
+          defaults; diffusion 4000 steps, ancestral sampling), 100,000 synthetic images
+          each; for GPUs.
+
+The paper's study on real BraTS data on a GPU:
+  brainsynth prepare --cases BRATS_DIR --out brats.store --size 256
+  brainsynth study --profile paper --store brats.store --device cuda --seeds 10 \\
+      --variants all --out runs/paper
 
 Options:
   --out DIR          output folder (default runs/study)
@@ -102,17 +128,24 @@ Options:
   --cases DIR        BraTS case folders to use instead of the phantom
   --store FILE       a slice store (prepared at the profile's size) instead of the phantom
   --subjects N       phantom subjects (default: the profile's)
-  --models LIST      comma-separated, from unet,swin (default unet,swin)
-  --seeds N          train each model with seeds 0..N-1; the table gives mean +- std over
-                     seeds (default 1: the std is over test subjects)
-  --iterations N     optimiser steps per model (default: the profile's)
-  --time-limit S     seconds per model before training stops, keeping the best checkpoint;
-                     0 = no limit (default: the profile's)
+  --generators LIST  comma-separated, from stylegan2,stylegan3,diffusion, or all, or none
+                     (the real baseline alone) (default all)
+  --segmenters LIST  comma-separated, from unet,swin (default unet,swin; --models is the
+                     same)
+  --variants LIST    comma-separated variants (above), or all (default synthetic)
+  --seeds N          train each segmenter with seeds 0..N-1; the table gives mean +- std
+                     over seeds (default 1: the std is over test subjects)
+  --n-synthetic N    synthetic images per generator (default: the profile's)
+  --gen-time-limit S seconds of training per generator; 0 = the generator profile's own
+                     length (default: the profile's)
+  --iterations N     optimiser steps per segmenter (default: the profile's)
+  --time-limit S     seconds per segmenter before training stops, keeping the best
+                     checkpoint; 0 = no limit (default: the profile's)
   --val-every N      validate (and keep the best checkpoint) every N steps (default: the
                      profile's)
   --split-seed S     seed of the subject split (default 0)
-  --device D         cpu, cuda or cuda:N: where the model, its optimiser state and the
-                     batches live (default cpu); checkpoints load onto any device
+  --device D         cpu, cuda or cuda:N: where the models train, sample and are tested
+                     (default cpu); checkpoints load onto any device
   -h, --help         this help",
     run: cmd_study,
 };
@@ -280,14 +313,33 @@ fn cmd_eval_seg(mut args: Args) -> Result<(), CliError> {
 
 fn cmd_study(mut args: Args) -> Result<(), CliError> {
     let out = PathBuf::from(args.value("--out")?.unwrap_or_else(|| "runs/study".into()));
-    let mut profile = profile_arg(&mut args)?;
+    let profile_name = args.value("--profile")?.unwrap_or_else(|| "quick".into());
+    let mut profile = StudyProfile::by_name(&profile_name)?;
     let cases = args.value("--cases")?;
     let store = args.value("--store")?;
-    let subjects = args.parse_or("--subjects", profile.phantom_subjects)?;
-    let models = args
-        .value("--models")?
-        .unwrap_or_else(|| "unet,swin".into());
+    let subjects = args.parse_or("--subjects", profile.seg.phantom_subjects)?;
+    let generators = args.value("--generators")?.unwrap_or_else(|| "all".into());
+    let segmenters = match (args.value("--segmenters")?, args.value("--models")?) {
+        (Some(_), Some(_)) => return Err(usage("give --segmenters or --models, not both")),
+        (Some(s), None) | (None, Some(s)) => s,
+        (None, None) => "unet,swin".into(),
+    };
+    let variants = args
+        .value("--variants")?
+        .unwrap_or_else(|| "synthetic".into());
     let seeds: u64 = args.parse_or("--seeds", 1)?;
+    let n_synthetic: Option<usize> = args.parse("--n-synthetic")?;
+    let gen_time_limit = args
+        .parse::<f64>("--gen-time-limit")?
+        .map(|s| {
+            if !(s.is_finite() && s >= 0.0) {
+                return Err(usage(format!(
+                    "--gen-time-limit must be a number of seconds >= 0, not {s}"
+                )));
+            }
+            Ok((s > 0.0).then(|| Duration::from_secs_f64(s)))
+        })
+        .transpose()?;
     let iterations: Option<u64> = args.parse("--iterations")?;
     let time_limit = time_limit_arg(&mut args)?;
     let val_every: Option<u64> = args.parse("--val-every")?;
@@ -304,23 +356,39 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
         (None, None) => StudyData::Phantom { subjects, seed: 0 },
     };
     if let Some(n) = iterations {
-        profile.set_iterations(n);
+        profile.seg.set_iterations(n);
     }
     if let Some(t) = time_limit {
-        profile.time_limit = t;
+        profile.seg.time_limit = t;
     }
     if let Some(v) = val_every {
-        profile.set_val_every(v);
+        profile.seg.set_val_every(v);
     }
-    let models = models
+    if let Some(n) = n_synthetic {
+        profile.n_synthetic = n;
+    }
+    if let Some(t) = gen_time_limit {
+        profile.gen_time_limit = t;
+    }
+    let segmenters = segmenters
         .split(',')
         .map(|m| SegKind::parse(m.trim()))
         .collect::<crate::Result<Vec<_>>>()?;
+    let generators = match generators.trim() {
+        "all" => GENERATORS.iter().collect(),
+        "none" => Vec::new(),
+        list => list
+            .split(',')
+            .map(|g| generator_by_name(g.trim()))
+            .collect::<crate::Result<Vec<_>>>()?,
+    };
     let opts = StudyOptions {
         profile,
         data,
         out,
-        models,
+        generators,
+        segmenters,
+        variants: Variant::parse_list(&variants)?,
         seeds: (0..seeds).collect(),
         split_seed,
         device,

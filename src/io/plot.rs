@@ -74,6 +74,35 @@ impl Canvas {
     }
 }
 
+/// Write `text` into an RGB image of `width × height` pixels at (`x`, `y`) (top left) in the
+/// built-in 3×5 font, each font pixel `scale` pixels wide; letters are drawn upper-case and
+/// anything off the image is clipped. Characters are 4·`scale` pixels apart.
+pub fn draw_text(
+    rgb: &mut [u8],
+    width: usize,
+    height: usize,
+    (x, y): (usize, usize),
+    text: &str,
+    scale: usize,
+    colour: [u8; 3],
+) {
+    if rgb.len() != width * height * 3 {
+        return;
+    }
+    let mut c = Canvas {
+        w: width,
+        h: height,
+        px: rgb.to_vec(),
+    };
+    c.text(x as i64, y as i64, text, scale.max(1) as i64, colour);
+    rgb.copy_from_slice(&c.px);
+}
+
+/// Width in pixels of `text` drawn by [`draw_text`] at `scale`.
+pub fn text_width(text: &str, scale: usize) -> usize {
+    text.chars().count() * 4 * scale.max(1)
+}
+
 /// Rows of a 3×5 glyph, high bit on the left.
 fn glyph(c: char) -> [u8; 5] {
     match c.to_ascii_uppercase() {

@@ -186,6 +186,26 @@ pub fn write_png(
     write_atomic(path, &bytes)
 }
 
+/// One channel of a slice as `h × w` RGB bytes, with the annotation laid over in colour when
+/// `overlay` is set (opacity `alpha`, as the montages): a tile for pictures that place slices
+/// themselves.
+pub fn panel_rgb(s: &Slice, channel: usize, overlay: bool, alpha: f32) -> Vec<u8> {
+    let gray = s.channel(channel.min(ANNOTATION));
+    let labels = s.channel(ANNOTATION);
+    let mut out = Vec::with_capacity(gray.len() * 3);
+    for (&g, &l) in gray.iter().zip(labels) {
+        let v = g as f32;
+        let mut rgb = [v, v, v];
+        if overlay && let Some(col) = label_rgb(decode_value(l as f32)) {
+            for j in 0..3 {
+                rgb[j] = (1.0 - alpha) * rgb[j] + alpha * col[j] as f32;
+            }
+        }
+        out.extend(rgb.map(|x| x.round().clamp(0.0, 255.0) as u8));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,6 +188,23 @@ impl UNet {
         Ok(UNet { config, down, up })
     }
 
+    /// The encoder's deepest features for x [N, in, H, W]: [N, width(depth − 1), H / 2^(depth − 1),
+    /// W / 2^(depth − 1)] (the bottleneck; for feature-space measures of image sets).
+    pub fn bottleneck(&self, x: &Tensor) -> Result<Tensor> {
+        let s = x.shape();
+        if s.len() != 4 || s[1] != self.config.in_channels {
+            return Err(Error::shape(
+                "unet",
+                format!("input {s:?} must be [N, {}, H, W]", self.config.in_channels),
+            ));
+        }
+        let mut h = x.clone();
+        for st in &self.down {
+            h = st.forward(&h)?;
+        }
+        Ok(h)
+    }
+
     /// Logits for x [N, in, H, W]. In training with deep supervision, one output per decoder
     /// level (full resolution first, halving after); otherwise only the full-resolution logits.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {

@@ -133,6 +133,14 @@ impl Segmenter {
         }
     }
 
+    /// The U-Net's bottleneck features of x (None for the Swin), for feature-space measures.
+    pub fn unet_bottleneck(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        match &self.net {
+            SegNet::UNet(m) => m.bottleneck(&x.to_device(self.device())?).map(Some),
+            SegNet::Swin(_) => Ok(None),
+        }
+    }
+
     pub fn supervision_weights(&self) -> Vec<f64> {
         match &self.net {
             SegNet::UNet(m) => m.config.supervision_weights(),

@@ -1,0 +1,205 @@
+//! The generators the study compares, as one list: each entry says how to describe, train and
+//! sample one family. Adding a family (ProGAN, StyleGAN 1) is one more entry in [`GENERATORS`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cli::gen_cmds::{generate_diffusion, generate_stylegan};
+use crate::data::Slice;
+use crate::io::checkpoint::Checkpoint;
+use crate::io::json::Json;
+use crate::models::gan::Arch;
+use crate::tensor::Device;
+use crate::train::diffusion::{DiffusionTrainConfig, load_generator, train_diffusion};
+use crate::train::gan::{AnyGenerator, GanProfile, GanTrainer};
+use crate::train::runner::{RunConfig, RunLength, StopReason, run};
+use crate::{Error, Result};
+
+use super::config::StudyProfile;
+
+/// One generator training or sampling job of the study.
+pub struct GenJob<'a> {
+    /// The stage folder (the training run's folder; sampling reads its `last.safetensors`).
+    pub dir: &'a Path,
+    pub profile: &'a StudyProfile,
+    pub seed: u64,
+    pub device: Device,
+    /// What is left of the training budget (None: the generator profile's run length decides).
+    pub time_limit: Option<Duration>,
+}
+
+/// What a training session did.
+pub struct GenTrained {
+    pub stopped: StopReason,
+    /// Seconds of this session.
+    pub seconds: f64,
+}
+
+/// How a generator family trains: the job, the training slices, the progress log.
+pub type TrainFn = fn(&GenJob, &[Slice], &mut dyn FnMut(&str)) -> Result<GenTrained>;
+
+/// One generator family of the study.
+pub struct GeneratorSpec {
+    /// Name in `--generators` and in folder names.
+    pub name: &'static str,
+    /// Name in tables and pictures.
+    pub label: &'static str,
+    /// The training settings that decide the result (part of the stage's configuration); must
+    /// hold `time_limit_s` (seconds or null), the training budget the study resumes against.
+    pub settings: fn(&StudyProfile) -> Result<Json>,
+    /// Train on the training subjects' slices into `job.dir`, resuming from its `last`.
+    pub train: TrainFn,
+    /// Sample `n` images with seed `seed` from the run in `job.dir` into the store `out`.
+    pub sample: fn(&GenJob, usize, u64, &Path) -> Result<()>,
+}
+
+impl std::fmt::Debug for GeneratorSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GeneratorSpec({})", self.name)
+    }
+}
+
+/// Every generator the study knows, in table order.
+pub static GENERATORS: [GeneratorSpec; 3] = [
+    GeneratorSpec {
+        name: "stylegan2",
+        label: "StyleGAN2",
+        settings: |p| gan_settings(Arch::StyleGan2, p),
+        train: |j, r, l| train_gan(Arch::StyleGan2, j, r, l),
+        sample: sample_gan,
+    },
+    GeneratorSpec {
+        name: "stylegan3",
+        label: "StyleGAN3-T",
+        settings: |p| gan_settings(Arch::StyleGan3, p),
+        train: |j, r, l| train_gan(Arch::StyleGan3, j, r, l),
+        sample: sample_gan,
+    },
+    GeneratorSpec {
+        name: "diffusion",
+        label: "Diffusion",
+        settings: diffusion_settings,
+        train: train_diffusion_job,
+        sample: sample_diffusion,
+    },
+];
+
+/// The generator called `name`.
+pub fn generator_by_name(name: &str) -> Result<&'static GeneratorSpec> {
+    GENERATORS.iter().find(|g| g.name == name).ok_or_else(|| {
+        let names: Vec<&str> = GENERATORS.iter().map(|g| g.name).collect();
+        Error::invalid(
+            "study",
+            format!(
+                "'{name}' is not a generator of the study; use {} (or none)",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+fn secs(t: Option<Duration>) -> Json {
+    t.map_or(Json::Null, |t| Json::num(t.as_secs_f64()))
+}
+
+fn gan_settings(arch: Arch, p: &StudyProfile) -> Result<Json> {
+    let g = GanProfile::by_name(p.gen_profile, arch)?;
+    Ok(Json::obj(vec![
+        ("arch", Json::str(arch.name())),
+        ("profile", Json::str(g.name)),
+        ("resolution", Json::num(g.net.resolution as f64)),
+        ("channel_base", Json::num(g.net.channel_base as f64)),
+        ("channel_max", Json::num(g.net.channel_max as f64)),
+        ("batch", Json::num(g.batch as f64)),
+        ("gamma", Json::num(g.gamma)),
+        ("kimg", Json::num(g.kimg)),
+        ("time_limit_s", secs(p.gen_time_limit.or(g.time_limit))),
+        ("psi", Json::num(p.psi)),
+    ]))
+}
+
+fn train_gan(
+    arch: Arch,
+    job: &GenJob,
+    reals: &[Slice],
+    log: &mut dyn FnMut(&str),
+) -> Result<GenTrained> {
+    let profile = GanProfile::by_name(job.profile.gen_profile, arch)?;
+    let cfg = profile.train_config(arch, job.seed, job.device);
+    let batch = cfg.batch as u64;
+    let mut trainer = GanTrainer::new(cfg, reals, Some(job.dir.to_path_buf()))?;
+    trainer.sample_every_images = (profile.sample_every_kimg * 1000.0).round() as u64;
+    let mut rc = RunConfig::new(
+        job.dir,
+        RunLength::Images((profile.kimg * 1000.0).round() as u64),
+    );
+    rc.time_limit = job.time_limit;
+    rc.log_every = 10;
+    rc.val_every = (trainer.sample_every_images / batch).max(1);
+    let o = run(&mut trainer, &rc, log)?;
+    Ok(GenTrained {
+        stopped: o.stopped,
+        seconds: o.seconds,
+    })
+}
+
+fn sample_gan(job: &GenJob, n: usize, seed: u64, out: &Path) -> Result<()> {
+    let ck = Checkpoint::open(job.dir.join("last.safetensors"))?;
+    let g = AnyGenerator::from_checkpoint(&ck)?;
+    generate_stylegan(
+        &g,
+        n,
+        job.profile.psi,
+        seed,
+        job.profile.sample_batch,
+        job.device,
+        out,
+    )?;
+    Ok(())
+}
+
+fn diffusion_settings(p: &StudyProfile) -> Result<Json> {
+    let c = DiffusionTrainConfig::for_profile(p.gen_profile, 0)?;
+    Ok(Json::obj(vec![
+        ("profile", Json::str(c.profile.clone())),
+        ("image_size", Json::num(c.net.image_size as f64)),
+        ("model_channels", Json::num(c.net.model_channels as f64)),
+        ("diffusion_steps", Json::num(c.diffusion_steps as f64)),
+        ("batch", Json::num(c.batch as f64)),
+        ("lr", Json::num(c.lr)),
+        ("steps", Json::num(c.steps as f64)),
+        ("time_limit_s", secs(p.gen_time_limit.or(c.time_limit))),
+        ("sampler", Json::str(format!("{:?}", p.diffusion_sampler))),
+    ]))
+}
+
+fn train_diffusion_job(
+    job: &GenJob,
+    reals: &[Slice],
+    log: &mut dyn FnMut(&str),
+) -> Result<GenTrained> {
+    let mut cfg = DiffusionTrainConfig::for_profile(job.profile.gen_profile, job.seed)?;
+    cfg.device = job.device;
+    cfg.time_limit = job.time_limit;
+    let o = train_diffusion(&cfg, reals, job.dir, None, log)?;
+    Ok(GenTrained {
+        stopped: o.stopped,
+        seconds: o.seconds,
+    })
+}
+
+fn sample_diffusion(job: &GenJob, n: usize, seed: u64, out: &Path) -> Result<()> {
+    let g = load_generator(&job.dir.join("last.safetensors"), None)?;
+    if job.device != Device::Cpu {
+        g.store.set_device(job.device);
+    }
+    generate_diffusion(
+        &g,
+        job.profile.diffusion_sampler,
+        n,
+        seed,
+        job.profile.sample_batch,
+        out,
+    )?;
+    Ok(())
+}
