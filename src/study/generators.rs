@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::gen_cmds::{generate_diffusion, generate_stylegan};
+use crate::train::generate::{generate_diffusion, generate_stylegan};
 use crate::data::Slice;
 use crate::io::checkpoint::Checkpoint;
 use crate::io::json::Json;
