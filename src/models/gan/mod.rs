@@ -18,6 +18,7 @@
 //! Images are [N, C, R, R] in [−1, 1] (C = 5 here: four MR sequences and the annotation).
 
 pub mod discriminator;
+pub mod growing;
 pub mod layers;
 pub mod loss;
 pub mod mapping;
