@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use brainsynth::Tensor;
 use brainsynth::autograd::{GradOptions, grad_with};
+use brainsynth::models::gan::growing::Growth;
 use brainsynth::models::gan::layers::Noise;
 use brainsynth::models::gan::{GanConfig, StyleGan1Discriminator, StyleGan1Generator, load_named};
 use brainsynth::nn::ParamStore;
@@ -66,6 +67,10 @@ fn tiny_config() -> GanConfig {
     }
 }
 
+fn grow(level: usize, alpha: f64) -> Growth {
+    Growth { level, alpha }
+}
+
 fn generator(m: &HashMap<String, Array>, fused_from: usize) -> StyleGan1Generator {
     let store = ParamStore::new(1);
     let g = StyleGan1Generator::with_fused_from(&store, &tiny_config(), fused_from).unwrap();
@@ -105,13 +110,19 @@ fn generator_matches_the_pytorch_reference() {
     ];
     for (name, g, level, alpha, psi, cutoff) in cases {
         let img = g
-            .forward(&z, level, alpha, psi, cutoff, &mut Noise::Given(&noise))
+            .forward(
+                &z,
+                grow(level, alpha),
+                psi,
+                cutoff,
+                &mut Noise::Given(&noise),
+            )
             .unwrap();
         check(name, &img, get(&m, name));
     }
     // the noise matters (its weights are non-zero in the fixture)
     let off = plain
-        .forward(&z, 2, 1.0, 1.0, None, &mut Noise::Off)
+        .forward(&z, grow(2, 1.0), 1.0, None, &mut Noise::Off)
         .unwrap();
     assert!(rel_err(&off, get(&m, "g_l2_a1")) > 1e-3);
 }
@@ -124,21 +135,23 @@ fn discriminator_and_r1_match_the_pytorch_reference() {
     let fused = discriminator(&m, 16);
     check(
         "d_l2_a1",
-        &plain.forward(&reals, 2, 1.0).unwrap(),
+        &plain.forward(&reals, grow(2, 1.0)).unwrap(),
         get(&m, "d_l2_a1"),
     );
     check(
         "d_l2_a04_fused",
-        &fused.forward(&reals, 2, 0.4).unwrap(),
+        &fused.forward(&reals, grow(2, 0.4)).unwrap(),
         get(&m, "d_l2_a04_fused"),
     );
     check(
         "d_l1_a07",
-        &plain.forward(&tensor(get(&m, "reals8")), 1, 0.7).unwrap(),
+        &plain
+            .forward(&tensor(get(&m, "reals8")), grow(1, 0.7))
+            .unwrap(),
         get(&m, "d_l1_a07"),
     );
     // D_logistic_simplegp's R1 (γ 10) and its gradients by double backward
-    let r1 = r1_penalty_with(&reals, 10.0, |x| fused.forward(x, 2, 0.4)).unwrap();
+    let r1 = r1_penalty_with(&reals, 10.0, |x| fused.forward(x, grow(2, 0.4))).unwrap();
     check("r1", &r1.reshape(&[1]).unwrap(), get(&m, "r1"));
     let params = fused.store.params();
     let tensors: Vec<Tensor> = params.iter().map(|p| p.tensor.clone()).collect();

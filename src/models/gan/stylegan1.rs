@@ -32,11 +32,11 @@ use std::f64::consts::SQRT_2;
 use rand::{Rng, RngExt};
 
 use super::GanConfig;
+use super::growing::{GrowingGenerator, Growth, Truncation, fade_rgb, top_level_for, upsample2x};
 use super::layers::Noise;
 use crate::nn::{EqualizedConfig, EqualizedConv2d, EqualizedLinear, Init, ParamStore, Scope};
 use crate::ops::Conv2dParams;
 use crate::ops::norm::instance_norm;
-use crate::ops::resize::resize_nearest;
 use crate::ops::stylegan::pixel_norm;
 use crate::ops::upfirdn::{filter2d, setup_filter};
 use crate::tensor::{DType, Tensor};
@@ -66,12 +66,6 @@ pub fn blur_filter(dtype: DType) -> Result<Tensor> {
 /// 'SAME' blur of every channel with [`blur_filter`].
 pub(crate) fn blur(x: &Tensor, f: &Tensor) -> Result<Tensor> {
     filter2d(x, f, (0, 0, 0, 0), 1.0)
-}
-
-/// Nearest-neighbour 2× up-sampling (`upscale2d`).
-pub fn upscale2d(x: &Tensor) -> Result<Tensor> {
-    let (h, w) = (x.shape()[2], x.shape()[3]);
-    resize_nearest(x, (2 * h, 2 * w))
 }
 
 /// The 3×3 kernel padded to 5×5 and summed over its four 1-pixel shifts: the 4×4 kernel that
@@ -284,7 +278,7 @@ impl Sg1SynthesisBlock {
                     let p = Conv2dParams::same(4).with_stride(2).with_padding(1);
                     x.conv_transpose2d(&k, p, (0, 0))?
                 } else {
-                    conv0.forward_no_bias(&upscale2d(x)?)?
+                    conv0.forward_no_bias(&upsample2x(x)?)?
                 };
                 blur(&y, blur_f)?
             }
@@ -322,28 +316,6 @@ pub struct StyleGan1Generator {
     blur_f: Tensor,
 }
 
-/// Level of detail: the block count − 1 (0 = 4×4) and the weight α of the newest block while it
-/// fades in (1 = stable).
-fn check_growth(op: &'static str, level: usize, alpha: f64, top: usize) -> Result<()> {
-    if level > top {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "level {level} ({}×{0}) is beyond this network's top level {top} ({}×{1})",
-                4usize << level.min(30),
-                4usize << top
-            ),
-        ));
-    }
-    if !(0.0..=1.0).contains(&alpha) {
-        return Err(Error::invalid(
-            op,
-            format!("fade weight α must lie in [0, 1], got {alpha}"),
-        ));
-    }
-    Ok(())
-}
-
 impl StyleGan1Generator {
     /// A new generator with parameters in `store`, initialised as the reference (weights
     /// N(0, 1/lrmul), biases and noise weights 0, constant 1, noise buffers N(0, 1)). Uses
@@ -364,7 +336,7 @@ impl StyleGan1Generator {
         config.validate()?;
         let root = store.root();
         let syn = root.sub("synthesis");
-        let top = config.resolution.trailing_zeros() as usize - 2;
+        let top = top_level_for(config.resolution)?;
         let num_layers = 2 * (top + 1);
         let w_dim = config.w_dim;
         let mut noise = Vec::new();
@@ -514,17 +486,12 @@ impl StyleGan1Generator {
         )
     }
 
-    /// ws [N, num_layers, w_dim] → images [N, channels, r, r] at level `level` (r = 4·2^level)
-    /// with the newest block faded in by `alpha`.
-    pub fn synthesis(
-        &self,
-        ws: &Tensor,
-        level: usize,
-        alpha: f64,
-        noise: &mut Noise,
-    ) -> Result<Tensor> {
+    /// ws [N, num_layers, w_dim] → images [N, channels, r, r] at `growth` (r its resolution),
+    /// the newest block faded in by its α.
+    pub fn synthesis(&self, ws: &Tensor, growth: Growth, noise: &mut Noise) -> Result<Tensor> {
         const OP: &str = "StyleGAN1 synthesis";
-        check_growth(OP, level, alpha, self.top_level())?;
+        growth.validate(self.top_level())?;
+        let level = growth.level;
         let want = [
             ws.shape().first().copied().unwrap_or(0),
             self.num_layers,
@@ -550,26 +517,52 @@ impl StyleGan1Generator {
         let x = x.ok_or_else(|| Error::invalid(OP, "no synthesis blocks"))?;
         let img = self.blocks[level].to_rgb(&x)?;
         match prev {
-            Some(p) if alpha < 1.0 => {
-                let old = upscale2d(&self.blocks[level - 1].to_rgb(&p)?)?;
-                // the reference's lerp(new, old, 1 − α)
-                img.add(&old.sub(&img)?.mul_scalar(1.0 - alpha)?)
+            Some(p) if growth.is_fading() => {
+                fade_rgb(&img, &self.blocks[level - 1].to_rgb(&p)?, growth.alpha)
             }
             _ => Ok(img),
         }
     }
 
-    /// z → images at `level`/`alpha`, truncated with ψ below `cutoff`.
+    /// z → images at `growth`, truncated with ψ below `cutoff` (`None`: all layers).
     pub fn forward(
         &self,
         z: &Tensor,
-        level: usize,
-        alpha: f64,
+        growth: Growth,
         psi: f64,
         cutoff: Option<usize>,
         noise: &mut Noise,
     ) -> Result<Tensor> {
         let ws = self.map(z, psi, cutoff)?;
-        self.synthesis(&ws, level, alpha, noise)
+        self.synthesis(&ws, growth, noise)
+    }
+}
+
+impl GrowingGenerator for StyleGan1Generator {
+    fn store(&self) -> &ParamStore {
+        &self.store
+    }
+    fn z_dim(&self) -> usize {
+        self.config.z_dim
+    }
+    fn top_level(&self) -> usize {
+        StyleGan1Generator::top_level(self)
+    }
+    /// `G_style` with `is_training`: fresh noise, style mixing (0.9), `dlatent_avg` moved when
+    /// `update_emas`, no truncation.
+    fn forward_train(
+        &self,
+        z: &Tensor,
+        growth: Growth,
+        update_emas: bool,
+        rng: &mut dyn Rng,
+    ) -> Result<Tensor> {
+        let ws = self.map_train(z, growth.level, STYLE_MIXING_PROB, update_emas, rng)?;
+        self.synthesis(&ws, growth, &mut Noise::Random(rng))
+    }
+    /// The noise buffers, truncation with ψ below `cutoff` (default [`TRUNCATION_CUTOFF`]).
+    fn sample(&self, z: &Tensor, growth: Growth, trunc: Truncation) -> Result<Tensor> {
+        let cutoff = trunc.cutoff.unwrap_or(TRUNCATION_CUTOFF);
+        self.forward(z, growth, trunc.psi, Some(cutoff), &mut Noise::Const)
     }
 }

@@ -16,18 +16,13 @@
 use std::f64::consts::SQRT_2;
 
 use super::GanConfig;
+use super::growing::{GrowingDiscriminator, Growth, downsample2x, fade, top_level_for};
 use super::stylegan1::{FUSED_SCALE_FROM, LRELU_SLOPE, blur, blur_filter, fused_kernel};
 use crate::nn::{EqualizedConfig, EqualizedConv2d, EqualizedLinear, ParamStore, Scope};
 use crate::ops::Conv2dParams;
-use crate::ops::resize::avg_pool2d;
 use crate::ops::stylegan::minibatch_stddev;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
-
-/// 2×2 average (`downscale2d`).
-pub fn downscale2d(x: &Tensor) -> Result<Tensor> {
-    avg_pool2d(x, (2, 2), (2, 2), (0, 0))
-}
 
 fn lrelu(x: &Tensor) -> Result<Tensor> {
     x.leaky_relu(LRELU_SLOPE)
@@ -62,7 +57,7 @@ impl Sg1DiscriminatorBlock {
             let k = fused_kernel(&self.conv1_down.scaled_weight()?)?.mul_scalar(0.25)?;
             x.conv2d(&k, Conv2dParams::same(4).with_stride(2).with_padding(1))?
         } else {
-            downscale2d(&self.conv1_down.forward_no_bias(&x)?)?
+            downsample2x(&self.conv1_down.forward_no_bias(&x)?)?
         };
         let b = self
             .conv1_down
@@ -104,7 +99,7 @@ impl StyleGan1Discriminator {
     ) -> Result<StyleGan1Discriminator> {
         config.validate()?;
         let root = store.root();
-        let top = config.resolution.trailing_zeros() as usize - 2;
+        let top = top_level_for(config.resolution)?;
         let fromrgb = |level: usize, c: usize| -> Result<EqualizedConv2d> {
             conv(
                 &root.sub(format!("FromRGB_lod{}", top - level)),
@@ -162,17 +157,12 @@ impl StyleGan1Discriminator {
         lrelu(&f.forward(img)?)
     }
 
-    /// images [N, channels, r, r] at level `level` (r = 4·2^level), the newest block faded in by
-    /// `alpha` → logits [N, 1]. N must be a multiple of the minibatch-stddev group (or smaller).
-    pub fn forward(&self, img: &Tensor, level: usize, alpha: f64) -> Result<Tensor> {
+    /// images [N, channels, r, r] at `growth` (r its resolution), the newest block faded in by
+    /// its α → logits [N, 1]. N must be a multiple of the minibatch-stddev group (or smaller).
+    pub fn forward(&self, img: &Tensor, growth: Growth) -> Result<Tensor> {
         const OP: &str = "StyleGAN1 discriminator";
-        let top = self.top_level();
-        if level > top || !(0.0..=1.0).contains(&alpha) {
-            return Err(Error::invalid(
-                OP,
-                format!("level {level} must be at most {top} and α = {alpha} must lie in [0, 1]"),
-            ));
-        }
+        growth.validate(self.top_level())?;
+        let level = growth.level;
         let c = &self.config;
         let r = 4usize << level;
         let want = [c.channels, r, r];
@@ -189,10 +179,9 @@ impl StyleGan1Discriminator {
         let mut x = self.fromrgb(level, img)?;
         for l in (1..=level).rev() {
             x = self.blocks[l - 1].forward(&x, &self.blur_f)?;
-            if l == level && alpha < 1.0 {
-                let y = self.fromrgb(l - 1, &downscale2d(img)?)?;
-                // the reference's lerp(x, y, 1 − α)
-                x = x.add(&y.sub(&x)?.mul_scalar(1.0 - alpha)?)?;
+            if l == level && growth.is_fading() {
+                let y = self.fromrgb(l - 1, &downsample2x(img)?)?;
+                x = fade(&x, &y, growth.alpha)?;
             }
         }
         let n = x.shape()[0];
@@ -200,5 +189,17 @@ impl StyleGan1Discriminator {
         let x = lrelu(&self.conv4.forward(&x)?)?;
         let x = lrelu(&self.dense0.forward(&x.reshape(&[n, usize::MAX])?)?)?;
         self.dense1.forward(&x)
+    }
+}
+
+impl GrowingDiscriminator for StyleGan1Discriminator {
+    fn store(&self) -> &ParamStore {
+        &self.store
+    }
+    fn top_level(&self) -> usize {
+        StyleGan1Discriminator::top_level(self)
+    }
+    fn forward(&self, img: &Tensor, growth: Growth) -> Result<Tensor> {
+        StyleGan1Discriminator::forward(self, img, growth)
     }
 }
