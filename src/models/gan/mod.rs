@@ -22,6 +22,7 @@ pub mod growing;
 pub mod layers;
 pub mod loss;
 pub mod mapping;
+pub mod progan;
 pub mod stylegan2;
 pub mod stylegan3;
 
