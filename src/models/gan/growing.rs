@@ -20,10 +20,12 @@
 //!   and, during a fade-in, blended with their own 2×-down-then-up copy ([`fade_reals`], NVlabs'
 //!   `FadeLOD`), so D sees reals and fakes equally blurred.
 
-use rand::Rng;
+use rand::{Rng, RngExt};
 
+use super::loss::{GrowingLoss, backward_params, mirror, sanitize_grads};
 use crate::nn::ParamStore;
 use crate::ops::resize::{avg_pool2d, resize_nearest};
+use crate::optim::{Adam, AdamConfig, Ema, Optimizer};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -495,5 +497,275 @@ mod tests {
             .validate(3)
             .is_err()
         );
+    }
+}
+
+// ---- the training step ---------------------------------------------------------------------------
+
+/// How G_ema's β is chosen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EmaRule {
+    /// A fixed β per minibatch (ProGAN's `G_smoothing` 0.999).
+    Beta(f64),
+    /// Half-life in thousands of images (StyleGAN 1's `G_smoothing_kimg` 10).
+    HalfLifeKimg(f64),
+}
+
+/// Everything of a progressive run's training step (NVlabs' `train.py` arguments).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgressiveConfig {
+    pub schedule: GrowthSchedule,
+    pub loss: GrowingLoss,
+    /// Base learning rates (the schedule may override them per resolution).
+    pub g_lr: f64,
+    pub d_lr: f64,
+    /// Adam β1, β2 (0, 0.99) and ε 1e-8.
+    pub betas: (f64, f64),
+    pub ema: EmaRule,
+    /// x-flip each real with probability ½ (all five channels).
+    pub mirror: bool,
+    /// Clear the optimisers when a fade-in starts or ends (`reset_opt_for_new_lod`).
+    pub reset_opt_for_new_lod: bool,
+}
+
+impl ProgressiveConfig {
+    /// ProGAN's `train.py`: WGAN-GP, lr 0.001, Adam (0, 0.99), G_smoothing 0.999, optimisers
+    /// reset per level of detail.
+    pub fn progan(schedule: GrowthSchedule) -> ProgressiveConfig {
+        ProgressiveConfig {
+            schedule,
+            loss: GrowingLoss::PROGAN,
+            g_lr: 0.001,
+            d_lr: 0.001,
+            betas: (0.0, 0.99),
+            ema: EmaRule::Beta(0.999),
+            mirror: true,
+            reset_opt_for_new_lod: true,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.schedule.validate()?;
+        self.loss.validate()?;
+        for (name, v) in [
+            ("G learning rate", self.g_lr),
+            ("D learning rate", self.d_lr),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::invalid(
+                    "ProgressiveConfig",
+                    format!("{name} must be a number > 0, not {v}"),
+                ));
+            }
+        }
+        match self.ema {
+            EmaRule::Beta(b) if !(0.0..1.0).contains(&b) => Err(Error::invalid(
+                "ProgressiveConfig",
+                format!("EMA β {b} must lie in [0, 1)"),
+            )),
+            EmaRule::HalfLifeKimg(k) if !(k.is_finite() && k > 0.0) => Err(Error::invalid(
+                "ProgressiveConfig",
+                format!("EMA half-life {k} kimg must be > 0"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What one step reports.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProgressiveStats {
+    pub g_loss: f64,
+    pub d_loss: f64,
+    /// WGAN-GP's (‖∇D‖ − 1)² or R1's ‖∇D‖², before their weights.
+    pub penalty: f64,
+    pub growth: Growth,
+    pub batch: usize,
+}
+
+/// G, D, their optimisers, G_ema and the schedule's state: NVlabs' training loop of both
+/// growing GANs. Per minibatch (as `train.py` with `D_repeats` 1): update the schedule every
+/// `minibatch_repeats` minibatches (resetting the optimisers when the level of detail crosses an
+/// integer), one D step on a fresh minibatch of reals and latents, one G step on fresh latents,
+/// then the G_ema update.
+pub struct ProgressiveCore {
+    pub g: Box<dyn GrowingGenerator>,
+    pub d: Box<dyn GrowingDiscriminator>,
+    pub g_opt: Adam,
+    pub d_opt: Adam,
+    pub g_ema: Ema,
+    pub config: ProgressiveConfig,
+    pub cur_nimg: u64,
+    pub batch_idx: u64,
+    /// The schedule in force (set every `minibatch_repeats` steps).
+    pub sched: ScheduleAt,
+    /// lod at the last schedule update (None before the first).
+    pub prev_lod: Option<f64>,
+}
+
+fn reset_optimizer(opt: &dyn Optimizer) -> Result<()> {
+    for (_, t) in opt.state_tensors() {
+        t.assign(&t.zeros_like())?;
+    }
+    Ok(())
+}
+
+impl ProgressiveCore {
+    pub fn new(
+        g: Box<dyn GrowingGenerator>,
+        d: Box<dyn GrowingDiscriminator>,
+        config: ProgressiveConfig,
+    ) -> Result<ProgressiveCore> {
+        config.validate()?;
+        let top = config.schedule.top_level();
+        if g.top_level() != top || d.top_level() != top {
+            return Err(Error::invalid(
+                "ProgressiveCore",
+                format!(
+                    "the schedule grows to {}×{}, but G and D are built for {}×{} and {}×{}",
+                    config.schedule.final_resolution,
+                    config.schedule.final_resolution,
+                    4usize << g.top_level(),
+                    4usize << g.top_level(),
+                    4usize << d.top_level(),
+                    4usize << d.top_level()
+                ),
+            ));
+        }
+        let adam = |store: &ParamStore, lr: f64| {
+            Adam::new(
+                store,
+                AdamConfig::adam(lr)
+                    .with_betas(config.betas.0, config.betas.1)
+                    .with_eps(1e-8),
+            )
+        };
+        let g_opt = adam(g.store(), config.g_lr)?;
+        let d_opt = adam(d.store(), config.d_lr)?;
+        let g_ema = match config.ema {
+            EmaRule::Beta(b) => Ema::with_beta(g.store(), b)?,
+            EmaRule::HalfLifeKimg(k) => Ema::half_life(g.store(), k, None)?,
+        };
+        let sched = config.schedule.at(0);
+        Ok(ProgressiveCore {
+            g,
+            d,
+            g_opt,
+            d_opt,
+            g_ema,
+            config,
+            cur_nimg: 0,
+            batch_idx: 0,
+            sched,
+            prev_lod: None,
+        })
+    }
+
+    /// The schedule for the coming step: re-evaluated every `minibatch_repeats` steps, with the
+    /// optimisers reset and the learning rates set as NVlabs' loop does there.
+    pub fn plan(&mut self) -> Result<ScheduleAt> {
+        if self
+            .batch_idx
+            .is_multiple_of(self.config.schedule.minibatch_repeats)
+        {
+            let s = self.config.schedule.at(self.cur_nimg);
+            if self.config.reset_opt_for_new_lod
+                && GrowthSchedule::resets_optimizers(self.prev_lod, s.lod)
+            {
+                reset_optimizer(&self.g_opt)?;
+                reset_optimizer(&self.d_opt)?;
+            }
+            let r = s.growth.resolution();
+            self.g_opt
+                .set_lr(self.config.schedule.lr_at(r, self.config.g_lr));
+            self.d_opt
+                .set_lr(self.config.schedule.lr_at(r, self.config.d_lr));
+            self.prev_lod = Some(s.lod);
+            self.sched = s;
+        }
+        Ok(self.sched)
+    }
+
+    /// Full-resolution reals → the D input at `growth`: mirrored, pooled to the level, faded.
+    pub fn process_reals(
+        &self,
+        reals: &Tensor,
+        growth: Growth,
+        rng: &mut dyn Rng,
+    ) -> Result<Tensor> {
+        let x = if self.config.mirror {
+            let n = reals.shape().first().copied().unwrap_or(0);
+            let flips: Vec<bool> = (0..n).map(|_| rng.random::<bool>()).collect();
+            mirror(reals, &flips)?
+        } else {
+            reals.clone()
+        };
+        fade_reals(&reals_at_level(&x, growth.level)?, growth.alpha)
+    }
+
+    /// One minibatch: [`ProgressiveCore::plan`], then `draw(batch)` gives that many
+    /// full-resolution reals [batch, C, R, R]; D step, G step, G_ema.
+    pub fn step(
+        &mut self,
+        draw: &mut dyn FnMut(usize) -> Result<Tensor>,
+        rng: &mut dyn Rng,
+    ) -> Result<ProgressiveStats> {
+        let s = self.plan()?;
+        let (growth, b) = (s.growth, s.batch);
+        let reals = draw(b)?;
+        if reals.shape().first() != Some(&b) {
+            return Err(Error::shape(
+                "ProgressiveCore::step",
+                format!("reals {:?} must hold a batch of {b}", reals.shape()),
+            ));
+        }
+        let reals = self.process_reals(&reals, growth, rng)?;
+        let dtype = self.g.store().dtype();
+        let z_dim = self.g.z_dim();
+        let device = reals.device();
+
+        // D
+        let z = Tensor::randn(&[b, z_dim], dtype, &mut &mut *rng).to_device(device)?;
+        let fakes = {
+            let _off = crate::autograd::no_grad_guard();
+            self.g.forward_train(&z, growth, true, rng)?.detach()
+        };
+        let d_store = self.d.store().clone();
+        d_store.zero_grad();
+        let d = &self.d;
+        let dfn = |x: &Tensor| d.forward(x, growth);
+        let (d_loss, d_stats) = self.config.loss.d_loss(&dfn, &reals, &fakes, rng)?;
+        backward_params(&d_loss, &d_store.trainable_tensors())?;
+        sanitize_grads(&d_store)?;
+        self.d_opt.step()?;
+        d_store.zero_grad();
+        self.cur_nimg += b as u64;
+
+        // G
+        let g_store = self.g.store().clone();
+        g_store.zero_grad();
+        let g_loss = {
+            let _on = crate::autograd::set_grad_enabled(true);
+            let z = Tensor::randn(&[b, z_dim], dtype, &mut &mut *rng).to_device(device)?;
+            let fakes = self.g.forward_train(&z, growth, true, rng)?;
+            let loss = self.config.loss.g_loss(&self.d.forward(&fakes, growth)?)?;
+            backward_params(&loss, &g_store.trainable_tensors())?;
+            loss.item()?
+        };
+        sanitize_grads(&g_store)?;
+        self.g_opt.step()?;
+        g_store.zero_grad();
+        match self.config.ema {
+            EmaRule::Beta(beta) => self.g_ema.update_with_beta(self.g.store(), beta)?,
+            EmaRule::HalfLifeKimg(_) => self.g_ema.update(self.g.store(), self.cur_nimg, b)?,
+        }
+        self.batch_idx += 1;
+        Ok(ProgressiveStats {
+            g_loss,
+            d_loss: d_stats.loss,
+            penalty: d_stats.penalty,
+            growth,
+            batch: b,
+        })
     }
 }

@@ -22,6 +22,7 @@ pub mod growing;
 pub mod layers;
 pub mod loss;
 pub mod mapping;
+pub mod progan;
 pub mod stylegan1;
 pub mod stylegan1_disc;
 pub mod stylegan2;
