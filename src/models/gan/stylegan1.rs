@@ -32,8 +32,13 @@ use std::f64::consts::SQRT_2;
 use rand::{Rng, RngExt};
 
 use super::GanConfig;
-use super::growing::{GrowingGenerator, Growth, Truncation, fade_rgb, top_level_for, upsample2x};
+use super::growing::{
+    EmaRule, GrowingGenerator, Growth, GrowthSchedule, ProgressiveConfig, Truncation, fade_rgb,
+    top_level_for, upsample2x,
+};
 use super::layers::Noise;
+use super::loss::GrowingLoss;
+use crate::io::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::nn::{EqualizedConfig, EqualizedConv2d, EqualizedLinear, Init, ParamStore, Scope};
 use crate::ops::Conv2dParams;
 use crate::ops::norm::instance_norm;
@@ -53,6 +58,12 @@ pub const TRUNCATION_PSI: f64 = 0.7;
 pub const TRUNCATION_CUTOFF: usize = 8;
 /// Smallest output resolution of a fused (transposed-conv) up-sampling (`fused_scale='auto'`).
 pub const FUSED_SCALE_FROM: usize = 128;
+/// The checkpoint's `model` value.
+pub const MODEL_NAME: &str = "stylegan1";
+/// R1 weight of `D_logistic_simplegp` in NVlabs' `train.py`.
+pub const R1_GAMMA: f64 = 10.0;
+/// Half-life of G_ema in thousands of images (`G_smoothing_kimg`).
+pub const G_SMOOTHING_KIMG: f64 = 10.0;
 /// ε of pixel norm and instance norm.
 const NORM_EPS: f64 = 1e-8;
 /// Negative slope of every leaky ReLU.
@@ -97,6 +108,85 @@ fn conv(vs: &Scope, cin: usize, cout: usize, k: usize, gain: f64) -> Result<Equa
         Conv2dParams::same(k),
         EqualizedConfig::default().with_gain(gain).without_bias(),
     )
+}
+
+/// The sizes StyleGAN 1 uses of a [`GanConfig`], checked; it has no conv clamping.
+pub fn check_config(config: &GanConfig) -> Result<()> {
+    config.validate()?;
+    if let Some(c) = config.conv_clamp {
+        return Err(Error::invalid(
+            "StyleGAN1",
+            format!("StyleGAN 1 clamps no conv outputs; conv_clamp must be None, not {c}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The sizes as checkpoint metadata (`model` = [`MODEL_NAME`] included).
+pub fn write_metadata(config: &GanConfig, w: &mut CheckpointWriter) {
+    w.set_metadata("model", MODEL_NAME);
+    for (k, v) in [
+        ("z_dim", config.z_dim),
+        ("w_dim", config.w_dim),
+        ("resolution", config.resolution),
+        ("channels", config.channels),
+        ("channel_base", config.channel_base),
+        ("channel_max", config.channel_max),
+        ("mapping_layers", config.mapping_layers),
+        ("mbstd_group", config.mbstd_group),
+    ] {
+        w.set_metadata(k, v.to_string());
+    }
+}
+
+/// The sizes a StyleGAN 1 checkpoint records; another model is an error.
+pub fn config_from_checkpoint(ck: &Checkpoint) -> Result<GanConfig> {
+    let path = ck.path().display().to_string();
+    let bad = |msg: String| Error::invalid("StyleGAN1", format!("{path}: {msg}"));
+    if ck.meta("model") != Some(MODEL_NAME) {
+        return Err(bad(format!(
+            "model {:?} is not a StyleGAN 1 checkpoint",
+            ck.meta("model")
+        )));
+    }
+    let num = |key: &str| -> Result<usize> {
+        let v = ck
+            .meta(key)
+            .ok_or_else(|| bad(format!("metadata lacks {key:?}")))?;
+        v.parse()
+            .map_err(|_| bad(format!("metadata {key:?} = {v:?} is not a count")))
+    };
+    let cfg = GanConfig {
+        z_dim: num("z_dim")?,
+        w_dim: num("w_dim")?,
+        resolution: num("resolution")?,
+        channels: num("channels")?,
+        channel_base: num("channel_base")?,
+        channel_max: num("channel_max")?,
+        mapping_layers: num("mapping_layers")?,
+        conv_clamp: None,
+        mbstd_group: num("mbstd_group")?,
+    };
+    check_config(&cfg)?;
+    Ok(cfg)
+}
+
+impl ProgressiveConfig {
+    /// NVlabs' StyleGAN `train.py`: non-saturating logistic loss with R1 (γ 10) every step, base
+    /// learning rate 0.001 (the schedule sets its per-resolution rates), Adam (0, 0.99, ε 1e-8),
+    /// G_ema half-life 10 kimg, mirror augmentation, optimisers reset per level of detail.
+    pub fn stylegan1(schedule: GrowthSchedule) -> ProgressiveConfig {
+        ProgressiveConfig {
+            schedule,
+            loss: GrowingLoss::stylegan1(R1_GAMMA),
+            g_lr: 0.001,
+            d_lr: 0.001,
+            betas: (0.0, 0.99),
+            ema: EmaRule::HalfLifeKimg(G_SMOOTHING_KIMG),
+            mirror: true,
+            reset_opt_for_new_lod: true,
+        }
+    }
 }
 
 /// `G_mapping`: z → w [N, w_dim] (not broadcast), with the tracked mean `dlatent_avg`.
@@ -333,7 +423,7 @@ impl StyleGan1Generator {
         config: &GanConfig,
         fused_from: usize,
     ) -> Result<StyleGan1Generator> {
-        config.validate()?;
+        check_config(config)?;
         let root = store.root();
         let syn = root.sub("synthesis");
         let top = top_level_for(config.resolution)?;

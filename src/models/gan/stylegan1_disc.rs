@@ -97,7 +97,7 @@ impl StyleGan1Discriminator {
         config: &GanConfig,
         fused_from: usize,
     ) -> Result<StyleGan1Discriminator> {
-        config.validate()?;
+        super::stylegan1::check_config(config)?;
         let root = store.root();
         let top = top_level_for(config.resolution)?;
         let fromrgb = |level: usize, c: usize| -> Result<EqualizedConv2d> {
