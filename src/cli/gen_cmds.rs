@@ -21,11 +21,16 @@ use crate::io::json::Json;
 use crate::io::png::{MontageOptions, write_montage};
 use crate::models::diffusion::Sampler;
 use crate::models::gan::Arch;
+use crate::models::gan::growing::Truncation;
 use crate::tensor::{DType, Device, Tensor};
 use crate::train::diffusion::{
     DiffusionGenerator, DiffusionTrainConfig, EmaChoice, load_generator, train_diffusion,
 };
-use crate::train::gan::{AnyGenerator, GanProfile, GanTrainer};
+use crate::train::gan::progressive::config_json;
+use crate::train::gan::{
+    AnyGenerator, GanProfile, GanTrainer, GrowingArch, GrowingSampler, ProgressiveGanTrainer,
+    ProgressiveProfile,
+};
 use crate::train::profile::SegProfile;
 use crate::train::runner::{RunConfig, RunLength, StopReason, run};
 use crate::train::seg::check_device;
@@ -37,6 +42,8 @@ pub enum GenArch {
     StyleGan2,
     StyleGan3,
     Diffusion,
+    /// The progressively grown GANs (ProGAN, StyleGAN 1).
+    Growing(GrowingArch),
 }
 
 impl GenArch {
@@ -45,10 +52,13 @@ impl GenArch {
             "stylegan2" => Ok(GenArch::StyleGan2),
             "stylegan3" | "stylegan3-t" => Ok(GenArch::StyleGan3),
             "diffusion" => Ok(GenArch::Diffusion),
+            "progan" => Ok(GenArch::Growing(GrowingArch::ProGan)),
+            "stylegan1" => Ok(GenArch::Growing(GrowingArch::StyleGan1)),
             _ => Err(Error::invalid(
                 "train-gen",
                 format!(
-                    "'{s}' is not a generator architecture; use stylegan2, stylegan3 or diffusion"
+                    "'{s}' is not a generator architecture; use stylegan2, stylegan3, progan, \
+                     stylegan1 or diffusion"
                 ),
             )),
         }
@@ -59,6 +69,7 @@ impl GenArch {
             GenArch::StyleGan2 => "stylegan2",
             GenArch::StyleGan3 => "stylegan3",
             GenArch::Diffusion => "diffusion",
+            GenArch::Growing(a) => a.name(),
         }
     }
 }
@@ -280,6 +291,7 @@ fn cmd_train_gen(mut args: Args) -> Result<(), CliError> {
         GenArch::StyleGan2 => train_stylegan(Arch::StyleGan2, &req, &reals),
         GenArch::StyleGan3 => train_stylegan(Arch::StyleGan3, &req, &reals),
         GenArch::Diffusion => train_diffusion_arch(&req, &reals),
+        GenArch::Growing(a) => train_growing(a, &req, &reals),
     }
 }
 
@@ -424,7 +436,9 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
             ));
             made
         }
-        Some("stylegan2") | Some("stylegan3") if sampler.is_some() || weights.is_some() => {
+        Some("stylegan2") | Some("stylegan3") | Some("progan") | Some("stylegan1")
+            if sampler.is_some() || weights.is_some() =>
+        {
             return Err(usage(
                 "--sampler and --weights apply to diffusion checkpoints only",
             ));
@@ -433,11 +447,18 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
             let g = AnyGenerator::from_checkpoint(&ck)?;
             generate_stylegan(&g, n, psi, seed, batch, device, &out)?
         }
+        Some("progan") | Some("stylegan1") => {
+            let g = GrowingSampler::from_checkpoint(&ck)?;
+            // StyleGAN 1's layer cutoff (`--cutoff`) goes into `Truncation::cutoff` here
+            let trunc = Truncation { psi, cutoff: None };
+            generate_growing(&g, trunc, n, seed, batch, device, &out)?
+        }
         other => {
             return Err(CliError::Run(Error::Checkpoint {
                 path: ckpt.clone(),
                 msg: format!(
-                    "is a {} checkpoint, not a generator (stylegan2, stylegan3 or diffusion)",
+                    "is a {} checkpoint, not a generator (stylegan2, stylegan3, progan, \
+                     stylegan1 or diffusion)",
                     other.unwrap_or("unlabelled")
                 ),
             }));
@@ -469,9 +490,56 @@ pub fn generate_stylegan(
     if device != Device::Cpu {
         g.store().set_device(device);
     }
+    generate_with(
+        g.z_dim(),
+        &|z| g.sample(z, psi),
+        n,
+        seed,
+        batch,
+        device,
+        out,
+    )
+}
+
+/// [`generate_stylegan`] for a progressively grown GAN (at the growth of its checkpoint,
+/// upsampled to the final side).
+pub fn generate_growing(
+    g: &GrowingSampler,
+    trunc: Truncation,
+    n: usize,
+    seed: u64,
+    batch: usize,
+    device: Device,
+    out: &Path,
+) -> Result<PathBuf> {
+    if device != Device::Cpu {
+        g.g.store().set_device(device);
+    }
+    generate_with(
+        g.g.z_dim(),
+        &|z| g.sample(z, trunc),
+        n,
+        seed,
+        batch,
+        device,
+        out,
+    )
+}
+
+/// Sample `n` images (latents N(0, 1) from `seed`, `batch` at a time) into the store `out` and
+/// its montage; nothing stays behind on failure.
+fn generate_with(
+    z_dim: usize,
+    sample: &dyn Fn(&Tensor) -> Result<Tensor>,
+    n: usize,
+    seed: u64,
+    batch: usize,
+    device: Device,
+    out: &Path,
+) -> Result<PathBuf> {
     let cfg_res = {
-        let z = Tensor::zeros(&[1, g.z_dim()], DType::F32);
-        let probe = g.sample(&z.to_device(device)?, psi)?;
+        let z = Tensor::zeros(&[1, z_dim], DType::F32);
+        let probe = sample(&z.to_device(device)?)?;
         probe.shape().to_vec()
     };
     let (h, w) = (cfg_res[2], cfg_res[3]);
@@ -481,8 +549,8 @@ pub fn generate_stylegan(
     let mut done = 0;
     while done < n {
         let b = batch.min(n - done);
-        let z = Tensor::randn(&[b, g.z_dim()], DType::F32, &mut rng).to_device(device)?;
-        let img = g.sample(&z, psi)?;
+        let z = Tensor::randn(&[b, z_dim], DType::F32, &mut rng).to_device(device)?;
+        let img = sample(&z)?;
         let s = img.shape();
         let slices = synthetic_slices(&img.to_vec_f32()?, [s[0], s[1], s[2], s[3]], done)?;
         for sl in &slices {
@@ -499,6 +567,87 @@ pub fn generate_stylegan(
         return Err(e);
     }
     Ok(png)
+}
+
+/// `train-gen --arch progan|stylegan1`: the profile's [`ProgressiveTrainConfig`] with the
+/// options given.
+fn train_growing(arch: GrowingArch, req: &TrainRequest, reals: &[Slice]) -> Result<(), CliError> {
+    let profile = ProgressiveProfile::by_name(&req.profile_name, arch)?;
+    let mut cfg = profile.train_config(req.seed, req.device);
+    if let Some(b) = req.batch {
+        // one minibatch at every resolution
+        cfg.train.schedule.batch_base = b;
+        cfg.train.schedule.batch_per_resolution.clear();
+    }
+    if let Some(g) = req.gamma {
+        match &mut cfg.train.loss {
+            crate::models::gan::loss::GrowingLoss::LogisticR1 { gamma } => *gamma = g,
+            crate::models::gan::loss::GrowingLoss::WganGp { .. } => {
+                return Err(usage(
+                    "--gamma is StyleGAN's R1 weight; the Progressive GAN uses WGAN-GP (lambda 10)",
+                ));
+            }
+        }
+    }
+    if let Some(lr) = req.g_lr {
+        cfg.train.g_lr = lr;
+    }
+    if let Some(lr) = req.d_lr {
+        cfg.train.d_lr = lr;
+    }
+    let length = req
+        .length
+        .unwrap_or(RunLength::Images((profile.kimg * 1000.0).round() as u64));
+    let time_limit = req.time_limit.unwrap_or(profile.time_limit);
+    let sample_kimg = req.sample_every_kimg.unwrap_or(profile.sample_every_kimg);
+    std::fs::create_dir_all(&req.out).map_err(|e| Error::io(&req.out, e))?;
+    let mut fields = config_json(&cfg);
+    fields.extend([
+        (
+            "length",
+            match length {
+                RunLength::Images(i) => Json::str(format!("{} kimg", i as f64 / 1000.0)),
+                RunLength::Steps(s) => Json::str(format!("{s} steps")),
+            },
+        ),
+        (
+            "time_limit_s",
+            time_limit.map_or(Json::Null, |t| Json::num(t.as_secs_f64())),
+        ),
+        ("sample_every_kimg", Json::num(sample_kimg)),
+        ("training_slices", Json::num(reals.len() as f64)),
+    ]);
+    write_atomic(
+        req.out.join("config.json"),
+        Json::obj(fields).to_pretty().as_bytes(),
+    )?;
+    let first_batch = cfg.train.schedule.batch_at(4).max(1) as u64;
+    let mut trainer = ProgressiveGanTrainer::new(cfg, reals, Some(req.out.clone()))?;
+    trainer.sample_every_images = (sample_kimg * 1000.0).round() as u64;
+    let mut rc = RunConfig::new(&req.out, length);
+    rc.time_limit = time_limit;
+    rc.log_every = 10;
+    rc.val_every = (trainer.sample_every_images / first_batch).max(1);
+    let o = run(&mut trainer, &rc, &mut |s| log_line(s))?;
+    log_line(&format!(
+        "{}: {} steps, {:.2} kimg, {:.1} img/s this session, now at {}x{} (alpha {:.3}); state \
+         in {}",
+        arch.name(),
+        o.steps_done,
+        o.images_done as f64 / 1000.0,
+        o.images_per_second,
+        trainer.schedule_state().growth.resolution(),
+        trainer.schedule_state().growth.resolution(),
+        trainer.schedule_state().growth.alpha,
+        o.last_checkpoint.display()
+    ));
+    if o.stopped == StopReason::Interrupted {
+        return Err(CliError::Interrupted(format!(
+            "the training state is in {}",
+            o.last_checkpoint.display()
+        )));
+    }
+    Ok(())
 }
 
 /// `train-gen --arch diffusion`: the profile's [`DiffusionTrainConfig`] with the options given.
