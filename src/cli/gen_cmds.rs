@@ -147,7 +147,9 @@ Options:
   --checkpoint FILE  generator checkpoint (required)
   --n N              images to make, at least 1 (required)
   --out FILE         slice store to write (required)
-  --psi P            truncation psi (default 1: none, as the study)
+  --psi P            truncation psi (default 1: none, as the study; StyleGAN 1: 0.7, NVlabs'
+                     and the study's)
+  --cutoff L         StyleGAN 1 only: truncate the first L style layers (default 8, NVlabs')
   --seed S           latent seed (default 0)
   --batch B          images per forward pass (default 16)
   --sampler S        diffusion only: ancestral (every step, the study's; default),
@@ -393,7 +395,8 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
         .parse("--n")?
         .ok_or_else(|| usage("generate needs --n"))?;
     let out = PathBuf::from(args.required("--out")?);
-    let psi = args.parse_or("--psi", 1.0f64)?;
+    let psi_arg: Option<f64> = args.parse("--psi")?;
+    let cutoff: Option<usize> = args.parse("--cutoff")?;
     let seed = args.parse_or("--seed", 0u64)?;
     let batch = args.parse_or("--batch", 16usize)?;
     let sampler = args
@@ -412,10 +415,20 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
     if batch == 0 {
         return Err(usage("--batch must be at least 1"));
     }
-    if !psi.is_finite() {
-        return Err(usage(format!("--psi must be a finite number, not {psi}")));
+    if let Some(p) = psi_arg.filter(|p| !p.is_finite()) {
+        return Err(usage(format!("--psi must be a finite number, not {p}")));
     }
     let ck = Checkpoint::open(&ckpt)?;
+    let is_sg1 = ck.meta("model") == Some(crate::models::gan::stylegan1::MODEL_NAME);
+    if cutoff.is_some() && !is_sg1 {
+        return Err(usage("--cutoff applies to StyleGAN 1 checkpoints only"));
+    }
+    // the study sampled StyleGAN 1 with NVlabs' ψ 0.7 and the others untruncated
+    let psi = psi_arg.unwrap_or(if is_sg1 {
+        crate::models::gan::stylegan1::TRUNCATION_PSI
+    } else {
+        1.0
+    });
     // the one architecture dispatch of generate
     let made = match ck.meta("model") {
         Some(crate::train::diffusion::KIND) => {
@@ -449,8 +462,7 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
         }
         Some("progan") | Some("stylegan1") => {
             let g = GrowingSampler::from_checkpoint(&ck)?;
-            // StyleGAN 1's layer cutoff (`--cutoff`) goes into `Truncation::cutoff` here
-            let trunc = Truncation { psi, cutoff: None };
+            let trunc = Truncation { psi, cutoff };
             generate_growing(&g, trunc, n, seed, batch, device, &out)?
         }
         other => {

@@ -37,6 +37,8 @@ use crate::models::gan::growing::{
     ProgressiveCore, ScheduleAt, Truncation, upsample2x,
 };
 use crate::models::gan::progan::{self, ProGanConfig, ProGanDiscriminator, ProGanGenerator};
+use crate::models::gan::stylegan1;
+use crate::models::gan::{GanConfig, StyleGan1Discriminator, StyleGan1Generator};
 use crate::nn::ParamStore;
 use crate::optim::Optimizer;
 use crate::tensor::{DType, Device, Tensor};
@@ -65,30 +67,36 @@ impl GrowingArch {
 #[derive(Clone, Debug, PartialEq)]
 pub enum GrowingNet {
     ProGan(ProGanConfig),
+    /// StyleGAN 1's sizes (`conv_clamp` None).
+    StyleGan1(GanConfig),
 }
 
 impl GrowingNet {
     pub fn arch(&self) -> GrowingArch {
         match self {
             GrowingNet::ProGan(_) => GrowingArch::ProGan,
+            GrowingNet::StyleGan1(_) => GrowingArch::StyleGan1,
         }
     }
 
     pub fn resolution(&self) -> usize {
         match self {
             GrowingNet::ProGan(c) => c.resolution,
+            GrowingNet::StyleGan1(c) => c.resolution,
         }
     }
 
     pub fn channels(&self) -> usize {
         match self {
             GrowingNet::ProGan(c) => c.channels,
+            GrowingNet::StyleGan1(c) => c.channels,
         }
     }
 
     pub fn validate(&self) -> Result<()> {
         match self {
             GrowingNet::ProGan(c) => c.validate(),
+            GrowingNet::StyleGan1(c) => stylegan1::check_config(c),
         }
     }
 
@@ -96,6 +104,7 @@ impl GrowingNet {
     pub fn generator(&self, store: &ParamStore) -> Result<Box<dyn GrowingGenerator>> {
         Ok(match self {
             GrowingNet::ProGan(c) => Box::new(ProGanGenerator::new(store, c)?),
+            GrowingNet::StyleGan1(c) => Box::new(StyleGan1Generator::new(store, c)?),
         })
     }
 
@@ -103,6 +112,7 @@ impl GrowingNet {
     pub fn discriminator(&self, store: &ParamStore) -> Result<Box<dyn GrowingDiscriminator>> {
         Ok(match self {
             GrowingNet::ProGan(c) => Box::new(ProGanDiscriminator::new(store, c)?),
+            GrowingNet::StyleGan1(c) => Box::new(StyleGan1Discriminator::new(store, c)?),
         })
     }
 
@@ -110,6 +120,7 @@ impl GrowingNet {
     pub fn write_metadata(&self, w: &mut CheckpointWriter) {
         match self {
             GrowingNet::ProGan(c) => c.write_metadata(w),
+            GrowingNet::StyleGan1(c) => stylegan1::write_metadata(c, w),
         }
     }
 
@@ -117,10 +128,13 @@ impl GrowingNet {
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<GrowingNet> {
         match ck.meta("model") {
             Some(progan::MODEL_NAME) => Ok(GrowingNet::ProGan(ProGanConfig::from_checkpoint(ck)?)),
+            Some(stylegan1::MODEL_NAME) => Ok(GrowingNet::StyleGan1(
+                stylegan1::config_from_checkpoint(ck)?,
+            )),
             other => Err(Error::Checkpoint {
                 path: ck.path().to_path_buf(),
                 msg: format!(
-                    "model {other:?} is not a progressively grown GAN this build knows (progan)"
+                    "model {other:?} is not a progressively grown GAN this build knows (progan, stylegan1)"
                 ),
             }),
         }
@@ -135,6 +149,16 @@ impl GrowingNet {
                 ("channels", Json::num(c.channels as f64)),
                 ("fmap_base", Json::num(c.fmap_base as f64)),
                 ("fmap_max", Json::num(c.fmap_max as f64)),
+                ("mbstd_group", Json::num(c.mbstd_group as f64)),
+            ],
+            GrowingNet::StyleGan1(c) => vec![
+                ("z_dim", Json::num(c.z_dim as f64)),
+                ("w_dim", Json::num(c.w_dim as f64)),
+                ("resolution", Json::num(c.resolution as f64)),
+                ("channels", Json::num(c.channels as f64)),
+                ("channel_base", Json::num(c.channel_base as f64)),
+                ("channel_max", Json::num(c.channel_max as f64)),
+                ("mapping_layers", Json::num(c.mapping_layers as f64)),
                 ("mbstd_group", Json::num(c.mbstd_group as f64)),
             ],
         }
@@ -600,7 +624,7 @@ impl ProgressiveProfile {
                     grid: 6,
                 })
             }
-            GrowingArch::StyleGan1 => Err(no_stylegan1()),
+            GrowingArch::StyleGan1 => Ok(stylegan1_quick()),
         }
     }
 
@@ -643,7 +667,7 @@ impl ProgressiveProfile {
                     grid: 8,
                 })
             }
-            GrowingArch::StyleGan1 => Err(no_stylegan1()),
+            GrowingArch::StyleGan1 => Ok(stylegan1_paper()),
         }
     }
 
@@ -671,11 +695,85 @@ impl ProgressiveProfile {
     }
 }
 
-fn no_stylegan1() -> Error {
-    Error::invalid(
-        "train-gen",
-        "StyleGAN 1 networks are not part of this build yet",
-    )
+/// StyleGAN 1's quick profile: 64×64 networks of the ProGAN quick widths (z = w = 128, 8
+/// mapping layers, 64 channels at 4…32, 32 at 64), NVlabs' start at 8×8, 1.2 kimg stable +
+/// 1.2 kimg fade-in per level (64×64 stable after 7.2 kimg), batch 16, ten minutes.
+fn stylegan1_quick() -> ProgressiveProfile {
+    let net = GanConfig {
+        z_dim: 128,
+        w_dim: 128,
+        resolution: 64,
+        channels: CHANNELS,
+        channel_base: 2048,
+        channel_max: 64,
+        mapping_layers: 8,
+        conv_clamp: None,
+        mbstd_group: 4,
+    };
+    let schedule = GrowthSchedule {
+        final_resolution: 64,
+        initial_resolution: 8,
+        training_kimg: 1.2,
+        transition_kimg: 1.2,
+        batch_base: 16,
+        batch_per_resolution: vec![],
+        lr_per_resolution: vec![],
+        minibatch_repeats: 4,
+    };
+    ProgressiveProfile {
+        name: "quick",
+        net: GrowingNet::StyleGan1(net),
+        train: ProgressiveConfig::stylegan1(schedule),
+        kimg: 20.0,
+        time_limit: Some(Duration::from_secs(10 * 60)),
+        sample_every_kimg: 1.2,
+        grid: 6,
+    }
+}
+
+/// StyleGAN 1 as NVlabs' `train.py` trains it, at 256×256: z = w = 512, 8 mapping layers,
+/// fmap_base 8192 / fmap_max 512 (channel_base 16384 here), start at 8×8, 600 kimg stable +
+/// 600 kimg fade-in per level, the single-GPU minibatches {4: 128, 8: 128, 16: 128, 32: 64,
+/// 64: 32, 128: 16, 256: 8}, learning rates 0.001 ({128: 0.0015, 256: 0.002}), 25000 kimg.
+fn stylegan1_paper() -> ProgressiveProfile {
+    let net = GanConfig {
+        z_dim: 512,
+        w_dim: 512,
+        resolution: 256,
+        channels: CHANNELS,
+        channel_base: 16384,
+        channel_max: 512,
+        mapping_layers: 8,
+        conv_clamp: None,
+        mbstd_group: 4,
+    };
+    let schedule = GrowthSchedule {
+        final_resolution: 256,
+        initial_resolution: 8,
+        training_kimg: 600.0,
+        transition_kimg: 600.0,
+        batch_base: 4,
+        batch_per_resolution: vec![
+            (4, 128),
+            (8, 128),
+            (16, 128),
+            (32, 64),
+            (64, 32),
+            (128, 16),
+            (256, 8),
+        ],
+        lr_per_resolution: vec![(128, 0.0015), (256, 0.002)],
+        minibatch_repeats: 4,
+    };
+    ProgressiveProfile {
+        name: "paper",
+        net: GrowingNet::StyleGan1(net),
+        train: ProgressiveConfig::stylegan1(schedule),
+        kimg: 25000.0,
+        time_limit: None,
+        sample_every_kimg: 200.0,
+        grid: 8,
+    }
 }
 
 /// The settings of a progressive run for `config.json`.
