@@ -76,9 +76,10 @@ impl GenArch {
 
 pub const TRAIN_GEN: Command = Command {
     name: "train-gen",
-    summary: "train a StyleGAN2 or StyleGAN3-T on the training subjects of a slice store",
+    summary: "train a GAN (StyleGAN2, StyleGAN3-T, ProGAN) or a diffusion model on the training subjects of a slice store",
     help: "\
-Usage: brainsynth train-gen --arch stylegan2|stylegan3|diffusion --store FILE --out DIR [options]
+Usage: brainsynth train-gen --arch stylegan2|stylegan3|progan|stylegan1|diffusion --store FILE
+       --out DIR [options]
 
 Train a generator of 5-channel slices (T1, T1ce, T2, FLAIR, annotation) on the slices of the
 training subjects of FILE (the test subjects of the subject split, the same split as train-seg,
@@ -101,6 +102,18 @@ respaced sampler. Its profiles: quick 64x64, 32 channels (1,2,2,2), 1 res block,
 16 and 8, 1000 linear steps, batch 8, lr 2e-4, 10 minutes; paper the study's flags (256x256, 64
 channels, 3 res blocks, 4000 linear steps, batch 32, lr 1e-4).
 
+progan: NVlabs' progressive_growing_of_gans (G_paper / D_paper): grows from 4x4, each level
+trained stable then the next faded in (alpha 0 -> 1); WGAN-GP (lambda 10, drift 0.001), Adam
+lr 0.001 (0, 0.99) reset at each fade-in start and end, G_ema, mirror augmentation. The progress
+line's first value names the resolution and phase and gives alpha; samples show the current
+level, upsampled; last.safetensors keeps level, alpha and the schedule, so a run resumes
+mid-fade; generate samples a snapshot at its level. --batch sets one minibatch for every
+resolution; --gamma does not apply (WGAN-GP). Its profiles: quick 64x64, latent 128, fmap_base
+1024, fmap_max 64, 1 + 1 kimg per level, batch 16, G_ema beta 0.99, 20 kimg or 10 minutes,
+samples every kimg; paper 256x256, latent 512, fmap_base 8192, fmap_max 512, 600 + 600 kimg
+per level, batch {4-16: 128, 32: 64, 64: 32, 128: 16, 256: 8}, G_ema beta 0.999, 12000 kimg.
+stylegan1: accepted by the dispatch; its networks are not in this build yet.
+
 Profiles:
   quick   64x64, z = w = 128, cbase 1024, cmax 64 (channels 64 at 4..16, 32 at 32, 16 at 64),
           mapping 8 layers (stylegan3: 2), batch 8, gamma 0.1, 100 kimg or 10 minutes,
@@ -109,7 +122,8 @@ Profiles:
           (stylegan3: 2), batch 32, gamma 8, 25000 kimg, no time limit, samples every 200 kimg
 
 Options:
-  --arch A           stylegan2 or stylegan3 (stylegan3-t) (required)
+  --arch A           stylegan2, stylegan3 (stylegan3-t), progan, stylegan1 or diffusion
+                     (required)
   --store FILE       slice store written by `prepare`, of the profile's size (required)
   --out DIR          run folder (required)
   --profile P        quick or paper (default quick)
@@ -148,7 +162,7 @@ Options:
   --n N              images to make, at least 1 (required)
   --out FILE         slice store to write (required)
   --psi P            truncation psi (default 1: none, as the study; StyleGAN 1: 0.7, NVlabs'
-                     and the study's)
+                     and the study's; the Progressive GAN has none)
   --cutoff L         StyleGAN 1 only: truncate the first L style layers (default 8, NVlabs')
   --seed S           latent seed (default 0)
   --batch B          images per forward pass (default 16)
