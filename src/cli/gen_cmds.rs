@@ -112,7 +112,14 @@ resolution; --gamma does not apply (WGAN-GP). Its profiles: quick 64x64, latent 
 1024, fmap_max 64, 1 + 1 kimg per level, batch 16, G_ema beta 0.99, 20 kimg or 10 minutes,
 samples every kimg; paper 256x256, latent 512, fmap_base 8192, fmap_max 512, 600 + 600 kimg
 per level, batch {4-16: 128, 32: 64, 64: 32, 128: 16, 256: 8}, G_ema beta 0.999, 12000 kimg.
-stylegan1: accepted by the dispatch; its networks are not in this build yet.
+stylegan1: NVlabs' stylegan (G_style / D_basic): 8-layer mapping, AdaIN with noise inputs, grows
+from 8x8 as progan does; non-saturating logistic loss with R1 (gamma 10) every step, Adam lr
+0.001 (0, 0.99) reset at each fade-in start and end, style mixing 0.9, G_ema, mirror
+augmentation; generate truncates with psi 0.7 on the first 8 layers unless told otherwise. Its
+profiles: quick 64x64, z = w = 128, channels 64 (32 at 64x64), 0.8 + 0.8 kimg per level, batch
+16, G_ema half-life 0.3 kimg, 20 kimg or 10 minutes; paper 256x256, z = w = 512, fmap_base
+8192, fmap_max 512, 600 + 600 kimg per level, batch {4-16: 128, 32: 64, 64: 32, 128: 16,
+256: 8}, lr {128: 0.0015, 256: 0.002}, G_ema half-life 10 kimg, 25000 kimg.
 
 Profiles:
   quick   64x64, z = w = 128, cbase 1024, cmax 64 (channels 64 at 4..16, 32 at 32, 16 at 64),
