@@ -362,7 +362,7 @@ fn r1_through_the_fading_discriminator_matches_finite_differences() {
     assert!(moved > compared / 2, "only {moved} of {compared} move R1");
     assert!(worst <= 1e-5, "∂R1/∂θ: {worst:.3e}");
     // and D's second derivative in its input, by check_grad2
-    let r = check_grad2(|v| d.forward(&v[0], growth), &[x.clone()], 1e-5).unwrap();
+    let r = check_grad2(|v| d.forward(&v[0], growth), std::slice::from_ref(&x), 1e-5).unwrap();
     assert_eq!(r.compared, x.elem_count());
     assert!(r.max_err <= 1e-5, "second order in x: {:.3e}", r.max_err);
 }
