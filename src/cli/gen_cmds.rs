@@ -16,10 +16,15 @@ use crate::io::checkpoint::Checkpoint;
 use crate::io::json::Json;
 use crate::models::diffusion::Sampler;
 use crate::models::gan::Arch;
+use crate::models::gan::growing::Truncation;
 use crate::tensor::Device;
 use crate::train::diffusion::{DiffusionTrainConfig, EmaChoice, load_generator, train_diffusion};
-use crate::train::gan::{AnyGenerator, GanProfile, GanTrainer};
-use crate::train::generate::{generate_diffusion, generate_stylegan};
+use crate::train::gan::progressive::config_json;
+use crate::train::gan::{
+    AnyGenerator, GanProfile, GanTrainer, GrowingArch, GrowingSampler, ProgressiveGanTrainer,
+    ProgressiveProfile,
+};
+use crate::train::generate::{generate_diffusion, generate_growing, generate_stylegan};
 use crate::train::profile::SegProfile;
 use crate::train::runner::{RunConfig, RunLength, StopReason, run};
 use crate::train::seg::check_device;
@@ -31,6 +36,8 @@ pub enum GenArch {
     StyleGan2,
     StyleGan3,
     Diffusion,
+    /// The progressively grown GANs (ProGAN, StyleGAN 1).
+    Growing(GrowingArch),
 }
 
 impl GenArch {
@@ -39,10 +46,13 @@ impl GenArch {
             "stylegan2" => Ok(GenArch::StyleGan2),
             "stylegan3" | "stylegan3-t" => Ok(GenArch::StyleGan3),
             "diffusion" => Ok(GenArch::Diffusion),
+            "progan" => Ok(GenArch::Growing(GrowingArch::ProGan)),
+            "stylegan1" => Ok(GenArch::Growing(GrowingArch::StyleGan1)),
             _ => Err(Error::invalid(
                 "train-gen",
                 format!(
-                    "'{s}' is not a generator architecture; use stylegan2, stylegan3 or diffusion"
+                    "'{s}' is not a generator architecture; use stylegan2, stylegan3, progan, \
+                     stylegan1 or diffusion"
                 ),
             )),
         }
@@ -51,9 +61,10 @@ impl GenArch {
 
 pub const TRAIN_GEN: Command = Command {
     name: "train-gen",
-    summary: "train a StyleGAN2 or StyleGAN3-T on the training subjects of a slice store",
+    summary: "train a GAN (StyleGAN2, StyleGAN3-T, ProGAN) or a diffusion model on the training subjects of a slice store",
     help: "\
-Usage: brainsynth train-gen --arch stylegan2|stylegan3|diffusion --store FILE --out DIR [options]
+Usage: brainsynth train-gen --arch stylegan2|stylegan3|progan|stylegan1|diffusion --store FILE
+       --out DIR [options]
 
 Train a generator of 5-channel slices (T1, T1ce, T2, FLAIR, annotation) on the slices of the
 training subjects of FILE (the test subjects of the subject split, the same split as train-seg,
@@ -76,6 +87,25 @@ respaced sampler. Its profiles: quick 64x64, 32 channels (1,2,2,2), 1 res block,
 16 and 8, 1000 linear steps, batch 8, lr 2e-4, 10 minutes; paper the study's flags (256x256, 64
 channels, 3 res blocks, 4000 linear steps, batch 32, lr 1e-4).
 
+progan: NVlabs' progressive_growing_of_gans (G_paper / D_paper): grows from 4x4, each level
+trained stable then the next faded in (alpha 0 -> 1); WGAN-GP (lambda 10, drift 0.001), Adam
+lr 0.001 (0, 0.99) reset at each fade-in start and end, G_ema, mirror augmentation. The progress
+line's first value names the resolution and phase and gives alpha; samples show the current
+level, upsampled; last.safetensors keeps level, alpha and the schedule, so a run resumes
+mid-fade; generate samples a snapshot at its level. --batch sets one minibatch for every
+resolution; --gamma does not apply (WGAN-GP). Its profiles: quick 64x64, latent 128, fmap_base
+1024, fmap_max 64, 1 + 1 kimg per level, batch 16, G_ema beta 0.99, 20 kimg or 10 minutes,
+samples every kimg; paper 256x256, latent 512, fmap_base 8192, fmap_max 512, 600 + 600 kimg
+per level, batch {4-16: 128, 32: 64, 64: 32, 128: 16, 256: 8}, G_ema beta 0.999, 12000 kimg.
+stylegan1: NVlabs' stylegan (G_style / D_basic): 8-layer mapping, AdaIN with noise inputs, grows
+from 8x8 as progan does; non-saturating logistic loss with R1 (gamma 10) every step, Adam lr
+0.001 (0, 0.99) reset at each fade-in start and end, style mixing 0.9, G_ema, mirror
+augmentation; generate truncates with psi 0.7 on the first 8 layers unless told otherwise. Its
+profiles: quick 64x64, z = w = 128, channels 64 (32 at 64x64), 0.8 + 0.8 kimg per level, batch
+16, G_ema half-life 0.3 kimg, 20 kimg or 10 minutes; paper 256x256, z = w = 512, fmap_base
+8192, fmap_max 512, 600 + 600 kimg per level, batch {4-16: 128, 32: 64, 64: 32, 128: 16,
+256: 8}, lr {128: 0.0015, 256: 0.002}, G_ema half-life 10 kimg, 25000 kimg.
+
 Profiles:
   quick   64x64, z = w = 128, cbase 1024, cmax 64 (channels 64 at 4..16, 32 at 32, 16 at 64),
           mapping 8 layers (stylegan3: 2), batch 8, gamma 0.1, 100 kimg or 10 minutes,
@@ -84,7 +114,8 @@ Profiles:
           (stylegan3: 2), batch 32, gamma 8, 25000 kimg, no time limit, samples every 200 kimg
 
 Options:
-  --arch A           stylegan2 or stylegan3 (stylegan3-t) (required)
+  --arch A           stylegan2, stylegan3 (stylegan3-t), progan, stylegan1 or diffusion
+                     (required)
   --store FILE       slice store written by `prepare`, of the profile's size (required)
   --out DIR          run folder (required)
   --profile P        quick or paper (default quick)
@@ -122,7 +153,9 @@ Options:
   --checkpoint FILE  generator checkpoint (required)
   --n N              images to make, at least 1 (required)
   --out FILE         slice store to write (required)
-  --psi P            truncation psi (default 1: none, as the study)
+  --psi P            truncation psi (default 1: none, as the study; StyleGAN 1: 0.7, NVlabs'
+                     and the study's; the Progressive GAN has none)
+  --cutoff L         StyleGAN 1 only: truncate the first L style layers (default 8, NVlabs')
   --seed S           latent seed (default 0)
   --batch B          images per forward pass (default 16)
   --sampler S        diffusion only: ancestral (every step, the study's; default),
@@ -266,6 +299,7 @@ fn cmd_train_gen(mut args: Args) -> Result<(), CliError> {
         GenArch::StyleGan2 => train_stylegan(Arch::StyleGan2, &req, &reals),
         GenArch::StyleGan3 => train_stylegan(Arch::StyleGan3, &req, &reals),
         GenArch::Diffusion => train_diffusion_arch(&req, &reals),
+        GenArch::Growing(a) => train_growing(a, &req, &reals),
     }
 }
 
@@ -373,7 +407,8 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
         .parse("--n")?
         .ok_or_else(|| usage("generate needs --n"))?;
     let out = PathBuf::from(args.required("--out")?);
-    let psi = args.parse_or("--psi", 1.0f64)?;
+    let psi_arg: Option<f64> = args.parse("--psi")?;
+    let cutoff: Option<usize> = args.parse("--cutoff")?;
     let seed = args.parse_or("--seed", 0u64)?;
     let batch = args.parse_or("--batch", 16usize)?;
     let sampler = args
@@ -392,10 +427,20 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
     if batch == 0 {
         return Err(usage("--batch must be at least 1"));
     }
-    if !psi.is_finite() {
-        return Err(usage(format!("--psi must be a finite number, not {psi}")));
+    if let Some(p) = psi_arg.filter(|p| !p.is_finite()) {
+        return Err(usage(format!("--psi must be a finite number, not {p}")));
     }
     let ck = Checkpoint::open(&ckpt)?;
+    let is_sg1 = ck.meta("model") == Some(crate::models::gan::stylegan1::MODEL_NAME);
+    if cutoff.is_some() && !is_sg1 {
+        return Err(usage("--cutoff applies to StyleGAN 1 checkpoints only"));
+    }
+    // the study sampled StyleGAN 1 with NVlabs' ψ 0.7 and the others untruncated
+    let psi = psi_arg.unwrap_or(if is_sg1 {
+        crate::models::gan::stylegan1::TRUNCATION_PSI
+    } else {
+        1.0
+    });
     // the one architecture dispatch of generate
     let made = match ck.meta("model") {
         Some(crate::train::diffusion::KIND) => {
@@ -416,7 +461,9 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
             ));
             made
         }
-        Some("stylegan2") | Some("stylegan3") if sampler.is_some() || weights.is_some() => {
+        Some("stylegan2") | Some("stylegan3") | Some("progan") | Some("stylegan1")
+            if sampler.is_some() || weights.is_some() =>
+        {
             return Err(usage(
                 "--sampler and --weights apply to diffusion checkpoints only",
             ));
@@ -425,11 +472,17 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
             let g = AnyGenerator::from_checkpoint(&ck)?;
             generate_stylegan(&g, n, psi, seed, batch, device, &out)?
         }
+        Some("progan") | Some("stylegan1") => {
+            let g = GrowingSampler::from_checkpoint(&ck)?;
+            let trunc = Truncation { psi, cutoff };
+            generate_growing(&g, trunc, n, seed, batch, device, &out)?
+        }
         other => {
             return Err(CliError::Run(Error::Checkpoint {
                 path: ckpt.clone(),
                 msg: format!(
-                    "is a {} checkpoint, not a generator (stylegan2, stylegan3 or diffusion)",
+                    "is a {} checkpoint, not a generator (stylegan2, stylegan3, progan, \
+                     stylegan1 or diffusion)",
                     other.unwrap_or("unlabelled")
                 ),
             }));
@@ -440,6 +493,87 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
         out.display(),
         made.display()
     ));
+    Ok(())
+}
+
+/// `train-gen --arch progan|stylegan1`: the profile's [`ProgressiveTrainConfig`] with the
+/// options given.
+fn train_growing(arch: GrowingArch, req: &TrainRequest, reals: &[Slice]) -> Result<(), CliError> {
+    let profile = ProgressiveProfile::by_name(&req.profile_name, arch)?;
+    let mut cfg = profile.train_config(req.seed, req.device);
+    if let Some(b) = req.batch {
+        // one minibatch at every resolution
+        cfg.train.schedule.batch_base = b;
+        cfg.train.schedule.batch_per_resolution.clear();
+    }
+    if let Some(g) = req.gamma {
+        match &mut cfg.train.loss {
+            crate::models::gan::loss::GrowingLoss::LogisticR1 { gamma } => *gamma = g,
+            crate::models::gan::loss::GrowingLoss::WganGp { .. } => {
+                return Err(usage(
+                    "--gamma is StyleGAN's R1 weight; the Progressive GAN uses WGAN-GP (lambda 10)",
+                ));
+            }
+        }
+    }
+    if let Some(lr) = req.g_lr {
+        cfg.train.g_lr = lr;
+    }
+    if let Some(lr) = req.d_lr {
+        cfg.train.d_lr = lr;
+    }
+    let length = req
+        .length
+        .unwrap_or(RunLength::Images((profile.kimg * 1000.0).round() as u64));
+    let time_limit = req.time_limit.unwrap_or(profile.time_limit);
+    let sample_kimg = req.sample_every_kimg.unwrap_or(profile.sample_every_kimg);
+    std::fs::create_dir_all(&req.out).map_err(|e| Error::io(&req.out, e))?;
+    let mut fields = config_json(&cfg);
+    fields.extend([
+        (
+            "length",
+            match length {
+                RunLength::Images(i) => Json::str(format!("{} kimg", i as f64 / 1000.0)),
+                RunLength::Steps(s) => Json::str(format!("{s} steps")),
+            },
+        ),
+        (
+            "time_limit_s",
+            time_limit.map_or(Json::Null, |t| Json::num(t.as_secs_f64())),
+        ),
+        ("sample_every_kimg", Json::num(sample_kimg)),
+        ("training_slices", Json::num(reals.len() as f64)),
+    ]);
+    write_atomic(
+        req.out.join("config.json"),
+        Json::obj(fields).to_pretty().as_bytes(),
+    )?;
+    let first_batch = cfg.train.schedule.batch_at(4).max(1) as u64;
+    let mut trainer = ProgressiveGanTrainer::new(cfg, reals, Some(req.out.clone()))?;
+    trainer.sample_every_images = (sample_kimg * 1000.0).round() as u64;
+    let mut rc = RunConfig::new(&req.out, length);
+    rc.time_limit = time_limit;
+    rc.log_every = 10;
+    rc.val_every = (trainer.sample_every_images / first_batch).max(1);
+    let o = run(&mut trainer, &rc, &mut |s| log_line(s))?;
+    log_line(&format!(
+        "{}: {} steps, {:.2} kimg, {:.1} img/s this session, now at {}x{} (alpha {:.3}); state \
+         in {}",
+        arch.name(),
+        o.steps_done,
+        o.images_done as f64 / 1000.0,
+        o.images_per_second,
+        trainer.schedule_state().growth.resolution(),
+        trainer.schedule_state().growth.resolution(),
+        trainer.schedule_state().growth.alpha,
+        o.last_checkpoint.display()
+    ));
+    if o.stopped == StopReason::Interrupted {
+        return Err(CliError::Interrupted(format!(
+            "the training state is in {}",
+            o.last_checkpoint.display()
+        )));
+    }
     Ok(())
 }
 

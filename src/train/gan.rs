@@ -17,6 +17,13 @@
 //! T1, T1ce, T2, FLAIR and T1ce with the decoded annotation in colour; and
 //! `snapshot-<kimg>.safetensors` with the networks.
 
+pub mod progressive;
+
+pub use progressive::{
+    GrowingArch, GrowingNet, GrowingSampler, ProgressiveGanTrainer, ProgressiveProfile,
+    ProgressiveTrainConfig,
+};
+
 use std::path::PathBuf;
 use std::time::Duration;
 

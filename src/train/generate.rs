@@ -20,7 +20,8 @@ use crate::io::png::{MontageOptions, write_montage};
 use crate::models::diffusion::Sampler;
 use crate::tensor::{DType, Device, Tensor};
 use crate::train::diffusion::DiffusionGenerator;
-use crate::train::gan::AnyGenerator;
+use crate::models::gan::growing::Truncation;
+use crate::train::gan::{AnyGenerator, GrowingSampler};
 
 /// Where the montage of a store goes: `synth.store` → `synth.png`.
 pub fn montage_path(out: &Path) -> PathBuf {
@@ -40,9 +41,56 @@ pub fn generate_stylegan(
     if device != Device::Cpu {
         g.store().set_device(device);
     }
+    generate_with(
+        g.z_dim(),
+        &|z| g.sample(z, psi),
+        n,
+        seed,
+        batch,
+        device,
+        out,
+    )
+}
+
+/// [`generate_stylegan`] for a progressively grown GAN (at the growth of its checkpoint,
+/// upsampled to the final side).
+pub fn generate_growing(
+    g: &GrowingSampler,
+    trunc: Truncation,
+    n: usize,
+    seed: u64,
+    batch: usize,
+    device: Device,
+    out: &Path,
+) -> Result<PathBuf> {
+    if device != Device::Cpu {
+        g.g.store().set_device(device);
+    }
+    generate_with(
+        g.g.z_dim(),
+        &|z| g.sample(z, trunc),
+        n,
+        seed,
+        batch,
+        device,
+        out,
+    )
+}
+
+/// Sample `n` images (latents N(0, 1) from `seed`, `batch` at a time) into the store `out` and
+/// its montage; nothing stays behind on failure.
+fn generate_with(
+    z_dim: usize,
+    sample: &dyn Fn(&Tensor) -> Result<Tensor>,
+    n: usize,
+    seed: u64,
+    batch: usize,
+    device: Device,
+    out: &Path,
+) -> Result<PathBuf> {
     let cfg_res = {
-        let z = Tensor::zeros(&[1, g.z_dim()], DType::F32);
-        let probe = g.sample(&z.to_device(device)?, psi)?;
+        let z = Tensor::zeros(&[1, z_dim], DType::F32);
+        let probe = sample(&z.to_device(device)?)?;
         probe.shape().to_vec()
     };
     let (h, w) = (cfg_res[2], cfg_res[3]);
@@ -52,8 +100,8 @@ pub fn generate_stylegan(
     let mut done = 0;
     while done < n {
         let b = batch.min(n - done);
-        let z = Tensor::randn(&[b, g.z_dim()], DType::F32, &mut rng).to_device(device)?;
-        let img = g.sample(&z, psi)?;
+        let z = Tensor::randn(&[b, z_dim], DType::F32, &mut rng).to_device(device)?;
+        let img = sample(&z)?;
         let s = img.shape();
         let slices = synthetic_slices(&img.to_vec_f32()?, [s[0], s[1], s[2], s[3]], done)?;
         for sl in &slices {

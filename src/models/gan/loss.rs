@@ -22,7 +22,7 @@ use super::stylegan2::StyleGan2Generator;
 use super::stylegan3::StyleGan3Generator;
 use crate::autograd::{GradOptions, grad_with};
 use crate::nn::ParamStore;
-use crate::ops::loss::{path_length_penalty, r1_penalty_with};
+use crate::ops::loss::{path_length_penalty, r1_penalty, r1_penalty_with};
 use crate::ops::upfirdn::filter2d;
 use crate::optim::{Adam, AdamConfig, Ema, Optimizer, lazy_regularization};
 use crate::tensor::Tensor;
@@ -496,4 +496,151 @@ impl<G: StyleGenerator> GanTrainer<G> {
         self.batch_idx += 1;
         Ok(stats)
     }
+}
+
+// ---- progressive growing (ProGAN, StyleGAN 1) ---------------------------------------------------
+
+/// The losses of the progressively grown GANs, as NVlabs' TensorFlow `loss.py` of each.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GrowingLoss {
+    /// ProGAN's `G_wgan_acgan` / `D_wgangp_acgan` (unconditional): G −D(G(z)); D
+    /// D(G(z)) − D(x) + λ/t²·(‖∇D(x̃)‖ − t)² + ε·D(x)², x̃ = lerp(x, G(z), u), u ~ U[0, 1) per
+    /// image; all means over the batch.
+    WganGp {
+        lambda: f64,
+        epsilon: f64,
+        target: f64,
+    },
+    /// StyleGAN 1's `G_logistic_nonsaturating` / `D_logistic_simplegp`: G softplus(−D(G(z)));
+    /// D softplus(D(G(z))) + softplus(−D(x)) + γ/2·‖∇D(x)‖² (R1 every step).
+    LogisticR1 { gamma: f64 },
+}
+
+/// D's loss terms of one step (NaN where a loss lacks one).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GrowingDStats {
+    pub loss: f64,
+    /// The mean gradient penalty before its weight: (‖∇D(x̃)‖ − t)² or ‖∇D(x)‖².
+    pub penalty: f64,
+}
+
+impl GrowingLoss {
+    /// ProGAN's `iwass` settings: λ 10, ε_drift 0.001, target 1.
+    pub const PROGAN: GrowingLoss = GrowingLoss::WganGp {
+        lambda: 10.0,
+        epsilon: 0.001,
+        target: 1.0,
+    };
+
+    /// StyleGAN 1: R1 with γ (10 in NVlabs' `train.py`).
+    pub fn stylegan1(gamma: f64) -> GrowingLoss {
+        GrowingLoss::LogisticR1 { gamma }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        let good = match *self {
+            GrowingLoss::WganGp {
+                lambda,
+                epsilon,
+                target,
+            } => ok(lambda) && ok(epsilon) && target.is_finite() && target > 0.0,
+            GrowingLoss::LogisticR1 { gamma } => ok(gamma),
+        };
+        if !good {
+            return Err(Error::invalid(
+                "GrowingLoss",
+                format!("{self:?}: weights must be finite and >= 0, the WGAN target > 0"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// G's loss from D's scores of fakes.
+    pub fn g_loss(&self, fake_scores: &Tensor) -> Result<Tensor> {
+        match self {
+            GrowingLoss::WganGp { .. } => crate::ops::loss::wgan_g_loss(fake_scores),
+            GrowingLoss::LogisticR1 { .. } => crate::ops::loss::logistic_g_loss(fake_scores),
+        }
+    }
+
+    /// D's whole loss on `reals` and (detached) `fakes` of one shape, with D given as a closure
+    /// (so the gradient penalty differentiates through it, second order). `rng` draws the WGAN-GP
+    /// mixing factors.
+    pub fn d_loss(
+        &self,
+        d: &dyn Fn(&Tensor) -> Result<Tensor>,
+        reals: &Tensor,
+        fakes: &Tensor,
+        rng: &mut dyn Rng,
+    ) -> Result<(Tensor, GrowingDStats)> {
+        if reals.shape() != fakes.shape() || reals.rank() != 4 {
+            return Err(Error::shape(
+                "GrowingLoss",
+                format!(
+                    "reals {:?} and fakes {:?} must be [N, C, H, W] of one shape",
+                    reals.shape(),
+                    fakes.shape()
+                ),
+            ));
+        }
+        let _grad_on = crate::autograd::set_grad_enabled(true);
+        let fakes = fakes.detach();
+        match *self {
+            GrowingLoss::WganGp {
+                lambda,
+                epsilon,
+                target,
+            } => {
+                let fake_scores = d(&fakes)?;
+                let real_scores = d(reals)?;
+                let n = reals.shape()[0];
+                let u =
+                    Tensor::rand_uniform(&[n, 1, 1, 1], 0.0, 1.0, reals.dtype(), &mut &mut *rng)
+                        .to_device(reals.device())?;
+                let mixed = reals.detach().lerp(&fakes, &u)?;
+                let gp = crate::ops::loss::wgan_gp_penalty_with(&mixed, lambda, target, d)?;
+                let loss = crate::ops::loss::wgan_d_loss(&fake_scores, &real_scores)?
+                    .add(&gp)?
+                    .add(&crate::ops::loss::wgan_drift(&real_scores, epsilon)?)?;
+                let penalty = if lambda > 0.0 {
+                    gp.item()? * target * target / lambda
+                } else {
+                    f64::NAN
+                };
+                Ok((
+                    loss.clone(),
+                    GrowingDStats {
+                        loss: loss.item()?,
+                        penalty,
+                    },
+                ))
+            }
+            GrowingLoss::LogisticR1 { gamma } => {
+                let fake_scores = d(&fakes)?;
+                let x = reals.detach().variable();
+                let real_scores = d(&x)?;
+                let mut loss = crate::ops::loss::logistic_d_loss(&fake_scores, &real_scores)?;
+                let mut penalty = f64::NAN;
+                if gamma > 0.0 {
+                    let r1 = r1_penalty(&real_scores, &x, gamma)?;
+                    penalty = r1.item()? * 2.0 / gamma;
+                    loss = loss.add(&r1)?;
+                }
+                Ok((
+                    loss.clone(),
+                    GrowingDStats {
+                        loss: loss.item()?,
+                        penalty,
+                    },
+                ))
+            }
+        }
+    }
+}
+
+/// d`loss`/d`params` (with unused parameters left without a gradient) into the accumulated
+/// gradients, for the progressive trainer.
+pub(crate) fn backward_params(loss: &Tensor, params: &[Tensor]) -> Result<()> {
+    backward_into(loss, params)
 }

@@ -18,14 +18,20 @@
 //! Images are [N, C, R, R] in [−1, 1] (C = 5 here: four MR sequences and the annotation).
 
 pub mod discriminator;
+pub mod growing;
 pub mod layers;
 pub mod loss;
 pub mod mapping;
+pub mod progan;
+pub mod stylegan1;
+pub mod stylegan1_disc;
 pub mod stylegan2;
 pub mod stylegan3;
 
 pub use discriminator::Discriminator;
 pub use layers::Noise;
+pub use stylegan1::StyleGan1Generator;
+pub use stylegan1_disc::StyleGan1Discriminator;
 pub use stylegan2::StyleGan2Generator;
 pub use stylegan3::{Sg3Settings, StyleGan3Generator};
 
