@@ -299,7 +299,7 @@ pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
 pub fn downsample2x(x: &Tensor) -> Result<Tensor> {
     check_nchw("downsample2x", x)?;
     let s = x.shape();
-    if s[2] % 2 != 0 || s[3] % 2 != 0 {
+    if !s[2].is_multiple_of(2) || !s[3].is_multiple_of(2) {
         return Err(Error::shape(
             "downsample2x",
             format!("images {s:?} must have an even height and width"),
