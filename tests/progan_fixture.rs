@@ -5,6 +5,7 @@
 //! - G and D at a fading top level (α 0.3), a stable middle level and a fading middle level;
 //! - the WGAN-GP penalty (λ 10) on interpolates and its gradient w.r.t. every D weight (PyTorch's
 //!   double backward).
+//!
 //! All within 1e-6 relative (of the largest magnitude).
 
 mod common;

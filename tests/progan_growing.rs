@@ -150,7 +150,7 @@ fn wgan_gp_through_the_fading_discriminator_is_second_order_correct() {
     };
     // (a) second order w.r.t. the input: ⟨∇ₓD, v⟩ differentiated again, against differences
     let x = rand_tensor(&[2, 5, 8, 8], 11);
-    let c = check_grad2(|xs| d.forward(&xs[0], gr), &[x.clone()], 1e-5).unwrap();
+    let c = check_grad2(|xs| d.forward(&xs[0], gr), std::slice::from_ref(&x), 1e-5).unwrap();
     assert!(c.max_err < 1e-6, "second-order check through D: {c:?}");
 
     // (b) ∂GP/∂w by double backward against central differences of GP itself, a few elements
