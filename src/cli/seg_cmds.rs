@@ -128,8 +128,8 @@ Options:
   --cases DIR        BraTS case folders to use instead of the phantom
   --store FILE       a slice store (prepared at the profile's size) instead of the phantom
   --subjects N       phantom subjects (default: the profile's)
-  --generators LIST  comma-separated, from stylegan2,stylegan3,diffusion, or all, or none
-                     (the real baseline alone) (default all)
+  --generators LIST  comma-separated, from progan,stylegan1,stylegan2,stylegan3,diffusion,
+                     or all, or none (the real baseline alone) (default all)
   --segmenters LIST  comma-separated, from unet,swin (default unet,swin; --models is the
                      same)
   --variants LIST    comma-separated variants (above), or all (default synthetic)

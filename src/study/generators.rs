@@ -1,17 +1,23 @@
 //! The generators the study compares, as one list: each entry says how to describe, train and
-//! sample one family. Adding a family (ProGAN, StyleGAN 1) is one more entry in [`GENERATORS`].
+//! sample one family: the study's five (ProGAN, StyleGAN 1, StyleGAN2, StyleGAN3-T, diffusion), in
+//! the paper's table order.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::train::generate::{generate_diffusion, generate_stylegan};
 use crate::data::Slice;
 use crate::io::checkpoint::Checkpoint;
 use crate::io::json::Json;
 use crate::models::gan::Arch;
+use crate::models::gan::growing::Truncation;
 use crate::tensor::Device;
 use crate::train::diffusion::{DiffusionTrainConfig, load_generator, train_diffusion};
-use crate::train::gan::{AnyGenerator, GanProfile, GanTrainer};
+use crate::train::gan::progressive::config_json;
+use crate::train::gan::{
+    AnyGenerator, GanProfile, GanTrainer, GrowingArch, GrowingSampler, ProgressiveGanTrainer,
+    ProgressiveProfile,
+};
+use crate::train::generate::{generate_diffusion, generate_growing, generate_stylegan};
 use crate::train::runner::{RunConfig, RunLength, StopReason, run};
 use crate::{Error, Result};
 
@@ -60,7 +66,21 @@ impl std::fmt::Debug for GeneratorSpec {
 }
 
 /// Every generator the study knows, in table order.
-pub static GENERATORS: [GeneratorSpec; 3] = [
+pub static GENERATORS: [GeneratorSpec; 5] = [
+    GeneratorSpec {
+        name: "progan",
+        label: "ProGAN",
+        settings: |p| growing_settings(GrowingArch::ProGan, p),
+        train: |j, r, l| train_growing(GrowingArch::ProGan, j, r, l),
+        sample: |j, n, s, o| sample_growing(Truncation::NONE, j, n, s, o),
+    },
+    GeneratorSpec {
+        name: "stylegan1",
+        label: "StyleGAN 1",
+        settings: |p| growing_settings(GrowingArch::StyleGan1, p),
+        train: |j, r, l| train_growing(GrowingArch::StyleGan1, j, r, l),
+        sample: |j, n, s, o| sample_growing(STYLEGAN1_TRUNCATION, j, n, s, o),
+    },
     GeneratorSpec {
         name: "stylegan2",
         label: "StyleGAN2",
@@ -100,6 +120,68 @@ pub fn generator_by_name(name: &str) -> Result<&'static GeneratorSpec> {
 
 fn secs(t: Option<Duration>) -> Json {
     t.map_or(Json::Null, |t| Json::num(t.as_secs_f64()))
+}
+
+/// The study sampled StyleGAN 1 with ψ 0.7 (NVlabs' default cutoff of 8 style layers), every
+/// other generator with ψ 1.
+const STYLEGAN1_TRUNCATION: Truncation = Truncation {
+    psi: 0.7,
+    cutoff: None,
+};
+
+fn growing_settings(arch: GrowingArch, p: &StudyProfile) -> Result<Json> {
+    let g = ProgressiveProfile::by_name(p.gen_profile, arch)?;
+    let cfg = g.train_config(0, Device::Cpu);
+    let mut fields = config_json(&cfg);
+    fields.retain(|(k, _)| *k != "seed" && *k != "device");
+    fields.extend([
+        ("kimg", Json::num(g.kimg)),
+        ("time_limit_s", secs(p.gen_time_limit.or(g.time_limit))),
+    ]);
+    if arch == GrowingArch::StyleGan1 {
+        fields.push(("psi", Json::num(STYLEGAN1_TRUNCATION.psi)));
+    }
+    Ok(Json::obj(fields))
+}
+
+fn train_growing(
+    arch: GrowingArch,
+    job: &GenJob,
+    reals: &[Slice],
+    log: &mut dyn FnMut(&str),
+) -> Result<GenTrained> {
+    let profile = ProgressiveProfile::by_name(job.profile.gen_profile, arch)?;
+    let cfg = profile.train_config(job.seed, job.device);
+    let first_batch = cfg.train.schedule.batch_at(4).max(1) as u64;
+    let mut trainer = ProgressiveGanTrainer::new(cfg, reals, Some(job.dir.to_path_buf()))?;
+    trainer.sample_every_images = (profile.sample_every_kimg * 1000.0).round() as u64;
+    let mut rc = RunConfig::new(
+        job.dir,
+        RunLength::Images((profile.kimg * 1000.0).round() as u64),
+    );
+    rc.time_limit = job.time_limit;
+    rc.log_every = 10;
+    rc.val_every = (trainer.sample_every_images / first_batch).max(1);
+    let o = run(&mut trainer, &rc, log)?;
+    Ok(GenTrained {
+        stopped: o.stopped,
+        seconds: o.seconds,
+    })
+}
+
+fn sample_growing(trunc: Truncation, job: &GenJob, n: usize, seed: u64, out: &Path) -> Result<()> {
+    let ck = Checkpoint::open(job.dir.join("last.safetensors"))?;
+    let g = GrowingSampler::from_checkpoint(&ck)?;
+    generate_growing(
+        &g,
+        trunc,
+        n,
+        seed,
+        job.profile.sample_batch,
+        job.device,
+        out,
+    )?;
+    Ok(())
 }
 
 fn gan_settings(arch: Arch, p: &StudyProfile) -> Result<Json> {

@@ -18,9 +18,9 @@ use crate::data::batch::synthetic_slices;
 use crate::data::store::StoreWriter;
 use crate::io::png::{MontageOptions, write_montage};
 use crate::models::diffusion::Sampler;
+use crate::models::gan::growing::Truncation;
 use crate::tensor::{DType, Device, Tensor};
 use crate::train::diffusion::DiffusionGenerator;
-use crate::models::gan::growing::Truncation;
 use crate::train::gan::{AnyGenerator, GrowingSampler};
 
 /// Where the montage of a store goes: `synth.store` → `synth.png`.
