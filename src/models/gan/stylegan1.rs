@@ -10,12 +10,12 @@
 //!   w broadcast to 2·log2(R)−2 layers; `dlatent_avg` tracks the batch mean of w (β 0.995) during
 //!   training; truncation lerp(w_avg, w, ψ) on the layers below `cutoff` (NVlabs: ψ 0.7, 8);
 //! - synthesis: a learned constant [1, C, 4, 4] (initialised to ones), then per layer the
-//!   reference's `layer_epilogue`: noise (one [N,1,H,W] map × a learned per-channel weight,
+//!   reference's `layer_epilogue`: noise (one \[N,1,H,W\] map × a learned per-channel weight,
 //!   zero-initialised) → bias → leaky ReLU → instance norm (ε 1e-8) → style modulation
 //!   x·(1 + s) + b with [s, b] = dense(w) (bias 0: the scale's 1 is in the formula);
 //! - up-sampling: nearest 2× then 3×3 conv, or (output ≥ `fused_from`, 128 as `fused_scale='auto'`)
 //!   one stride-2 transposed conv whose 4×4 kernel is the 3×3 kernel padded and summed over its four
-//!   shifts; either way followed by the normalised [1,2,1] blur;
+//!   shifts; either way followed by the normalised \[1,2,1\] blur;
 //! - toRGB: 1×1 conv (gain 1) + bias per resolution; growing: at level L with fade weight α the
 //!   image is lerp(up2(toRGB_{L−1}), toRGB_L, α) (the reference's `lerp(new, old, lod − ⌊lod⌋)`).
 //!
@@ -69,7 +69,7 @@ const NORM_EPS: f64 = 1e-8;
 /// Negative slope of every leaky ReLU.
 pub const LRELU_SLOPE: f64 = 0.2;
 
-/// The normalised [1,2,1] ⊗ [1,2,1] blur of the resampling layers.
+/// The normalised \[1,2,1\] ⊗ \[1,2,1\] blur of the resampling layers.
 pub fn blur_filter(dtype: DType) -> Result<Tensor> {
     setup_filter(&[1.0, 2.0, 1.0], &[3], true, false, 1.0, Some(false), dtype)
 }
@@ -245,7 +245,7 @@ impl Sg1Mapping {
 /// The reference's `layer_epilogue` parameters of one synthesis layer.
 #[derive(Clone, Debug)]
 pub struct Epilogue {
-    /// Per-channel noise weight [C] (`Noise.weight`, zero-initialised).
+    /// Per-channel noise weight \[C\] (`Noise.weight`, zero-initialised).
     pub noise_weight: Tensor,
     pub bias: Tensor,
     /// w → [scale | bias] (2C), gain 1 (`StyleMod`).

@@ -3,7 +3,7 @@
 //!
 //! Per resolution r = R … 8 (in the reference's conventions: equalised lr with gain √2, leaky
 //! ReLU 0.2 after bias): `FromRGB_lod{l}` (1×1 conv, bias, act) feeds block `{r}x{r}`: `Conv0`
-//! (3×3), then the [1,2,1] blur and `Conv1_down` (3×3 conv + 2×2 average, or from r ≥
+//! (3×3), then the \[1,2,1\] blur and `Conv1_down` (3×3 conv + 2×2 average, or from r ≥
 //! `fused_from` = 128 one stride-2 4×4 conv: the 3×3 kernel padded, summed over its four shifts,
 //! × ¼ — the same numbers). The epilogue `4x4`: minibatch stddev (group `mbstd_group`, one
 //! feature), `Conv` (3×3), `Dense0` (act) and `Dense1` (gain 1, one logit).
