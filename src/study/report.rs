@@ -396,15 +396,6 @@ pub fn write_report(
                 same(&b),
                 same(&c)
             ));
-            md.push_str(&format!(
-                "\nRanking by the synthetic-only U-Net's Dice: {a}; by label consistency: {b} \
-                 ({}).\n",
-                if a == b {
-                    "the same order"
-                } else {
-                    "a different order"
-                }
-            ));
         }
     }
     md.push_str("\n## Stages run in this session\n\n| stage | seconds |\n|---|---|\n");
