@@ -500,6 +500,15 @@ impl Checkpoint {
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).map(|s| s.as_str())
     }
+    /// Metadata `key` as a count (a network size); a missing or unparsable value becomes the
+    /// caller's error through `bad`, so each model names itself in the sentence.
+    pub fn meta_count(&self, key: &str, bad: impl Fn(String) -> Error) -> Result<usize> {
+        let v = self
+            .meta(key)
+            .ok_or_else(|| bad(format!("metadata lacks {key:?}")))?;
+        v.parse()
+            .map_err(|_| bad(format!("metadata {key:?} = {v:?} is not a count")))
+    }
     /// The training step recorded by `set_model_info`.
     pub fn step(&self) -> Option<u64> {
         self.meta("step").and_then(|s| s.parse().ok())

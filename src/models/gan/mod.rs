@@ -211,13 +211,7 @@ pub fn config_from_checkpoint(ckpt: &Checkpoint) -> Result<(Arch, GanConfig, Gan
             )));
         }
     };
-    let num = |key: &str| -> Result<usize> {
-        let v = ckpt
-            .meta(key)
-            .ok_or_else(|| bad(format!("metadata lacks {key:?}")))?;
-        v.parse()
-            .map_err(|_| bad(format!("metadata {key:?} = {v:?} is not a count")))
-    };
+    let num = |key: &str| ckpt.meta_count(key, bad);
     let conv_clamp = match ckpt.meta("conv_clamp") {
         None | Some("None") => None,
         Some(v) => Some(

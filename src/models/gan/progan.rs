@@ -134,13 +134,7 @@ impl ProGanConfig {
                 ck.meta("model")
             )));
         }
-        let num = |key: &str| -> Result<usize> {
-            let v = ck
-                .meta(key)
-                .ok_or_else(|| bad(format!("metadata lacks {key:?}")))?;
-            v.parse()
-                .map_err(|_| bad(format!("metadata {key:?} = {v:?} is not a count")))
-        };
+        let num = |key: &str| ck.meta_count(key, bad);
         let cfg = ProGanConfig {
             latent_size: num("latent_size")?,
             resolution: num("resolution")?,

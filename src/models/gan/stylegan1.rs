@@ -149,13 +149,7 @@ pub fn config_from_checkpoint(ck: &Checkpoint) -> Result<GanConfig> {
             ck.meta("model")
         )));
     }
-    let num = |key: &str| -> Result<usize> {
-        let v = ck
-            .meta(key)
-            .ok_or_else(|| bad(format!("metadata lacks {key:?}")))?;
-        v.parse()
-            .map_err(|_| bad(format!("metadata {key:?} = {v:?} is not a count")))
-    };
+    let num = |key: &str| ck.meta_count(key, bad);
     let cfg = GanConfig {
         z_dim: num("z_dim")?,
         w_dim: num("w_dim")?,
