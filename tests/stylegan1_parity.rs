@@ -17,39 +17,12 @@ use brainsynth::models::gan::layers::Noise;
 use brainsynth::models::gan::{GanConfig, StyleGan1Discriminator, StyleGan1Generator, load_named};
 use brainsynth::nn::ParamStore;
 use brainsynth::ops::loss::r1_penalty_with;
-use common::fixtures::{Array, get, load};
+use common::fixtures::{Array, check_rel, get, load, rel_err, section, tensor};
 
 const TOL: f64 = 1e-4;
 
-fn tensor(a: &Array) -> Tensor {
-    Tensor::from_slice(&a.data, &a.shape).unwrap()
-}
-
-/// ‖ours − ref‖ / ‖ref‖.
-fn rel_err(ours: &Tensor, reference: &Array) -> f64 {
-    assert_eq!(ours.shape(), reference.shape.as_slice(), "shapes differ");
-    let o = ours.to_vec_f64().unwrap();
-    let (mut num, mut den) = (0.0, 0.0);
-    for (a, b) in o.iter().zip(reference.f64s()) {
-        num += (a - b) * (a - b);
-        den += b * b;
-    }
-    (num / den.max(1e-300)).sqrt()
-}
-
 fn check(what: &str, ours: &Tensor, reference: &Array) {
-    let e = rel_err(ours, reference);
-    println!("{what}: relative error {e:.2e}");
-    assert!(e <= TOL, "{what}: relative error {e:.3e} > {TOL:e}");
-}
-
-fn section(m: &HashMap<String, Array>, prefix: &str) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = m
-        .iter()
-        .filter_map(|(k, a)| k.strip_prefix(prefix).map(|n| (n.to_string(), tensor(a))))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+    check_rel(what, ours, reference, TOL);
 }
 
 /// The fixture's configuration: 16×16×5, z = w = 16, channels min(64 / r, 16), 8 mapping layers.

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use brainsynth::Tensor;
+
 /// One stored array: its shape and values (row-major).
 #[derive(Clone, Debug)]
 pub struct Array {
@@ -64,4 +66,38 @@ pub fn load(file: &str) -> HashMap<String, Array> {
 pub fn get<'a>(m: &'a HashMap<String, Array>, name: &str) -> &'a Array {
     m.get(name)
         .unwrap_or_else(|| panic!("fixture array {name} missing"))
+}
+
+/// A fixture array as a tensor.
+pub fn tensor(a: &Array) -> Tensor {
+    Tensor::from_slice(&a.data, &a.shape).unwrap()
+}
+
+/// ‖ours − ref‖ / ‖ref‖.
+pub fn rel_err(ours: &Tensor, reference: &Array) -> f64 {
+    assert_eq!(ours.shape(), reference.shape.as_slice(), "shapes differ");
+    let o = ours.to_vec_f64().unwrap();
+    let (mut num, mut den) = (0.0, 0.0);
+    for (a, b) in o.iter().zip(reference.f64s()) {
+        num += (a - b) * (a - b);
+        den += b * b;
+    }
+    (num / den.max(1e-300)).sqrt()
+}
+
+/// Fails unless `ours` is within relative error `tol` of the fixture's `reference`.
+pub fn check_rel(what: &str, ours: &Tensor, reference: &Array, tol: f64) {
+    let e = rel_err(ours, reference);
+    println!("{what}: relative error {e:.2e}");
+    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:e}");
+}
+
+/// The fixture's tensors whose names start with `prefix`, with the prefix removed, by name.
+pub fn section(m: &HashMap<String, Array>, prefix: &str) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = m
+        .iter()
+        .filter_map(|(k, a)| k.strip_prefix(prefix).map(|n| (n.to_string(), tensor(a))))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
