@@ -28,7 +28,10 @@ static COPY_TRAINS: AtomicUsize = AtomicUsize::new(0);
 static COPY_INTERRUPT: AtomicBool = AtomicBool::new(false);
 
 fn no_budget(_: &StudyProfile) -> brainsynth::Result<Json> {
-    Ok(Json::obj(vec![("time_limit_s", Json::Null)]))
+    Ok(Json::obj(vec![
+        ("kimg", Json::num(0.01)),
+        ("time_limit_s", Json::Null),
+    ]))
 }
 
 /// "Trains" by keeping the training slices; an interrupted session leaves a partial marker that
@@ -149,6 +152,7 @@ fn options(out: &Path, data: &Path, generators: Vec<&'static GeneratorSpec>) -> 
         variants: vec![Variant::SYNTHETIC, Variant::ALL[2]],
         seeds: vec![0],
         split_seed: 0,
+        split: None,
         device: Device::Cpu,
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{Args, CliError, Command, usage};
-use crate::data::split::{SplitSpec, split_subjects};
+use crate::data::split::{SplitSpec, split_subjects, test_split};
 use crate::data::store::read_store;
 use crate::eval::dice::Region;
 use crate::study::{
@@ -44,6 +44,10 @@ Options:
                      profile's)
   --seed S           training seed (default 0)
   --split-seed S     seed of the subject split (default 0)
+  --split S          test subjects from a split: paper (the study's own split of BraTS
+                     2020/2021, the default under --profile paper on those cases) or a
+                     file written by `brainsynth split`; --split-seed then only splits
+                     validation off the training subjects
   --device D         cpu, cuda or cuda:N: where the model, its optimiser state and the
                      batches live (default cpu); checkpoints load onto any device
   -h, --help         this help",
@@ -67,6 +71,10 @@ Options:
   --checkpoint FILE  best.safetensors written by train-seg (required)
   --profile P        the profile the model was trained with (default quick)
   --split-seed S     seed of the subject split (default 0)
+  --split S          test subjects from a split: paper (the study's own split of BraTS
+                     2020/2021, the default under --profile paper on those cases) or a
+                     file written by `brainsynth split`; --split-seed then only splits
+                     validation off the training subjects
   --device D         cpu, cuda or cuda:N: where the model, its optimiser state and the
                      batches live (default cpu); checkpoints load onto any device
   -h, --help         this help",
@@ -105,17 +113,20 @@ Profiles:
           Segmenters (the same budget for real and synthetic data, so the ratio is fair):
           U-Net base 16, depth 4, 1200 SGD steps (lr 0.01, validation every 150); Swin
           patch 2, embed 24, depths 2-2-2-2, window 4, UperNet 48 + auxiliary FCN head,
-          600 AdamW steps (lr 1e-3, warm-up 50, validation every 50); at most 150 s each.
-          Generators: the quick generator profiles, 6 minutes of training each; 300
-          synthetic images each (diffusion: DDIM over 10 steps).
-          Budget of the default study on 2 CPU cores: 6 segmenter pairs (real + 5
-          generators) x ~4 min = ~24 min; 5 generators x 6 min = 30 min; sampling ~5 min
-          (most of it the diffusion model); audits, measures, slicing ~1 min: ~60 min,
-          within 75 min on a quiet machine.
+          600 AdamW steps (lr 1e-3, warm-up 50, validation every 50).
+          Generators: the quick generator profiles for a fixed number of training images
+          (ProGAN 8 kimg, StyleGAN 1 4, StyleGAN2 8, StyleGAN3-T 0.4, diffusion 2.4 = 300
+          steps), each about 6 minutes on two quiet cores; 300 synthetic images each
+          (diffusion: DDIM over 10 steps). Every budget counts steps or images, not
+          seconds, so the same command gives the same numbers on a busy machine (slower).
+          Estimate of the default study on 2 quiet CPU cores: 6 segmenter pairs (real + 5
+          generators) x ~4 min = ~24 min; 5 generators x ~6 min = ~30 min; sampling ~5 min
+          (most of it the diffusion model); audits, measures, slicing ~1 min: ~60 min.
   paper   256x256 slices (BraTS), batch 16; U-Net base 64, depth 6; Swin-B with UperNet
           512; the paper's full trainings, generators at their paper profiles (NVlabs
           defaults; diffusion 4000 steps, ancestral sampling), 100,000 synthetic images
-          each; for GPUs.
+          each; on BraTS 2020/2021 cases the study's own subject split (--split paper)
+          unless --split says otherwise; for GPUs.
 
 The paper's study on real BraTS data on a GPU:
   brainsynth prepare --cases BRATS_DIR --out brats.store --size 256
@@ -136,14 +147,20 @@ Options:
   --seeds N          train each segmenter with seeds 0..N-1; the table gives mean +- std
                      over seeds (default 1: the std is over test subjects)
   --n-synthetic N    synthetic images per generator (default: the profile's)
-  --gen-time-limit S seconds of training per generator; 0 = the generator profile's own
-                     length (default: the profile's)
+  --gen-kimg K       train every generator on K thousand images (default: the
+                     profile's budget per generator)
+  --gen-time-limit S also stop each generator's training after S seconds (default: no
+                     limit; a limit makes the result depend on the machine's load)
   --iterations N     optimiser steps per segmenter (default: the profile's)
   --time-limit S     seconds per segmenter before training stops, keeping the best
                      checkpoint; 0 = no limit (default: the profile's)
   --val-every N      validate (and keep the best checkpoint) every N steps (default: the
                      profile's)
   --split-seed S     seed of the subject split (default 0)
+  --split S          test subjects from a split: paper (the study's own split of BraTS
+                     2020/2021, the default under --profile paper on those cases) or a
+                     file written by `brainsynth split`; --split-seed then only splits
+                     validation off the training subjects
   --device D         cpu, cuda or cuda:N: where the models train, sample and are tested
                      (default cpu); checkpoints load onto any device
   -h, --help         this help",
@@ -197,18 +214,19 @@ fn cmd_train_seg(mut args: Args) -> Result<(), CliError> {
     let val_every: Option<u64> = args.parse("--val-every")?;
     let seed = args.parse_or("--seed", 0u64)?;
     let split_seed = args.parse_or("--split-seed", 0u64)?;
+    let split_arg = args.value("--split")?;
     let device = device_arg(&mut args)?;
     args.finish()?;
     let store = read_store(&store_path)?;
     let subjects = store.subjects();
-    let split = split_subjects(
+    let (split, how) = test_split(
         &subjects,
-        &SplitSpec::Counts {
-            train: None,
-            test: profile.test_subjects,
-        },
+        split_arg.as_deref(),
+        profile.name == "paper",
+        profile.test_subjects,
         split_seed,
     )?;
+    eprintln!("test subjects: {how}");
     let tv = split_subjects(
         &split.train,
         &SplitSpec::Counts {
@@ -266,17 +284,18 @@ fn cmd_eval_seg(mut args: Args) -> Result<(), CliError> {
     let ckpt = PathBuf::from(args.required("--checkpoint")?);
     let profile = profile_arg(&mut args)?;
     let split_seed = args.parse_or("--split-seed", 0u64)?;
+    let split_arg = args.value("--split")?;
     let device = device_arg(&mut args)?;
     args.finish()?;
     let store = read_store(&store_path)?;
-    let split = split_subjects(
+    let (split, how) = test_split(
         &store.subjects(),
-        &SplitSpec::Counts {
-            train: None,
-            test: profile.test_subjects,
-        },
+        split_arg.as_deref(),
+        profile.name == "paper",
+        profile.test_subjects,
         split_seed,
     )?;
+    eprintln!("test subjects: {how}");
     let test: Vec<_> = store
         .slices
         .iter()
@@ -340,10 +359,22 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
             Ok((s > 0.0).then(|| Duration::from_secs_f64(s)))
         })
         .transpose()?;
+    let gen_kimg = args
+        .parse::<f64>("--gen-kimg")?
+        .map(|k| {
+            if !(k.is_finite() && k > 0.0) {
+                return Err(usage(format!(
+                    "--gen-kimg must be a number of thousands of images > 0, not {k}"
+                )));
+            }
+            Ok(k)
+        })
+        .transpose()?;
     let iterations: Option<u64> = args.parse("--iterations")?;
     let time_limit = time_limit_arg(&mut args)?;
     let val_every: Option<u64> = args.parse("--val-every")?;
     let split_seed = args.parse_or("--split-seed", 0u64)?;
+    let split = args.value("--split")?;
     let device = device_arg(&mut args)?;
     args.finish()?;
     if seeds == 0 {
@@ -370,6 +401,9 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
     if let Some(t) = gen_time_limit {
         profile.gen_time_limit = t;
     }
+    if gen_kimg.is_some() {
+        profile.gen_kimg_all = gen_kimg;
+    }
     let segmenters = segmenters
         .split(',')
         .map(|m| SegKind::parse(m.trim()))
@@ -391,6 +425,7 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
         variants: Variant::parse_list(&variants)?,
         seeds: (0..seeds).collect(),
         split_seed,
+        split,
         device,
     };
     let r = run_study(&opts, &mut log_line)?;

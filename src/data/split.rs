@@ -151,6 +151,44 @@ pub fn split_from_arg<S: AsRef<str>>(arg: &str, subjects: &[S]) -> Result<Split>
     }
 }
 
+/// Whether `subjects` are BraTS 2020 or 2021 training cases, the two datasets the study's own
+/// split covers.
+pub fn is_paper_dataset<S: AsRef<str>>(subjects: &[S]) -> bool {
+    subjects.iter().any(|s| {
+        let s = s.as_ref();
+        s.starts_with("BraTS20_") || s.starts_with("BraTS2021_")
+    })
+}
+
+/// The test split of the segmentation commands and the study: `arg` (`paper` or a split file)
+/// when given; else the study's own split when `paper_default` is set and the cases are BraTS
+/// 2020/2021; else `test` subjects drawn with `seed`. Also says in words which one it is.
+pub fn test_split<S: AsRef<str>>(
+    subjects: &[S],
+    arg: Option<&str>,
+    paper_default: bool,
+    test: usize,
+    seed: u64,
+) -> Result<(Split, String)> {
+    match arg {
+        Some(a) => Ok((
+            split_from_arg(a, subjects)?,
+            if a == "paper" {
+                "the study's split".into()
+            } else {
+                format!("the split in {a}")
+            },
+        )),
+        None if paper_default && is_paper_dataset(subjects) => {
+            Ok((paper_split(subjects)?, "the study's split".into()))
+        }
+        None => Ok((
+            split_subjects(subjects, &SplitSpec::Counts { train: None, test }, seed)?,
+            format!("{test} test subjects drawn with split seed {seed}"),
+        )),
+    }
+}
+
 impl Split {
     /// Text form: one `train <id>` or `test <id>` line per subject.
     pub fn to_text(&self) -> String {
@@ -271,5 +309,25 @@ mod tests {
     fn text_round_trip() {
         let s = split_subjects(&["a", "b", "c", "d"], &SplitSpec::TestFraction(0.25), 1).unwrap();
         assert_eq!(Split::from_text(&s.to_text(), Path::new("x")).unwrap(), s);
+    }
+
+    /// The paper profile on BraTS 2020 cases takes the study's split unless told otherwise; the
+    /// phantom (or the quick profile) takes the seeded one; `paper` on the phantom is an error.
+    #[test]
+    fn test_split_defaults_to_the_studys_split_on_brats_under_the_paper_profile() {
+        let brats: Vec<String> = (1..=369)
+            .map(|i| format!("BraTS20_Training_{i:03}"))
+            .collect();
+        let (s, how) = test_split(&brats, None, true, 6, 0).unwrap();
+        assert_eq!((s.train.len(), s.test.len()), (313, 56));
+        assert!(how.contains("study"), "{how}");
+        let (s, how) = test_split(&brats, None, false, 6, 0).unwrap();
+        assert_eq!((s.train.len(), s.test.len()), (363, 6));
+        assert!(how.contains("seed 0"), "{how}");
+        let phantom: Vec<String> = (1..=24).map(|i| format!("Phantom_{i:03}")).collect();
+        let (s, _) = test_split(&phantom, None, true, 6, 3).unwrap();
+        assert_eq!(s.test.len(), 6);
+        let e = test_split(&phantom, Some("paper"), false, 6, 0).unwrap_err();
+        assert!(e.to_string().contains("BraTS 2020 or 2021"), "{e}");
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::data::Slice;
 use crate::data::phantom::{PhantomConfig, write_phantom_cases};
-use crate::data::split::{SplitSpec, split_subjects};
+use crate::data::split::{SplitSpec, split_subjects, test_split};
 use crate::data::store::{SliceStore, read_store, write_store};
 use crate::data::{SliceConfig, list_case_dirs, read_case, slices_from_case};
 use crate::{Error, Result};
@@ -117,14 +117,14 @@ pub fn real_data(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<RealD
             p.val_subjects
         )));
     }
-    let split = split_subjects(
+    let (split, how) = test_split(
         &subjects,
-        &SplitSpec::Counts {
-            train: None,
-            test: p.test_subjects,
-        },
+        opts.split.as_deref(),
+        opts.profile.name() == "paper",
+        p.test_subjects,
         opts.split_seed,
     )?;
+    log(&format!("test subjects: {how}"));
     let tv = split_subjects(
         &split.train,
         &SplitSpec::Counts {

@@ -30,7 +30,9 @@ pub struct GenJob<'a> {
     pub profile: &'a StudyProfile,
     pub seed: u64,
     pub device: Device,
-    /// What is left of the training budget (None: the generator profile's run length decides).
+    /// Training length in images (the study's budget for this generator).
+    pub images: u64,
+    /// What is left of the optional wall-clock cap.
     pub time_limit: Option<Duration>,
 }
 
@@ -51,7 +53,8 @@ pub struct GeneratorSpec {
     /// Name in tables and pictures.
     pub label: &'static str,
     /// The training settings that decide the result (part of the stage's configuration); must
-    /// hold `time_limit_s` (seconds or null), the training budget the study resumes against.
+    /// hold `kimg` (the training length) and `time_limit_s` (seconds or null, an optional cap
+    /// the study resumes against).
     pub settings: fn(&StudyProfile) -> Result<Json>,
     /// Train on the training subjects' slices into `job.dir`, resuming from its `last`.
     pub train: TrainFn,
@@ -135,8 +138,8 @@ fn growing_settings(arch: GrowingArch, p: &StudyProfile) -> Result<Json> {
     let mut fields = config_json(&cfg);
     fields.retain(|(k, _)| *k != "seed" && *k != "device");
     fields.extend([
-        ("kimg", Json::num(g.kimg)),
-        ("time_limit_s", secs(p.gen_time_limit.or(g.time_limit))),
+        ("kimg", Json::num(p.gen_kimg(arch.name()).unwrap_or(g.kimg))),
+        ("time_limit_s", secs(p.gen_time_limit)),
     ]);
     if arch == GrowingArch::StyleGan1 {
         fields.push(("psi", Json::num(STYLEGAN1_TRUNCATION.psi)));
@@ -155,10 +158,7 @@ fn train_growing(
     let first_batch = cfg.train.schedule.batch_at(4).max(1) as u64;
     let mut trainer = ProgressiveGanTrainer::new(cfg, reals, Some(job.dir.to_path_buf()))?;
     trainer.sample_every_images = (profile.sample_every_kimg * 1000.0).round() as u64;
-    let mut rc = RunConfig::new(
-        job.dir,
-        RunLength::Images((profile.kimg * 1000.0).round() as u64),
-    );
+    let mut rc = RunConfig::new(job.dir, RunLength::Images(job.images));
     rc.time_limit = job.time_limit;
     rc.log_every = 10;
     rc.val_every = (trainer.sample_every_images / first_batch).max(1);
@@ -194,8 +194,8 @@ fn gan_settings(arch: Arch, p: &StudyProfile) -> Result<Json> {
         ("channel_max", Json::num(g.net.channel_max as f64)),
         ("batch", Json::num(g.batch as f64)),
         ("gamma", Json::num(g.gamma)),
-        ("kimg", Json::num(g.kimg)),
-        ("time_limit_s", secs(p.gen_time_limit.or(g.time_limit))),
+        ("kimg", Json::num(p.gen_kimg(arch.name()).unwrap_or(g.kimg))),
+        ("time_limit_s", secs(p.gen_time_limit)),
         ("psi", Json::num(p.psi)),
     ]))
 }
@@ -211,10 +211,7 @@ fn train_gan(
     let batch = cfg.batch as u64;
     let mut trainer = GanTrainer::new(cfg, reals, Some(job.dir.to_path_buf()))?;
     trainer.sample_every_images = (profile.sample_every_kimg * 1000.0).round() as u64;
-    let mut rc = RunConfig::new(
-        job.dir,
-        RunLength::Images((profile.kimg * 1000.0).round() as u64),
-    );
+    let mut rc = RunConfig::new(job.dir, RunLength::Images(job.images));
     rc.time_limit = job.time_limit;
     rc.log_every = 10;
     rc.val_every = (trainer.sample_every_images / batch).max(1);
@@ -240,8 +237,16 @@ fn sample_gan(job: &GenJob, n: usize, seed: u64, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Optimiser steps of `kimg` thousand images in minibatches of `batch` (at least one).
+fn diffusion_steps_for(kimg: f64, batch: usize) -> u64 {
+    ((kimg * 1000.0 / batch.max(1) as f64).ceil() as u64).max(1)
+}
+
 fn diffusion_settings(p: &StudyProfile) -> Result<Json> {
     let c = DiffusionTrainConfig::for_profile(p.gen_profile, 0)?;
+    let kimg = p
+        .gen_kimg("diffusion")
+        .unwrap_or(c.steps as f64 * c.batch as f64 / 1000.0);
     Ok(Json::obj(vec![
         ("profile", Json::str(c.profile.clone())),
         ("image_size", Json::num(c.net.image_size as f64)),
@@ -249,8 +254,12 @@ fn diffusion_settings(p: &StudyProfile) -> Result<Json> {
         ("diffusion_steps", Json::num(c.diffusion_steps as f64)),
         ("batch", Json::num(c.batch as f64)),
         ("lr", Json::num(c.lr)),
-        ("steps", Json::num(c.steps as f64)),
-        ("time_limit_s", secs(p.gen_time_limit.or(c.time_limit))),
+        ("kimg", Json::num(kimg)),
+        (
+            "steps",
+            Json::num(diffusion_steps_for(kimg, c.batch) as f64),
+        ),
+        ("time_limit_s", secs(p.gen_time_limit)),
         ("sampler", Json::str(format!("{:?}", p.diffusion_sampler))),
     ]))
 }
@@ -263,6 +272,7 @@ fn train_diffusion_job(
     let mut cfg = DiffusionTrainConfig::for_profile(job.profile.gen_profile, job.seed)?;
     cfg.device = job.device;
     cfg.time_limit = job.time_limit;
+    cfg.steps = diffusion_steps_for(job.images as f64 / 1000.0, cfg.batch);
     let o = train_diffusion(&cfg, reals, job.dir, None, log)?;
     Ok(GenTrained {
         stopped: o.stopped,
@@ -284,4 +294,29 @@ fn sample_diffusion(job: &GenJob, n: usize, seed: u64, out: &Path) -> Result<()>
         out,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::study::stage::num;
+
+    /// Each generator's stage configuration carries the study's budget for it under its own name
+    /// (a name mismatch would silently fall back to the profile's own, much longer, length).
+    #[test]
+    fn every_generator_trains_for_the_study_budget() {
+        let p = StudyProfile::quick();
+        for g in &GENERATORS {
+            let s = (g.settings)(&p).unwrap();
+            assert_eq!(
+                Some(num(&s, "kimg").unwrap()),
+                p.gen_kimg(g.name),
+                "{}",
+                g.name
+            );
+            assert!(num(&s, "time_limit_s").unwrap().is_nan(), "{}", g.name);
+        }
+        assert_eq!(diffusion_steps_for(1.6, 8), 200);
+        assert_eq!(diffusion_steps_for(0.0001, 8), 1);
+    }
 }

@@ -100,6 +100,12 @@ fn study_config(opts: &StudyOptions) -> Json {
         ("data", Json::str(opts.data.describe())),
         ("split_seed", Json::num(opts.split_seed as f64)),
         (
+            "split",
+            opts.split
+                .as_ref()
+                .map_or(Json::Null, |s| Json::str(s.clone())),
+        ),
+        (
             "profile",
             Json::Object(
                 opts.profile
@@ -280,17 +286,13 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
             }
         }
     }
-    let seg_budget = p.seg.time_limit.map_or(600.0, |t| t.as_secs_f64());
     let mut pg = Progress::new();
     for j in &jobs {
         let (kind, budget) = match j {
             Job::Real { kind, .. } | Job::Synthetic { kind, .. } => {
-                (format!("train {}", kind.name()), seg_budget)
+                (format!("train {}", kind.name()), p.seg_estimate_s(*kind))
             }
-            Job::Train(g) => (
-                format!("train {}", g.name),
-                p.gen_time_limit.map_or(3600.0, |t| t.as_secs_f64()),
-            ),
+            Job::Train(g) => (format!("train {}", g.name), p.gen_estimate_s(g.name)),
             Job::Sample(g) => (format!("sample {}", g.name), 120.0),
             Job::Audit(_) => ("audit".into(), 10.0),
             Job::Measures(_) => ("measures".into(), 10.0),
@@ -584,13 +586,22 @@ fn gen_job<'a>(
     dir: &'a Path,
     spent_s: f64,
 ) -> Result<GenJob<'a>> {
-    let budget = num(&(g.settings)(&opts.profile)?, "time_limit_s")?;
+    let settings = (g.settings)(&opts.profile)?;
+    let budget = num(&settings, "time_limit_s")?;
     let budget = budget.is_finite().then(|| Duration::from_secs_f64(budget));
+    let kimg = num(&settings, "kimg")?;
+    if !(kimg.is_finite() && kimg > 0.0) {
+        return Err(Error::invalid(
+            "study",
+            format!("{}'s training length must be > 0 kimg, not {kimg}", g.name),
+        ));
+    }
     Ok(GenJob {
         dir,
         profile: &opts.profile,
         seed: GEN_SEED,
         device: opts.device,
+        images: (kimg * 1000.0).round().max(1.0) as u64,
         time_limit: remaining(budget, spent_s),
     })
 }

@@ -439,6 +439,16 @@ pub struct DiffusionTrainer<'a> {
     train: &'a [Slice],
 }
 
+/// The fast EMA's decay at optimiser step `step` (0-based): the usual warm-up
+/// min(rate, (1 + step) / (10 + step)), so that a short run's average is not dominated by the
+/// zero-initialised output layer it started from (at rate 0.995 and no warm-up, a third of the
+/// weights after 200 steps would still be the initial ones). The slow EMA stays guided-diffusion's
+/// plain 0.9999.
+pub fn fast_ema_beta(rate: f64, step: u64) -> f64 {
+    let s = step as f64;
+    rate.min((1.0 + s) / (10.0 + s))
+}
+
 impl<'a> DiffusionTrainer<'a> {
     /// The model (initialised from `cfg.seed`), its optimiser and EMAs; `out_dir` receives the
     /// sample grids.
@@ -542,7 +552,7 @@ impl Trainer for DiffusionTrainer<'_> {
         &self.cfg.profile
     }
 
-    fn step(&mut self, _step: u64) -> Result<StepOutput> {
+    fn step(&mut self, step: u64) -> Result<StepOutput> {
         let mut rng = StdRng::seed_from_u64(self.rng.next_u64());
         let x0 = self.batch(&mut rng)?;
         let (t, noise) = draw_t_noise(&self.diffusion, &x0, &mut rng)?;
@@ -559,7 +569,7 @@ impl Trainer for DiffusionTrainer<'_> {
             &mut rng,
         )?;
         self.ema_fast
-            .update_with_beta(&self.store, self.cfg.fast_ema_rate)?;
+            .update_with_beta(&self.store, fast_ema_beta(self.cfg.fast_ema_rate, step))?;
         let mut losses = vec![("loss", stats.loss)];
         if let Some(g) = stats.grad_norm {
             losses.push(("grad norm", g));
