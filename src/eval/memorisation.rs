@@ -277,8 +277,11 @@ pub fn audit(
                     constant_real += (r1 - r0) - ridx.len();
                 }
                 if !ridx.is_empty() {
-                    let rt = Tensor::from_vec(rrows, &[ridx.len(), d])?.to_device(cfg.device)?;
-                    let scores = st.matmul(&rt.transpose(0, 1)?)?.to_vec_f32()?;
+                    // Rᵀ laid out contiguously: the GEMM on a transposed view runs at a third
+                    // of its speed at this shape (benches/memorization.rs)
+                    let rt = Tensor::from_vec(transposed(&rrows, ridx.len(), d), &[d, ridx.len()])?
+                        .to_device(cfg.device)?;
+                    let scores = st.matmul(&rt)?.to_vec_f32()?;
                     for (i, b) in best.iter_mut().enumerate() {
                         let row = &scores[i * ridx.len()..(i + 1) * ridx.len()];
                         for (j, &c) in row.iter().enumerate() {
@@ -312,6 +315,23 @@ pub fn audit(
         threshold: cfg.threshold,
         channels: cfg.channels.clone(),
     })
+}
+
+/// The `rows × cols` row-major matrix `m` transposed, in cache-sized tiles (a plain strided
+/// copy of a block of training images is slower than the product it feeds).
+fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const T: usize = 32;
+    let mut out = vec![0.0f32; m.len()];
+    for r0 in (0..rows).step_by(T) {
+        for c0 in (0..cols).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                for c in c0..(c0 + T).min(cols) {
+                    out[c * rows + r] = m[r * cols + c];
+                }
+            }
+        }
+    }
+    out
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
