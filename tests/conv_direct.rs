@@ -7,8 +7,8 @@
 //! output alone, still compares the fast path (then im2col + GEMM) with the reference, and
 //! prints how many shapes the direct kernel could not be compared on.
 
-use brainsynth::backend::cpu::reference::{self, ConvGeom};
-use brainsynth::backend::cpu::{direct_conv, fast_conv};
+use brainsynth::ops::conv::reference::{self, ConvGeom};
+use brainsynth::ops::conv::{direct as direct_conv, fast as fast_conv};
 use brainsynth::testing::rand_vals;
 
 fn geom(n: usize, cin: usize, cout: usize, h: usize, w: usize) -> ConvGeom {

@@ -2,10 +2,14 @@
 //! written with differentiable ops.
 
 pub mod attention;
+#[cfg(feature = "cuda")]
+pub mod audit;
 pub mod conv;
 pub mod elementwise;
 pub mod embedding;
 pub mod filter_design;
+#[cfg(feature = "cuda")]
+pub(crate) mod gpu;
 pub mod grid_sample;
 pub mod loss;
 pub mod matmul;
