@@ -7,8 +7,8 @@
 //!
 //! (A bench target that `cargo bench` alone skips: it needs a shape.)
 
-use brainsynth::backend::cpu::fast_conv;
-use brainsynth::backend::cpu::reference::ConvGeom;
+use brainsynth::ops::conv::fast as fast_conv;
+use brainsynth::ops::conv::reference::ConvGeom;
 
 /// User + system CPU time of this process so far, in ms (10 ms ticks).
 fn cpu_ms() -> Option<f64> {

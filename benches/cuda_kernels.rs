@@ -1,17 +1,20 @@
-//! The four handwritten CUDA kernels on the H200 anchor shapes (fp32 rows of
-//! ../shared/anchors/h200-torch-*.json): conv3x3, modulated conv, group norm + SiLU, window
-//! attention, forward and forward+backward. Run with `cargo bench --features cuda --bench
-//! cuda_kernels`; without a GPU it prints why and exits. Times are wall clock around a
-//! synchronised batch of launches, so they include launch overhead, as PyTorch's do.
+//! The four ops the models run on the handwritten CUDA kernels, on the H200 anchor shapes (fp32
+//! rows of ../shared/anchors/h200-torch-*.json): conv3x3, and — through the models' own ops —
+//! the fused modulated conv (`ops::modconv`), group norm + SiLU (`ops::norm`) and window
+//! attention (`ops::attention`); forward, and forward + first-order backward by autograd (what a
+//! training step runs). Run with `cargo bench --features cuda --bench cuda_kernels`; without a
+//! GPU it prints why and exits. Times are wall clock around a synchronised batch of launches, so
+//! they include launch overhead, as PyTorch's do.
 
 use std::time::{Duration, Instant};
 
-use brainsynth::autograd::no_grad;
+use brainsynth::autograd::{grad, no_grad};
 use brainsynth::backend::cuda;
-use brainsynth::backend::fused::{self, GnAct};
-use brainsynth::ops::Conv2dParams;
-use brainsynth::{DType, Device, Tensor};
-use criterion::{BenchmarkId, Criterion};
+use brainsynth::ops::attention::window_attention;
+use brainsynth::ops::norm::group_norm_silu;
+use brainsynth::ops::{Conv2dParams, ModConvParams, modulated_conv2d};
+use brainsynth::{DType, Device, Result, Tensor};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, measurement::WallTime};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -35,9 +38,32 @@ fn timed(iters: u64, f: &mut impl FnMut()) -> Duration {
     t.elapsed()
 }
 
+/// "fwd": `f` on `ins` without history; "fwd+bwd": `f` on variables and the gradients of every
+/// input for the upstream gradient `dy`.
+fn bench_op(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    id: &str,
+    ins: Vec<Tensor>,
+    dy: Tensor,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) {
+    g.bench_function(BenchmarkId::new("fwd", id), |b| {
+        b.iter_custom(|it| timed(it, &mut || drop(no_grad(|| f(&ins)).expect("forward"))))
+    });
+    let vars: Vec<Tensor> = ins.iter().map(|t| t.variable()).collect();
+    g.bench_function(BenchmarkId::new("fwd+bwd", id), |b| {
+        b.iter_custom(|it| {
+            timed(it, &mut || {
+                let y = f(&vars).expect("forward");
+                let dy = std::slice::from_ref(&dy);
+                drop(grad(&[y], Some(dy), &vars, false).expect("backward"))
+            })
+        })
+    });
+}
+
 fn conv3x3(c: &mut Criterion, rng: &mut StdRng) {
     let mut g = c.benchmark_group("conv3x3");
-    let p = Conv2dParams::same(3);
     for (n, cin, cout, hw) in [
         (32, 512, 512, 32),
         (32, 256, 256, 64),
@@ -46,21 +72,10 @@ fn conv3x3(c: &mut Criterion, rng: &mut StdRng) {
         (16, 32, 32, 256),
         (16, 5, 64, 256),
     ] {
-        let x = rand(&[n, cin, hw, hw], rng);
-        let w = rand(&[cout, cin, 3, 3], rng);
+        let ins = vec![rand(&[n, cin, hw, hw], rng), rand(&[cout, cin, 3, 3], rng)];
         let dy = rand(&[n, cout, hw, hw], rng);
-        let id = format!("{n}x{cin}x{cout}x{hw}");
-        g.bench_function(BenchmarkId::new("fwd", &id), |b| {
-            b.iter_custom(|it| timed(it, &mut || drop(x.conv2d(&w, p).expect("conv"))))
-        });
-        g.bench_function(BenchmarkId::new("fwd+bwd", &id), |b| {
-            b.iter_custom(|it| {
-                timed(it, &mut || {
-                    drop(x.conv2d(&w, p).expect("conv"));
-                    drop(dy.conv2d_backward_data(&w, x.shape(), p).expect("dgrad"));
-                    drop(x.conv2d_backward_weight(&dy, w.shape(), p).expect("wgrad"));
-                })
-            })
+        bench_op(&mut g, &format!("{n}x{cin}x{cout}x{hw}"), ins, dy, |v| {
+            v[0].conv2d(&v[1], Conv2dParams::same(3))
         });
     }
 }
@@ -73,28 +88,14 @@ fn modconv(c: &mut Criterion, rng: &mut StdRng) {
         (32, 128, 128, 128),
         (32, 64, 64, 256),
     ] {
-        let x = rand(&[n, cin, hw, hw], rng);
-        let w = rand(&[cout, cin, 3, 3], rng);
-        let s = rand(&[n, cin], rng);
+        let ins = vec![
+            rand(&[n, cin, hw, hw], rng),
+            rand(&[cout, cin, 3, 3], rng),
+            rand(&[n, cin], rng),
+        ];
         let dy = rand(&[n, cout, hw, hw], rng);
-        let id = format!("{n}x{cin}x{cout}x{hw}");
-        g.bench_function(BenchmarkId::new("fwd", &id), |b| {
-            b.iter_custom(|it| {
-                timed(it, &mut || {
-                    drop(fused::modulated_conv2d(&x, &w, &s, 1, true, 1e-8).expect("modconv"))
-                })
-            })
-        });
-        g.bench_function(BenchmarkId::new("fwd+bwd", &id), |b| {
-            b.iter_custom(|it| {
-                timed(it, &mut || {
-                    let o = fused::modulated_conv2d(&x, &w, &s, 1, true, 1e-8).expect("modconv");
-                    drop(
-                        fused::modulated_conv2d_backward(&dy, &x, &w, &s, &o, 1, true, 1e-8)
-                            .expect("modconv bwd"),
-                    );
-                })
-            })
+        bench_op(&mut g, &format!("{n}x{cin}x{cout}x{hw}"), ins, dy, |v| {
+            modulated_conv2d(&v[0], &v[1], &v[2], None, None, ModConvParams::same(3))
         });
     }
 }
@@ -107,40 +108,14 @@ fn gn_silu(c: &mut Criterion, rng: &mut StdRng) {
         (16, 512, 32, 32),
         (64, 64, 64, 32),
     ] {
-        let x = rand(&[n, ch, hw, hw], rng);
-        let (gamma, beta) = (rand(&[ch], rng), rand(&[ch], rng));
+        let ins = vec![
+            rand(&[n, ch, hw, hw], rng),
+            rand(&[ch], rng),
+            rand(&[ch], rng),
+        ];
         let dy = rand(&[n, ch, hw, hw], rng);
-        let id = format!("{n}x{ch}x{hw}x{groups}");
-        g.bench_function(BenchmarkId::new("fwd", &id), |b| {
-            b.iter_custom(|it| {
-                timed(it, &mut || {
-                    drop(
-                        fused::group_norm(&x, &gamma, &beta, groups, 1e-5, GnAct::Silu)
-                            .expect("gn"),
-                    )
-                })
-            })
-        });
-        g.bench_function(BenchmarkId::new("fwd+bwd", &id), |b| {
-            b.iter_custom(|it| {
-                timed(it, &mut || {
-                    let o = fused::group_norm(&x, &gamma, &beta, groups, 1e-5, GnAct::Silu)
-                        .expect("gn");
-                    drop(
-                        fused::group_norm_backward(
-                            &dy,
-                            &x,
-                            &gamma,
-                            &beta,
-                            &o.mean,
-                            &o.rstd,
-                            groups,
-                            GnAct::Silu,
-                        )
-                        .expect("gn bwd"),
-                    );
-                })
-            })
+        bench_op(&mut g, &format!("{n}x{ch}x{hw}x{groups}"), ins, dy, |v| {
+            group_norm_silu(&v[0], groups, Some(&v[1]), Some(&v[2]), 1e-5)
         });
     }
 }
@@ -154,43 +129,16 @@ fn winattn(c: &mut Criterion, rng: &mut StdRng) {
         (1024, 3, 49, 32),
         (21904, 3, 49, 16),
     ] {
-        let (q, k, v) = (
+        let ins = vec![
             rand(&[b, h, n, d], rng),
             rand(&[b, h, n, d], rng),
             rand(&[b, h, n, d], rng),
-        );
-        let bias = rand(&[h, n, n], rng);
-        let dout = rand(&[b, h, n, d], rng);
+            rand(&[h, n, n], rng),
+        ];
+        let dy = rand(&[b, h, n, d], rng);
         let scale = 1.0 / (d as f64).sqrt();
-        let id = format!("{b}x{h}x{n}x{d}");
-        g.bench_function(BenchmarkId::new("fwd", &id), |bn| {
-            bn.iter_custom(|it| {
-                timed(it, &mut || {
-                    drop(fused::window_attention(&q, &k, &v, Some(&bias), None, scale).expect("wa"))
-                })
-            })
-        });
-        g.bench_function(BenchmarkId::new("fwd+bwd", &id), |bn| {
-            bn.iter_custom(|it| {
-                timed(it, &mut || {
-                    let o =
-                        fused::window_attention(&q, &k, &v, Some(&bias), None, scale).expect("wa");
-                    drop(
-                        fused::window_attention_backward(
-                            &dout,
-                            &q,
-                            &k,
-                            &v,
-                            Some(&bias),
-                            None,
-                            scale,
-                            &o.o,
-                            &o.lse,
-                        )
-                        .expect("wa bwd"),
-                    );
-                })
-            })
+        bench_op(&mut g, &format!("{b}x{h}x{n}x{d}"), ins, dy, |v| {
+            window_attention(&v[0], &v[1], &v[2], &v[3], None, scale)
         });
     }
 }
@@ -218,11 +166,9 @@ fn main() {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
     let mut rng = StdRng::seed_from_u64(0x5eed);
-    no_grad(|| {
-        conv3x3(&mut c, &mut rng);
-        modconv(&mut c, &mut rng);
-        gn_silu(&mut c, &mut rng);
-        winattn(&mut c, &mut rng);
-    });
+    conv3x3(&mut c, &mut rng);
+    modconv(&mut c, &mut rng);
+    gn_silu(&mut c, &mut rng);
+    winattn(&mut c, &mut rng);
     c.final_summary();
 }

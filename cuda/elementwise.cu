@@ -1,62 +1,68 @@
-// Elementwise kernels: unary functions (one kernel, the op chosen by a code that matches
-// `Unary` on the Rust side), broadcasting binary ops through strides, where, fill, and the
-// strided copies that make views contiguous.
+// Elementwise kernels: unary functions (one kernel, the op chosen by a code), broadcasting binary
+// ops through strides, where, fill, and the strided copies that make views contiguous. The codes
+// come from the table in elementwise_ops.cuh, which build.rs also turns into the Rust enums.
 #include "common.cuh"
 
-// Codes shared with src/backend/cuda/ops.rs (unary_code).
-enum {
-    U_NEG = 0, U_EXP, U_LOG, U_SQRT, U_RSQRT, U_RECIP, U_SQR, U_SIN, U_COS, U_ABS, U_TANH,
-    U_SIGMOID, U_ERF, U_RELU, U_SILU, U_GELU, U_SOFTPLUS, U_POWF, U_LEAKY, U_CLAMP, U_AFFINE,
-    U_STEPPOS, U_SIGN, U_INRANGE, U_GE, U_LEAKYDERIV, U_GELUDERIV
+#define BS_UNARY(name) U_##name,
+#define BS_BINARY(name)
+enum UnaryCode {
+#include "elementwise_ops.cuh"
 };
+#undef BS_UNARY
+#undef BS_BINARY
+#define BS_UNARY(name)
+#define BS_BINARY(name) B_##name,
+enum BinaryCode {
+#include "elementwise_ops.cuh"
+};
+#undef BS_UNARY
+#undef BS_BINARY
 
 template <typename T> __device__ __forceinline__ T unary_apply(int op, T x, T p, T q) {
     const T one = (T)1, zero = (T)0;
     switch (op) {
-    case U_NEG: return -x;
-    case U_EXP: return m_exp(x);
-    case U_LOG: return m_log(x);
-    case U_SQRT: return m_sqrt(x);
-    case U_RSQRT: return one / m_sqrt(x);
-    case U_RECIP: return one / x;
-    case U_SQR: return x * x;
-    case U_SIN: return m_sin(x);
-    case U_COS: return m_cos(x);
-    case U_ABS: return m_abs(x);
-    case U_TANH: return m_tanh(x);
-    case U_SIGMOID: return one / (one + m_exp(-x));
-    case U_ERF: return m_erf(x);
-    case U_RELU: return x > zero ? x : zero;
-    case U_SILU: return x / (one + m_exp(-x));
-    case U_GELU: return (T)0.5 * x * (one + m_erf(x * (T)0.70710678118654752440));
-    case U_SOFTPLUS: return x > (T)20 ? x : m_max(x, zero) + m_log(one + m_exp(-m_abs(x)));
-    case U_POWF: return m_pow(x, p);
-    case U_LEAKY: return x > zero ? x : x * p;
-    case U_CLAMP: return m_min(m_max(x, p), q);
-    case U_AFFINE: return x * p + q;
-    case U_STEPPOS: return x > zero ? one : zero;
-    case U_SIGN: return x > zero ? one : (x < zero ? -one : zero);
-    case U_INRANGE: return (x >= p && x <= q) ? one : zero;
-    case U_GE: return x >= p ? one : zero;
-    case U_LEAKYDERIV: return x > zero ? one : p;
-    case U_GELUDERIV:
+    case U_Neg: return -x;
+    case U_Exp: return m_exp(x);
+    case U_Log: return m_log(x);
+    case U_Sqrt: return m_sqrt(x);
+    case U_Rsqrt: return one / m_sqrt(x);
+    case U_Recip: return one / x;
+    case U_Sqr: return x * x;
+    case U_Sin: return m_sin(x);
+    case U_Cos: return m_cos(x);
+    case U_Abs: return m_abs(x);
+    case U_Tanh: return m_tanh(x);
+    case U_Sigmoid: return one / (one + m_exp(-x));
+    case U_Erf: return m_erf(x);
+    case U_Relu: return x > zero ? x : zero;
+    case U_Silu: return x / (one + m_exp(-x));
+    case U_Gelu: return (T)0.5 * x * (one + m_erf(x * (T)0.70710678118654752440));
+    case U_Softplus: return x > (T)20 ? x : m_max(x, zero) + m_log(one + m_exp(-m_abs(x)));
+    case U_Powf: return m_pow(x, p);
+    case U_LeakyRelu: return x > zero ? x : x * p;
+    case U_Clamp: return m_min(m_max(x, p), q);
+    case U_Affine: return x * p + q;
+    case U_StepPos: return x > zero ? one : zero;
+    case U_Sign: return x > zero ? one : (x < zero ? -one : zero);
+    case U_InRange: return (x >= p && x <= q) ? one : zero;
+    case U_Ge: return x >= p ? one : zero;
+    case U_LeakyDeriv: return x > zero ? one : p;
+    case U_GeluDeriv:
         return (T)0.5 * (one + m_erf(x * (T)0.70710678118654752440))
             + x * m_exp((T)-0.5 * x * x) * (T)0.39894228040143267794;
     default: return x;
     }
 }
 
-enum { B_ADD = 0, B_SUB, B_MUL, B_DIV, B_MAX, B_MIN, B_GE };
-
 template <typename T> __device__ __forceinline__ T binary_apply(int op, T a, T b) {
     switch (op) {
-    case B_ADD: return a + b;
-    case B_SUB: return a - b;
-    case B_MUL: return a * b;
-    case B_DIV: return a / b;
-    case B_MAX: return m_max(a, b);
-    case B_MIN: return m_min(a, b);
-    case B_GE: return a >= b ? (T)1 : (T)0;
+    case B_Add: return a + b;
+    case B_Sub: return a - b;
+    case B_Mul: return a * b;
+    case B_Div: return a / b;
+    case B_Max: return m_max(a, b);
+    case B_Min: return m_min(a, b);
+    case B_GeMask: return a >= b ? (T)1 : (T)0;
     default: return a;
     }
 }

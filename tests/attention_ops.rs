@@ -9,9 +9,10 @@ mod fixtures;
 
 use brainsynth::autograd::grad;
 use brainsynth::backend::cpu;
+use brainsynth::models::diffusion::qkv_attention::qkv_attention_legacy;
 use brainsynth::ops::attention::{
-    attention, qkv_attention_legacy, relative_position_index, shifted_window_mask,
-    window_attention, window_partition, window_reverse,
+    attention, relative_position_index, shifted_window_mask, window_attention, window_partition,
+    window_reverse,
 };
 use brainsynth::ops::embedding::{embedding, relative_position_bias, timestep_embedding};
 use brainsynth::testing::{check_grad, check_grad2, rand_tensor};

@@ -1,4 +1,4 @@
-//! The direct 3×3 conv kernel (AVX-512, f32; src/backend/cpu/direct_conv.rs) against the
+//! The direct 3×3 conv kernel (AVX-512, f32; src/ops/conv/direct.rs) against the
 //! reference loops, on shapes that reach every micro-kernel size (1–6 output channels of a
 //! block, 1–4 vectors of a position block), images narrower than a vector, and one pixel.
 //! Also the stride-1 backward-data, which runs the same kernel on the flipped weight.
@@ -7,8 +7,8 @@
 //! output alone, still compares the fast path (then im2col + GEMM) with the reference, and
 //! prints how many shapes the direct kernel could not be compared on.
 
-use brainsynth::backend::cpu::reference::{self, ConvGeom};
-use brainsynth::backend::cpu::{direct_conv, fast_conv};
+use brainsynth::ops::conv::reference::{self, ConvGeom};
+use brainsynth::ops::conv::{direct as direct_conv, fast as fast_conv};
 use brainsynth::testing::rand_vals;
 
 fn geom(n: usize, cin: usize, cout: usize, h: usize, w: usize) -> ConvGeom {

@@ -5,10 +5,10 @@
 //!
 //! Tolerance: ‖fast − ref‖ / ‖ref‖ below 1e-5 in f32 and 1e-12 in f64.
 
-use brainsynth::backend::cpu::fast_conv;
-use brainsynth::backend::cpu::reference::{self, ConvGeom};
 use brainsynth::ops::Conv2dParams;
 use brainsynth::ops::conv::conv_geom;
+use brainsynth::ops::conv::fast as fast_conv;
+use brainsynth::ops::conv::reference::{self, ConvGeom};
 use brainsynth::tensor::StorageElem;
 use brainsynth::testing::rand_vals;
 use proptest::prelude::*;

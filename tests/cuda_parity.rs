@@ -1,7 +1,7 @@
 //! Every CUDA op against the CPU reference kernels on fresh random inputs, forward and backward
 //! (autograd on the GPU vs on the CPU) and second order where the GAN regularisers need it:
 //! relative error ‖gpu − cpu‖/‖cpu‖ under 1e-5 in f32 and 1e-12 in f64. The cases live once, in
-//! `brainsynth::backend::cuda::audit` (which `brainsynth audit-kernels` runs too); each test here
+//! `brainsynth::ops::audit` (which `brainsynth audit-kernels` runs too); each test here
 //! runs one group of them. Each test prints its seed (set BRAINSYNTH_SEED to repeat one) and
 //! skips with a printed reason when no GPU is present (a failure when one is expected).
 #![cfg(feature = "cuda")]
@@ -11,7 +11,7 @@ mod gpu;
 use gpu::*;
 
 use brainsynth::autograd::{GradOptions, grad_with};
-use brainsynth::backend::cuda::audit;
+use brainsynth::ops::audit;
 use brainsynth::{DType, Device, Tensor};
 
 #[test]

@@ -2,7 +2,6 @@
 //! CUDA kernels are tested against them.
 
 pub mod cpu;
-pub mod fused;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -1,9 +1,12 @@
 //! `audit-kernels` and `bench-kernels`: check and time the CUDA kernels on a user's GPU, where no
 //! Rust toolchain (and so no `cargo test`) may be installed.
 //!
-//! `audit-kernels` runs the op cases of [`crate::backend::cuda::audit`] (the ones the parity tests
+//! `audit-kernels` runs the op cases of `crate::ops::audit` (the ones the parity tests
 //! run) on the device and on the CPU reference and prints one row per op. `bench-kernels` times
-//! the four handwritten kernels on the shapes of the project's H200 anchors and prints PyTorch's
+//! the four ops that the models run on the handwritten kernels (conv3x3, and through `ops::modconv`,
+//! `ops::norm` and `ops::attention` the fused modulated conv, group norm + SiLU and window
+//! attention; forward, and forward + first-order backward by autograd) on the shapes of the
+//! project's H200 anchors and prints PyTorch's
 //! figures beside them (table [`ANCHORS`]). Both work on the CPU emulator (`cuda-emu`) too, where
 //! the bench runs tiny shapes once and its timings mean nothing. Without the `cuda` feature both
 //! say so and fail.
@@ -45,7 +48,8 @@ pub const BENCH_KERNELS: Command = Command {
     help: "\
 Usage: brainsynth bench-kernels [--device cuda:N] [--iters N] [--op NAME]
 
-Times the handwritten CUDA kernels in float32 on the shapes of the project's H200 anchors:
+Times the ops the models run on the handwritten CUDA kernels, called as the models call them
+(forward, and forward + backward by autograd), in float32 on the shapes of the H200 anchors:
 conv3x3 and modulated conv (N, Cin, Cout, H=W), group norm + SiLU (N, C, H=W, groups), window
 attention (windows, heads, tokens, head dim; with a relative-position bias), forward and
 forward+backward. Prints the median over the iterations beside PyTorch 2.11's figures on one
@@ -193,10 +197,12 @@ mod imp {
     use rand::rngs::StdRng;
 
     use super::{ANCHORS, Anchor, CliError, usage};
-    use crate::autograd::no_grad;
-    use crate::backend::cuda::{self, audit};
-    use crate::backend::fused::{self, GnAct};
-    use crate::ops::Conv2dParams;
+    use crate::autograd::{grad, no_grad};
+    use crate::backend::cuda;
+    use crate::ops::attention::window_attention;
+    use crate::ops::audit;
+    use crate::ops::norm::group_norm_silu;
+    use crate::ops::{Conv2dParams, ModConvParams, modulated_conv2d};
     use crate::tensor::{DType, Device, Tensor};
     use crate::{Error, Result};
 
@@ -274,97 +280,72 @@ mod imp {
     /// A forward and a forward+backward pass of one op on one shape.
     type Pass = Box<dyn Fn() -> Result<()>>;
 
+    /// The forward of `f` on `ins` (no history) and the forward with the gradients of every
+    /// input for the upstream gradient `dy` (first order: what a training step runs).
+    fn op_passes<F>(ins: Vec<Tensor>, dy: Tensor, f: F) -> (Pass, Pass)
+    where
+        F: Fn(&[Tensor]) -> Result<Tensor> + Clone + 'static,
+    {
+        let vars: Vec<Tensor> = ins.iter().map(|t| t.variable()).collect();
+        let f2 = f.clone();
+        (
+            Box::new(move || no_grad(|| f2(&ins)).map(drop)),
+            Box::new(move || {
+                let y = f(&vars)?;
+                grad(&[y], Some(std::slice::from_ref(&dy)), &vars, false).map(drop)
+            }),
+        )
+    }
+
+    /// The op of an anchor as the models call it (so the bench times what they run).
     fn passes(op: &str, s: [usize; 4], device: Device, rng: &mut StdRng) -> Result<(Pass, Pass)> {
         Ok(match op {
             "conv3x3" => {
                 let (n, cin, cout, hw) = (s[0], s[1], s[2], s[3]);
-                let p = Conv2dParams::same(3);
-                let x = rand(&[n, cin, hw, hw], rng, device)?;
-                let w = rand(&[cout, cin, 3, 3], rng, device)?;
+                let ins = vec![
+                    rand(&[n, cin, hw, hw], rng, device)?,
+                    rand(&[cout, cin, 3, 3], rng, device)?,
+                ];
                 let dy = rand(&[n, cout, hw, hw], rng, device)?;
-                let (x2, w2) = (x.clone(), w.clone());
-                (
-                    Box::new(move || x.conv2d(&w, p).map(drop)),
-                    Box::new(move || {
-                        x2.conv2d(&w2, p)?;
-                        dy.conv2d_backward_data(&w2, x2.shape(), p)?;
-                        x2.conv2d_backward_weight(&dy, w2.shape(), p)?;
-                        Ok(())
-                    }),
-                )
+                op_passes(ins, dy, |v| v[0].conv2d(&v[1], Conv2dParams::same(3)))
             }
             "modconv" => {
                 let (n, cin, cout, hw) = (s[0], s[1], s[2], s[3]);
-                let x = rand(&[n, cin, hw, hw], rng, device)?;
-                let w = rand(&[cout, cin, 3, 3], rng, device)?;
-                let st = rand(&[n, cin], rng, device)?;
+                let ins = vec![
+                    rand(&[n, cin, hw, hw], rng, device)?,
+                    rand(&[cout, cin, 3, 3], rng, device)?,
+                    rand(&[n, cin], rng, device)?,
+                ];
                 let dy = rand(&[n, cout, hw, hw], rng, device)?;
-                let (x2, w2, s2) = (x.clone(), w.clone(), st.clone());
-                (
-                    Box::new(move || fused::modulated_conv2d(&x, &w, &st, 1, true, 1e-8).map(drop)),
-                    Box::new(move || {
-                        let o = fused::modulated_conv2d(&x2, &w2, &s2, 1, true, 1e-8)?;
-                        fused::modulated_conv2d_backward(&dy, &x2, &w2, &s2, &o, 1, true, 1e-8)?;
-                        Ok(())
-                    }),
-                )
+                op_passes(ins, dy, |v| {
+                    modulated_conv2d(&v[0], &v[1], &v[2], None, None, ModConvParams::same(3))
+                })
             }
             "gn_silu" => {
                 let (n, c, hw, g) = (s[0], s[1], s[2], s[3]);
-                let x = rand(&[n, c, hw, hw], rng, device)?;
-                let gamma = rand(&[c], rng, device)?;
-                let beta = rand(&[c], rng, device)?;
+                let ins = vec![
+                    rand(&[n, c, hw, hw], rng, device)?,
+                    rand(&[c], rng, device)?,
+                    rand(&[c], rng, device)?,
+                ];
                 let dy = rand(&[n, c, hw, hw], rng, device)?;
-                let (x2, g2, b2) = (x.clone(), gamma.clone(), beta.clone());
-                (
-                    Box::new(move || {
-                        fused::group_norm(&x, &gamma, &beta, g, 1e-5, GnAct::Silu).map(drop)
-                    }),
-                    Box::new(move || {
-                        let o = fused::group_norm(&x2, &g2, &b2, g, 1e-5, GnAct::Silu)?;
-                        fused::group_norm_backward(
-                            &dy,
-                            &x2,
-                            &g2,
-                            &b2,
-                            &o.mean,
-                            &o.rstd,
-                            g,
-                            GnAct::Silu,
-                        )?;
-                        Ok(())
-                    }),
-                )
+                op_passes(ins, dy, move |v| {
+                    group_norm_silu(&v[0], g, Some(&v[1]), Some(&v[2]), 1e-5)
+                })
             }
             _ => {
                 let (b, h, n, d) = (s[0], s[1], s[2], s[3]);
-                let q = rand(&[b, h, n, d], rng, device)?;
-                let k = rand(&[b, h, n, d], rng, device)?;
-                let v = rand(&[b, h, n, d], rng, device)?;
-                let bias = rand(&[h, n, n], rng, device)?;
-                let dout = rand(&[b, h, n, d], rng, device)?;
-                let scale = 1.0 / (d as f64).sqrt();
-                let (q2, k2, v2, b2) = (q.clone(), k.clone(), v.clone(), bias.clone());
-                (
-                    Box::new(move || {
-                        fused::window_attention(&q, &k, &v, Some(&bias), None, scale).map(drop)
-                    }),
-                    Box::new(move || {
-                        let o = fused::window_attention(&q2, &k2, &v2, Some(&b2), None, scale)?;
-                        fused::window_attention_backward(
-                            &dout,
-                            &q2,
-                            &k2,
-                            &v2,
-                            Some(&b2),
-                            None,
-                            scale,
-                            &o.o,
-                            &o.lse,
-                        )?;
-                        Ok(())
-                    }),
-                )
+                let ins = vec![
+                    rand(&[b, h, n, d], rng, device)?,
+                    rand(&[b, h, n, d], rng, device)?,
+                    rand(&[b, h, n, d], rng, device)?,
+                    rand(&[h, n, n], rng, device)?,
+                ];
+                let dy = rand(&[b, h, n, d], rng, device)?;
+                op_passes(ins, dy, |v| {
+                    let scale = 1.0 / (v[0].shape()[3] as f64).sqrt();
+                    window_attention(&v[0], &v[1], &v[2], &v[3], None, scale)
+                })
             }
         })
     }
@@ -418,12 +399,9 @@ mod imp {
         let mut rng = StdRng::seed_from_u64(0x5eed);
         for a in ANCHORS.iter().filter(|a| only.is_none_or(|o| o == a.op)) {
             let shape = if cuda::EMULATED { tiny(a) } else { a.shape };
-            let (fwd, fwd_bwd) = no_grad(|| -> Result<(f64, f64)> {
-                let (f, fb) = passes(a.op, shape, device, &mut rng)?;
-                let t1 = median_ms(&be, &f, warm, iters)?;
-                let t2 = median_ms(&be, &fb, warm, iters)?;
-                Ok((t1, t2))
-            })?;
+            let (f, fb) = passes(a.op, shape, device, &mut rng)?;
+            let fwd = median_ms(&be, &f, warm, iters)?;
+            let fwd_bwd = median_ms(&be, &fb, warm, iters)?;
             be.empty_cache();
             let torch = |ms: f64, mm: Option<f64>| match mm {
                 Some(m) => format!("{ms:.3} [{m:.3}]"),

@@ -1,17 +1,23 @@
 //! Attention: Swin's window partition / reverse, relative-position index and shifted-window mask,
 //! window attention softmax(q·kᵀ·scale + bias + mask)·v, and plain multi-head attention for the
-//! diffusion U-Net (guided-diffusion's `QKVAttentionLegacy`).
+//! diffusion U-Net (whose `QKVAttentionLegacy` head split lives with the model, in
+//! `models::diffusion::qkv_attention`).
 //!
 //! The forward is one fused kernel per (batch, head) block: scores by GEMM, bias and mask added
 //! and the softmax taken in place in a per-thread scratch buffer, then the product with v by GEMM;
 //! the score matrix never reaches memory as a tensor. The recorded backward recomputes the
 //! probabilities with recorded ops and applies the softmax rule with matmuls, so it is exact to
 //! every order; when the gradient will not be differentiated again (no `create_graph`) on the
-//! CPU, one fused kernel (`attention/backward.rs`) gives the same values in a single pass.
+//! CPU, one fused kernel (`attention/backward.rs`) gives the same values in a single pass. On a
+//! GPU (`attention/cuda.rs`), blocks that fit the handwritten window kernels of
+//! cuda/window_attention.cu (Swin's windows) run its fused forward and, at first order, its fused
+//! backward; second order always takes the recorded rule.
 
 use std::sync::Arc;
 
 mod backward;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::autograd::{GradFn, is_grad_enabled, record};
 use crate::backend::cpu::{self, CpuKernels, par_blocks_mut};
@@ -158,30 +164,6 @@ impl Kernel for AttnKernel {
         });
         Ok(out)
     }
-    #[cfg(feature = "cuda")]
-    fn cuda(
-        &self,
-        _op: &'static str,
-        xs: &[&crate::backend::cuda::CudaStorage],
-        _n: usize,
-        be: &Arc<crate::backend::cuda::CudaBackend>,
-    ) -> Result<crate::backend::cuda::CudaStorage> {
-        let a = self.a;
-        let mut rest = xs[3..].iter().copied();
-        let bias = if self.has_bias { rest.next() } else { None };
-        let mask = if self.has_mask { rest.next() } else { None };
-        let g = crate::backend::cuda::attention::AttnGeom {
-            batch: a.batch,
-            nq: a.nq,
-            nk: a.nk,
-            d: a.d,
-            dv: a.dv,
-            heads: a.heads,
-            windows: a.windows,
-            scale: a.scale,
-        };
-        crate::backend::cuda::attention::attention(be, xs[0], xs[1], xs[2], bias, mask, &g)
-    }
 }
 
 /// softmax(q·kᵀ·scale + bias + mask) with recorded ops: [batch, nq, nk].
@@ -222,7 +204,21 @@ fn attention_core(
         has_bias: bias.is_some(),
         has_mask: mask.is_some(),
     };
-    let out = Tensor::run_kernel("attention", &ins, &[a.batch, a.nq, a.dv], &kern)?;
+    // on a GPU: the window kernel where it fits, keeping the log-sum-exp for its backward
+    #[cfg(feature = "cuda")]
+    let (out, lse) = if crate::ops::gpu::on_gpu(q) {
+        cuda::forward(q, k, v, bias, mask.as_ref(), a)?
+    } else {
+        (
+            Tensor::run_kernel("attention", &ins, &[a.batch, a.nq, a.dv], &kern)?,
+            None,
+        )
+    };
+    #[cfg(not(feature = "cuda"))]
+    let (out, lse) = (
+        Tensor::run_kernel("attention", &ins, &[a.batch, a.nq, a.dv], &kern)?,
+        None,
+    );
     let mut rec: Vec<&Tensor> = vec![q, k, v];
     rec.extend(bias);
     Ok(record(out, &rec, || {
@@ -233,6 +229,7 @@ fn attention_core(
             bias: bias.cloned(),
             mask: mask.clone(),
             a,
+            lse,
         })
     }))
 }
@@ -244,6 +241,9 @@ struct AttnBackward {
     bias: Option<Tensor>,
     mask: Option<Tensor>,
     a: AttnDims,
+    /// Row log-sum-exp [batch, nq] kept by the GPU window kernel (None elsewhere).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    lse: Option<Tensor>,
 }
 
 impl GradFn for AttnBackward {
@@ -255,12 +255,36 @@ impl GradFn for AttnBackward {
         v.extend(self.bias.clone());
         v
     }
-    fn backward(&self, _out: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn backward(&self, out: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let a = self.a;
         if !is_grad_enabled() && self.q.device() == Device::Cpu {
             // not differentiated again: one fused pass gives the same values
             return self.fused(g, needs);
         }
+        // on a GPU, the fused window backward from the forward's log-sum-exp
+        #[cfg(feature = "cuda")]
+        if !is_grad_enabled()
+            && let Some(lse) = &self.lse
+            && let Some(gs) = cuda::window_backward(
+                &self.q,
+                &self.k,
+                &self.v,
+                self.bias.as_ref(),
+                self.mask.as_ref(),
+                out,
+                lse,
+                g,
+                a,
+            )?
+        {
+            return Ok(gs
+                .into_iter()
+                .zip(needs)
+                .map(|(t, &n)| n.then_some(t))
+                .collect());
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = out;
         let p = probs(&self.q, &self.k, self.bias.as_ref(), self.mask.as_ref(), a)?;
         let gv = if needs[2] {
             Some(p.transpose(-1, -2)?.matmul(g)?)
@@ -446,31 +470,6 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
     let mut os = qs[..r - 2].to_vec();
     os.extend([tq, dv]);
     out.reshape(&os)
-}
-
-/// guided-diffusion `QKVAttentionLegacy`: qkv [B, heads·3·C, T] split per head into q, k, v
-/// [B·heads, C, T], attention over T with scale 1/√C, output [B, heads·C, T].
-pub fn qkv_attention_legacy(qkv: &Tensor, heads: usize) -> Result<Tensor> {
-    let op = "qkv_attention_legacy";
-    let s = qkv.shape();
-    if s.len() != 3 || heads == 0 || !s[1].is_multiple_of(3 * heads) {
-        return Err(Error::shape(
-            op,
-            format!("qkv {s:?} must be [B, heads*3*C, T] with heads = {heads}"),
-        ));
-    }
-    let (b, t) = (s[0], s[2]);
-    let c = s[1] / (3 * heads);
-    let parts = qkv.reshape(&[b * heads, 3 * c, t])?.chunk(1, 3)?;
-    // [B·heads, C, T] → [B·heads, T, C]
-    let tr = |x: &Tensor| x.transpose(1, 2);
-    let o = attention(
-        &tr(&parts[0])?,
-        &tr(&parts[1])?,
-        &tr(&parts[2])?,
-        1.0 / (c as f64).sqrt(),
-    )?;
-    o.transpose(1, 2)?.reshape(&[b, heads * c, t])
 }
 
 // ---- Swin window bookkeeping -------------------------------------------------------------------

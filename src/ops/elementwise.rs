@@ -1,7 +1,11 @@
 //! Elementwise math: unary functions, broadcasting binary arithmetic, where, clamp, lerp.
-//! Backward rules are written with these same ops, so they differentiate again.
+//! Backward rules are written with these same ops, so they differentiate again. The CUDA side
+//! (`elementwise/cuda.rs`) maps each op to its code in the table cuda/elementwise_ops.cuh.
 
 use std::sync::Arc;
+
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::Result;
 use crate::autograd::{GradFn, record};
@@ -260,7 +264,7 @@ impl Kernel for UnaryKernel {
         _n: usize,
         be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
     ) -> Result<crate::backend::cuda::CudaStorage> {
-        crate::backend::cuda::ops::unary(be, x[0], self.0)
+        cuda::unary(be, x[0], self.0)
     }
 }
 
@@ -553,7 +557,7 @@ impl Kernel for BinaryKernel {
         _n: usize,
         be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
     ) -> Result<crate::backend::cuda::CudaStorage> {
-        crate::backend::cuda::ops::binary(
+        cuda::binary(
             be,
             x[0],
             x[1],

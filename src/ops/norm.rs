@@ -23,6 +23,8 @@ pub const NORM_EPS: f64 = 1e-5;
 pub const STYLEGAN_EPS: f64 = 1e-8;
 
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 /// Activation applied after the affine step of the fused kernel.
 use cpu::RowAct as Act;
@@ -49,23 +51,6 @@ impl Dims {
     /// One row per (sample, group).
     fn rows_shape(&self) -> [usize; 3] {
         [self.n, self.groups, self.row_len()]
-    }
-}
-
-impl Dims {
-    #[cfg(feature = "cuda")]
-    fn gpu(&self, eps: f64, act: Act) -> crate::backend::cuda::norm::NormGeom {
-        crate::backend::cuda::norm::NormGeom {
-            n: self.n,
-            c: self.c,
-            inner: self.inner,
-            groups: self.groups,
-            eps,
-            act: match act {
-                Act::None => 0,
-                Act::Silu => 1,
-            },
-        }
     }
 }
 
@@ -111,7 +96,7 @@ impl Kernel for NormKernel {
         } else {
             None
         };
-        crate::backend::cuda::norm::forward(be, xs[0], affine, &self.d.gpu(self.eps, self.act))
+        cuda::forward(be, xs[0], affine, &self.d.gpu(self.eps, self.act))
     }
 }
 
@@ -137,7 +122,7 @@ impl Kernel for RstdKernel {
         _n: usize,
         be: &Arc<crate::backend::cuda::CudaBackend>,
     ) -> Result<crate::backend::cuda::CudaStorage> {
-        crate::backend::cuda::norm::rstd(be, xs[0], &self.d.gpu(self.eps, Act::None))
+        cuda::rstd(be, xs[0], &self.d.gpu(self.eps, Act::None))
     }
 }
 
@@ -200,7 +185,7 @@ impl Kernel for NormBackwardKernel {
         be: &Arc<crate::backend::cuda::CudaBackend>,
     ) -> Result<crate::backend::cuda::CudaStorage> {
         let g = self.d.gpu(self.eps, self.act);
-        crate::backend::cuda::norm::backward(be, xs[0], xs[1], xs[2], xs[3], &g)
+        cuda::backward(be, xs[0], xs[1], xs[2], xs[3], &g)
     }
 }
 
@@ -334,7 +319,23 @@ fn norm_affine(x: &Tensor, w: &Tensor, b: &Tensor, d: Dims, eps: f64, act: Act) 
         affine: true,
         act,
     };
-    let out = Tensor::run_kernel("group_norm", &[x, w, b], &d.shape3(), &k)?;
+    // on a GPU, images run the fused group-norm kernel, which keeps its statistics for the
+    // backward (see `cuda.rs`)
+    #[cfg(feature = "cuda")]
+    let (out, stats) = if cuda::uses_group_kernel(x, &d) {
+        let (y, st) = cuda::group_norm_forward(x, w, b, d, eps, act)?;
+        (y, Some(st))
+    } else {
+        (
+            Tensor::run_kernel("group_norm", &[x, w, b], &d.shape3(), &k)?,
+            None,
+        )
+    };
+    #[cfg(not(feature = "cuda"))]
+    let (out, stats) = (
+        Tensor::run_kernel("group_norm", &[x, w, b], &d.shape3(), &k)?,
+        None,
+    );
     Ok(record(out, &[x, w, b], || {
         Arc::new(NormAffineBackward {
             x: x.clone(),
@@ -343,6 +344,7 @@ fn norm_affine(x: &Tensor, w: &Tensor, b: &Tensor, d: Dims, eps: f64, act: Act) 
             d,
             eps,
             act,
+            stats,
         })
     }))
 }
@@ -354,6 +356,9 @@ struct NormAffineBackward {
     d: Dims,
     eps: f64,
     act: Act,
+    /// Mean and rstd [n, groups] kept by the fused GPU forward (None on the CPU).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    stats: Option<[Tensor; 2]>,
 }
 impl GradFn for NormAffineBackward {
     fn name(&self) -> &'static str {
@@ -366,8 +371,17 @@ impl GradFn for NormAffineBackward {
         let d = self.d;
         if !is_grad_enabled() {
             // not differentiated again: the fused kernel gives the same values in two passes
-            let [gx, gw, gb] =
-                norm_backward_fused(&self.x, &self.w, &self.b, g, d, self.eps, self.act)?;
+            // (on a GPU, the group-norm kernel from the forward's statistics)
+            #[cfg(feature = "cuda")]
+            let fused = match &self.stats {
+                Some(st) => cuda::group_norm_backward(
+                    &self.x, &self.w, &self.b, st, g, d, self.eps, self.act,
+                )?,
+                None => norm_backward_fused(&self.x, &self.w, &self.b, g, d, self.eps, self.act)?,
+            };
+            #[cfg(not(feature = "cuda"))]
+            let fused = norm_backward_fused(&self.x, &self.w, &self.b, g, d, self.eps, self.act)?;
+            let [gx, gw, gb] = fused;
             let pick = |t: Tensor, i: usize| if needs[i] { Some(t) } else { None };
             return Ok(vec![pick(gx, 0), pick(gw, 1), pick(gb, 2)]);
         }

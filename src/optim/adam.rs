@@ -157,7 +157,7 @@ impl Optimizer for Adam {
             {
                 if p.tensor.device() != crate::tensor::Device::Cpu {
                     // the CPU loop's constants, computed the same way
-                    let gh = crate::backend::cuda::optim::AdamStep {
+                    let gh = super::cuda::AdamStep {
                         b1: h.b1,
                         b2: h.b2,
                         eps: h.eps,
@@ -170,7 +170,7 @@ impl Optimizer for Adam {
                     if let Some(g) = p.tensor.grad() {
                         super::slots_to_device(&p.tensor, s)?;
                         let (m, v) = (&s.slots[0], &s.slots[1]);
-                        crate::backend::cuda::optim::adam_step(&p.tensor, &g, m, v, &gh)?;
+                        super::cuda::adam_step(&p.tensor, &g, m, v, &gh)?;
                     }
                     continue;
                 }

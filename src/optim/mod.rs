@@ -10,6 +10,8 @@
 
 pub mod adam;
 pub mod clip;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod ema;
 pub mod schedule;
 pub mod sgd;

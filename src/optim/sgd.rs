@@ -129,7 +129,7 @@ impl Optimizer for Sgd {
             #[cfg(feature = "cuda")]
             {
                 if p.tensor.device() != crate::tensor::Device::Cpu {
-                    let h = crate::backend::cuda::optim::SgdStep {
+                    let h = super::cuda::SgdStep {
                         lr,
                         wd,
                         momentum: c.momentum,
@@ -139,7 +139,7 @@ impl Optimizer for Sgd {
                     };
                     if let Some(g) = p.tensor.grad() {
                         super::slots_to_device(&p.tensor, s)?;
-                        crate::backend::cuda::optim::sgd_step(&p.tensor, &g, &s.slots[0], &h)?;
+                        super::cuda::sgd_step(&p.tensor, &g, &s.slots[0], &h)?;
                     }
                     continue;
                 }

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use brainsynth::backend::cpu::{self, CpuKernels};
 use brainsynth::backend::cuda;
+use brainsynth::ops::audit;
 use brainsynth::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -58,7 +59,7 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
-/// Runs the op group `group` of the kernel audit (`brainsynth::backend::cuda::audit`, the one
+/// Runs the op group `group` of the kernel audit (`brainsynth::ops::audit`, the one
 /// list of op cases that `brainsynth audit-kernels` runs too) and fails listing every row out
 /// of tolerance.
 pub fn audit_group(group: &str) {
@@ -66,9 +67,9 @@ pub fn audit_group(group: &str) {
         return;
     };
     let s = seed(group);
-    let rows = cuda::audit::run_group(gpu.device, s, group).unwrap_or_else(|e| panic!("{e}"));
+    let rows = audit::run_group(gpu.device, s, group).unwrap_or_else(|e| panic!("{e}"));
     assert!(!rows.is_empty(), "group {group} has no cases");
-    println!("{}", cuda::audit::header());
+    println!("{}", audit::header());
     for r in &rows {
         println!("{r}");
     }

@@ -7,26 +7,25 @@
 //! (`assign` from the CPU; index maps and filter taps, which are uploaded once per content and
 //! then kept on the device, see `consts.rs`). [`CudaBackend::host_uploads`] counts the uploads.
 //!
-//! [`audit`] holds every op's parity case against the CPU reference (the parity tests and
-//! `brainsynth audit-kernels` run it).
+//! Layering: this module knows device memory, kernels by name and launches, and the launches of
+//! the general-purpose kernels (`ops.rs`: elementwise by op code, reductions, gathers, strided
+//! copies, GEMM) on raw storages. It imports no `Tensor` and nothing from `crate::ops`; of
+//! `crate::tensor` it uses only the leaf types `DType`, `Device`, `Layout` and `StorageElem`.
+//! The op families' launches of their own kernels (conv, modulated conv, norms, attention,
+//! resampling) live with the ops, in `src/ops/<family>/cuda.rs`, and the kernel audit in
+//! `crate::ops::audit`.
 //!
 //! `BRAINSYNTH_CUDA_SYNC=1` synchronises and checks after every launch, so that a fault is
 //! reported under the op that caused it rather than at a later copy.
 
 pub mod alloc;
-pub(crate) mod attention;
-pub mod audit;
 pub(crate) mod consts;
 pub mod driver;
 #[cfg(not(feature = "cuda-emu"))]
 mod driver_cudarc;
 #[cfg(feature = "cuda-emu")]
 mod driver_emu;
-pub mod fused;
-pub(crate) mod norm;
 pub(crate) mod ops;
-pub(crate) mod optim;
-pub(crate) mod resample;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -144,6 +143,10 @@ impl CudaBackend {
     pub fn device(&self) -> Device {
         Device::Cuda(self.ordinal)
     }
+    /// Streaming multiprocessors (launch sizing).
+    pub fn sm_count(&self) -> u32 {
+        self.sm_count
+    }
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
     }
@@ -212,21 +215,6 @@ impl CudaBackend {
         };
         cache.insert(name.to_string(), k.clone());
         Ok(k)
-    }
-
-    /// Allow `f` `bytes` of dynamic shared memory (an error if the device offers less).
-    pub(crate) fn allow_smem(&self, f: &Kernel, op: &str, bytes: usize) -> Result<()> {
-        if self.try_allow_smem(f, op, bytes)? {
-            return Ok(());
-        }
-        let offers = match self.max_smem_optin {
-            Some(limit) => format!("offers {limit}"),
-            None => "did not say how much it offers and refused the opt-in".into(),
-        };
-        Err(Error::Cuda(format!(
-            "{op} needs {bytes} bytes of shared memory per block; cuda:{} {offers}",
-            self.ordinal
-        )))
     }
 
     /// Whether `f` may use `bytes` of dynamic shared memory, opting in above 48 KiB: false when

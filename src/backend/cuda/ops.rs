@@ -1,13 +1,12 @@
-//! GPU implementations of the core ops, called from each op's `Kernel::cuda`. Inputs arrive
-//! contiguous (offset 0), as the CPU kernels get them; every function returns fresh storage.
+//! Launches of the general-purpose kernels (cuda/elementwise.cu, reduce.cu, index.cu, and the
+//! GEMM): elementwise maps by op code, reductions, gathers, copies of strided views, matrix
+//! products. They work on device storages and plain sizes only; the ops in `crate::ops` that
+//! call them (from their `Kernel::cuda`) and `tensor` (for views and fills) know what they
+//! mean. Inputs arrive contiguous (offset 0); every function returns fresh storage.
 
 use std::sync::Arc;
 
-use super::{KernelArg, LaunchConfig};
-
 use super::{CudaBackend, CudaStorage, Dims, coalesce, launch, sfx};
-use crate::backend::cpu::reference::ConvGeom;
-use crate::ops::{Binary, Unary};
 use crate::tensor::shape::contiguous_strides;
 use crate::tensor::{DType, Layout};
 use crate::{Error, Result};
@@ -25,59 +24,24 @@ fn same_dtype(op: &'static str, xs: &[&CudaStorage]) -> Result<DType> {
     Ok(dt)
 }
 
-/// Opcode and parameters of a unary op, as `unary_apply` in cuda/elementwise.cu reads them.
-fn unary_code(op: Unary) -> (i32, f64, f64) {
-    match op {
-        Unary::Neg => (0, 0.0, 0.0),
-        Unary::Exp => (1, 0.0, 0.0),
-        Unary::Log => (2, 0.0, 0.0),
-        Unary::Sqrt => (3, 0.0, 0.0),
-        Unary::Rsqrt => (4, 0.0, 0.0),
-        Unary::Recip => (5, 0.0, 0.0),
-        Unary::Sqr => (6, 0.0, 0.0),
-        Unary::Sin => (7, 0.0, 0.0),
-        Unary::Cos => (8, 0.0, 0.0),
-        Unary::Abs => (9, 0.0, 0.0),
-        Unary::Tanh => (10, 0.0, 0.0),
-        Unary::Sigmoid => (11, 0.0, 0.0),
-        Unary::Erf => (12, 0.0, 0.0),
-        Unary::Relu => (13, 0.0, 0.0),
-        Unary::Silu => (14, 0.0, 0.0),
-        Unary::Gelu => (15, 0.0, 0.0),
-        Unary::Softplus => (16, 0.0, 0.0),
-        Unary::Powf(p) => (17, p, 0.0),
-        Unary::LeakyRelu(s) => (18, s, 0.0),
-        Unary::Clamp(lo, hi) => (19, lo, hi),
-        Unary::Affine(a, b) => (20, a, b),
-        Unary::StepPos => (21, 0.0, 0.0),
-        Unary::Sign => (22, 0.0, 0.0),
-        Unary::InRange(lo, hi) => (23, lo, hi),
-        Unary::Ge(c) => (24, c, 0.0),
-        Unary::LeakyDeriv(s) => (25, s, 0.0),
-        Unary::GeluDeriv => (26, 0.0, 0.0),
-    }
-}
+// `UnaryCode` and `BinaryCode`: the op table cuda/elementwise_ops.cuh as Rust enums (build.rs).
+include!(concat!(env!("OUT_DIR"), "/elementwise_codes.rs"));
 
-fn binary_code(op: Binary) -> i32 {
-    match op {
-        Binary::Add => 0,
-        Binary::Sub => 1,
-        Binary::Mul => 2,
-        Binary::Div => 3,
-        Binary::Max => 4,
-        Binary::Min => 5,
-        Binary::GeMask => 6,
-    }
-}
-
-pub(crate) fn unary(be: &Arc<CudaBackend>, x: &CudaStorage, op: Unary) -> Result<CudaStorage> {
+/// y = op(x; p, q) elementwise, `p` and `q` the parameters of the ops that take them.
+pub(crate) fn unary(
+    be: &Arc<CudaBackend>,
+    x: &CudaStorage,
+    op: UnaryCode,
+    p: f64,
+    q: f64,
+) -> Result<CudaStorage> {
     let dt = x.dtype();
     let n = x.len();
     let y = be.alloc(dt, n)?;
     if n == 0 {
         return Ok(y);
     }
-    let (code, p, q) = unary_code(op);
+    let code = op as i32;
     let f = be.func("elementwise", &format!("unary_{}", sfx(dt)))?;
     let (nn, xp, yp) = (n as i64, x.ptr(), y.ptr());
     launch!(be, "unary", f, be.grid(n, BLOCK); &nn, &code, &p, &q, &xp, &yp)?;
@@ -113,14 +77,16 @@ fn coalesce2(shape: &[usize], sa: &[usize], sb: &[usize]) -> (Vec<usize>, Vec<us
     (s, a, b)
 }
 
+/// y = a op b over the output shape `out`, reading a and b through strides `sa`, `sb` (0 along
+/// broadcast dims).
 pub(crate) fn binary(
     be: &Arc<CudaBackend>,
     a: &CudaStorage,
     b: &CudaStorage,
-    op: Binary,
-    a_shape: &[usize],
-    b_shape: &[usize],
+    op: BinaryCode,
     out: &[usize],
+    sa: &[usize],
+    sb: &[usize],
 ) -> Result<CudaStorage> {
     let dt = same_dtype("binary", &[a, b])?;
     let n: usize = out.iter().product();
@@ -128,12 +94,10 @@ pub(crate) fn binary(
     if n == 0 {
         return Ok(y);
     }
-    let sa = crate::ops::elementwise::broadcast_strides(a_shape, out);
-    let sb = crate::ops::elementwise::broadcast_strides(b_shape, out);
-    let (shape, sa, sb) = coalesce2(out, &sa, &sb);
+    let (shape, sa, sb) = coalesce2(out, sa, sb);
     let (ds, da, db) = (Dims::from(&shape)?, Dims::from(&sa)?, Dims::from(&sb)?);
     let f = be.func("elementwise", &format!("binary_{}", sfx(dt)))?;
-    let (nn, code, rank) = (n as i64, binary_code(op), shape.len() as i32);
+    let (nn, code, rank) = (n as i64, op as i32, shape.len() as i32);
     let (ap, bp, yp) = (a.ptr(), b.ptr(), y.ptr());
     launch!(be, "binary", f, be.grid(n, BLOCK); &nn, &code, &rank, &ds, &da, &db, &ap, &bp, &yp)?;
     Ok(y)
@@ -420,147 +384,4 @@ pub(crate) fn matmul(
     let c = be.alloc(dt, len)?;
     be.gemm(dt, batch, m, k, n, a, b, &c)?;
     Ok(c)
-}
-
-/// Convolution geometry as `ConvGeom` in cuda/gemm_tile.cuh.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct GpuConvGeom {
-    n: i64,
-    cin: i64,
-    h: i64,
-    w: i64,
-    cout: i64,
-    kh: i64,
-    kw: i64,
-    oh: i64,
-    ow: i64,
-    sh: i64,
-    sw: i64,
-    ph: i64,
-    pw: i64,
-    dh: i64,
-    dw: i64,
-    groups: i64,
-}
-unsafe impl KernelArg for GpuConvGeom {}
-
-impl From<&ConvGeom> for GpuConvGeom {
-    fn from(g: &ConvGeom) -> Self {
-        GpuConvGeom {
-            n: g.n as i64,
-            cin: g.cin as i64,
-            h: g.h as i64,
-            w: g.w as i64,
-            cout: g.cout as i64,
-            kh: g.kh as i64,
-            kw: g.kw as i64,
-            oh: g.oh as i64,
-            ow: g.ow as i64,
-            sh: g.stride.0 as i64,
-            sw: g.stride.1 as i64,
-            ph: g.pad.0 as i64,
-            pw: g.pad.1 as i64,
-            dh: g.dil.0 as i64,
-            dw: g.dil.1 as i64,
-            groups: g.groups as i64,
-        }
-    }
-}
-
-const TILE: usize = 64;
-
-/// Grid of 64×64 tiles over an M×N product with `z` slices.
-pub(crate) fn tile_grid(op: &'static str, m: usize, n: usize, z: usize) -> Result<LaunchConfig> {
-    let (gx, gy) = (n.div_ceil(TILE), m.div_ceil(TILE));
-    if gx == 0 || gy == 0 || z == 0 {
-        return Err(Error::invalid(op, "empty problem"));
-    }
-    if gx > i32::MAX as usize || gy > 65535 || z > 65535 {
-        return Err(Error::invalid(
-            op,
-            format!("{m}×{n} in {z} slices is beyond the GPU grid limits"),
-        ));
-    }
-    Ok(LaunchConfig {
-        grid_dim: (gx as u32, gy as u32, z as u32),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    })
-}
-
-/// Split of a reduction of length `p` over blocks so that about 4 blocks per SM run: returns
-/// (splits, chunk) with chunk a multiple of 16.
-pub(crate) fn split_k(
-    be: &CudaBackend,
-    p: usize,
-    base_blocks: usize,
-    max_splits: usize,
-) -> (usize, usize) {
-    let target = 4 * be.sm_count as usize;
-    let want = target.div_ceil(base_blocks.max(1));
-    let splits = want.clamp(1, p.div_ceil(256).max(1)).min(max_splits.max(1));
-    let chunk = p.div_ceil(splits).div_ceil(16) * 16;
-    (p.div_ceil(chunk.max(1)).max(1), chunk.max(16))
-}
-
-/// Which of the three convolution primitives.
-#[derive(Clone, Copy)]
-pub(crate) enum ConvPass {
-    Forward,
-    Data,
-    Weight,
-}
-
-/// Forward: (x, w) → y. Data: (dy, w) → dx. Weight: (x, dy) → dw.
-pub(crate) fn conv(
-    be: &Arc<CudaBackend>,
-    pass: ConvPass,
-    p: &CudaStorage,
-    q: &CudaStorage,
-    g: &ConvGeom,
-) -> Result<CudaStorage> {
-    let dt = same_dtype("conv2d", &[p, q])?;
-    let gg = GpuConvGeom::from(g);
-    let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
-    let (pp, qp) = (p.ptr(), q.ptr());
-    match pass {
-        ConvPass::Forward => {
-            let y = be.alloc(dt, g.n * g.cout * g.oh * g.ow)?;
-            if y.is_empty() {
-                return Ok(y);
-            }
-            let cfg = tile_grid("conv2d", cog, g.n * g.oh * g.ow, g.groups)?;
-            let f = be.func("conv", &format!("conv2d_fwd_{}", sfx(dt)))?;
-            let yp = y.ptr();
-            launch!(be, "conv2d", f, cfg; &gg, &pp, &qp, &yp)?;
-            Ok(y)
-        }
-        ConvPass::Data => {
-            let dx = be.alloc(dt, g.n * g.cin * g.h * g.w)?;
-            if dx.is_empty() {
-                return Ok(dx);
-            }
-            let cfg = tile_grid("conv2d_backward_data", cig, g.n * g.h * g.w, g.groups)?;
-            let f = be.func("conv", &format!("conv2d_bwd_data_{}", sfx(dt)))?;
-            let dxp = dx.ptr();
-            launch!(be, "conv2d_backward_data", f, cfg; &gg, &pp, &qp, &dxp)?;
-            Ok(dx)
-        }
-        ConvPass::Weight => {
-            let k = cig * g.kh * g.kw;
-            let dw = be.zeros(dt, g.cout * k)?;
-            let pix = g.n * g.oh * g.ow;
-            if dw.is_empty() || pix == 0 {
-                return Ok(dw);
-            }
-            let base = cog.div_ceil(TILE) * k.div_ceil(TILE) * g.groups;
-            let (splits, chunk) = split_k(be, pix, base, 65535 / g.groups);
-            let cfg = tile_grid("conv2d_backward_weight", cog, k, g.groups * splits)?;
-            let f = be.func("conv", &format!("conv2d_bwd_weight_{}", sfx(dt)))?;
-            let (sp, ch, dwp) = (splits as i64, chunk as i64, dw.ptr());
-            launch!(be, "conv2d_backward_weight", f, cfg; &gg, &sp, &ch, &pp, &qp, &dwp)?;
-            Ok(dw)
-        }
-    }
 }

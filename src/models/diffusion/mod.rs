@@ -3,6 +3,7 @@
 //! tensors — training loss, posterior, ancestral and DDIM sampling ([`sampler`]) — and one
 //! training step ([`mod@train_step`]).
 
+pub mod qkv_attention;
 pub mod sampler;
 pub mod schedule;
 pub mod train_step;

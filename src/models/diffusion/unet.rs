@@ -12,9 +12,9 @@
 
 use rand::rngs::StdRng;
 
+use super::qkv_attention::qkv_attention_legacy;
 use crate::nn::{Conv2d, Dropout, Init, Linear, Scope};
 use crate::ops::Conv2dParams;
-use crate::ops::attention::qkv_attention_legacy;
 use crate::ops::embedding::timestep_embedding;
 use crate::ops::norm::{NORM_EPS, group_norm, group_norm_silu};
 use crate::ops::resize::resize_nearest;

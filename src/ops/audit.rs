@@ -15,7 +15,6 @@ use rand::rngs::StdRng;
 
 use crate::autograd::{GradOptions, grad_with};
 use crate::backend::cpu::{self, CpuKernels};
-use crate::backend::fused::{self, GnAct};
 use crate::ops::attention::{attention, shifted_window_mask, window_attention};
 use crate::ops::modconv::{ModConvParams, modulated_conv2d};
 use crate::ops::norm::{group_norm, group_norm_silu, instance_norm, layer_norm};
@@ -343,34 +342,6 @@ impl Auditor {
         }
         Ok(())
     }
-
-    /// Every output of `f` (a fused op's forward and backward, no autograd) on the device
-    /// against the CPU.
-    fn check_outputs(
-        &mut self,
-        name: &str,
-        inputs: &[Tensor],
-        f: impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
-    ) {
-        let dt = inputs.first().map(|t| t.dtype()).unwrap_or(DType::F32);
-        let mut row = Row::new(&format!("{name} {}", dt.name()), dt, 1);
-        let r = self.outputs(&mut row, inputs, &f);
-        self.push(row, r);
-    }
-
-    fn outputs(
-        &self,
-        row: &mut Row,
-        inputs: &[Tensor],
-        f: &impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
-    ) -> Result<()> {
-        let c = f(inputs).map_err(on("on the cpu"))?;
-        let d = f(&self.to_dev(inputs)?)?;
-        for (i, (d, c)) in d.iter().zip(&c).enumerate() {
-            row.record(&format!("output {i}"), rel_err(d, c)?);
-        }
-        Ok(())
-    }
 }
 
 fn unary(a: &mut Auditor) -> Result<()> {
@@ -607,33 +578,46 @@ fn conv_anchor(a: &mut Auditor) -> Result<()> {
     Ok(())
 }
 
+/// The diffusion U-Net's norm through `ops::norm`: on a GPU the fused kernels of
+/// cuda/group_norm.cu, forward and (first order) their backward; one case also at second order
+/// (the recorded rule).
 fn fused_group_norm(a: &mut Auditor) -> Result<()> {
     for dt in DTYPES {
-        for (shape, groups, act) in [
-            ([2, 8, 5, 7], 4, GnAct::Silu),
-            ([3, 6, 33, 17], 3, GnAct::Identity),
-            ([1, 32, 16, 16], 32, GnAct::Silu),
+        for (shape, groups, silu) in [
+            ([2, 8, 5, 7], 4, true),
+            ([3, 6, 33, 17], 3, false),
+            ([1, 32, 16, 16], 32, true),
         ] {
             let x = a.randn(&shape, dt).affine(2.0, 0.7)?;
-            let ins = [
-                x,
-                a.randn(&[shape[1]], dt),
-                a.randn(&[shape[1]], dt),
-                a.randn(&shape, dt),
-            ];
-            let name = format!("group_norm fused fwd+bwd {shape:?} /{groups} {act:?}");
-            a.check_outputs(&name, &ins, |v| {
-                let o = fused::group_norm(&v[0], &v[1], &v[2], groups, 1e-5, act)?;
-                let g = fused::group_norm_backward(
-                    &v[3], &v[0], &v[1], &v[2], &o.mean, &o.rstd, groups, act,
-                )?;
-                Ok(vec![o.y, o.mean, o.rstd, g.dx, g.dgamma, g.dbeta])
+            let ins = [x, a.randn(&[shape[1]], dt), a.randn(&[shape[1]], dt)];
+            let name = format!(
+                "group_norm{} {shape:?} /{groups}",
+                if silu { "_silu" } else { "" }
+            );
+            a.check(&name, &ins, |v| {
+                let (w, b) = (Some(&v[1]), Some(&v[2]));
+                if silu {
+                    group_norm_silu(&v[0], groups, w, b, 1e-5)
+                } else {
+                    group_norm(&v[0], groups, w, b, 1e-5)
+                }
             });
         }
+        let ins = [
+            a.randn(&[2, 8, 4, 5], dt),
+            a.randn(&[8], dt),
+            a.randn(&[8], dt),
+        ];
+        a.check_second("group_norm_silu [2, 8, 4, 5] /4", &ins, |v| {
+            group_norm_silu(&v[0], 4, Some(&v[1]), Some(&v[2]), 1e-5)
+        });
     }
     Ok(())
 }
 
+/// Swin's window attention through `ops::attention`: on a GPU the fused kernels of
+/// cuda/window_attention.cu, forward and (first order) backward, at the window sizes of the
+/// models (7×7 windows, N = 49) and the kernels' limit (N = dim = 64).
 fn fused_window_attention(a: &mut Auditor) -> Result<()> {
     for dt in DTYPES {
         for (b, h, n, d, nw, with_mask) in [
@@ -641,46 +625,32 @@ fn fused_window_attention(a: &mut Auditor) -> Result<()> {
             (2, 2, 64, 64, 1, false),
             (3, 1, 7, 5, 3, true),
         ] {
-            let mut ins = vec![
+            let ins = [
                 a.randn(&[b, h, n, d], dt),
                 a.randn(&[b, h, n, d], dt),
                 a.randn(&[b, h, n, d], dt),
                 a.randn(&[h, n, n], dt),
-                a.randn(&[b, h, n, d], dt),
             ];
-            if with_mask {
-                let m = a
-                    .randn(&[nw, n, n], dt)
-                    .unary(Unary::StepPos)?
-                    .affine(-100.0, 0.0)?;
-                ins.push(m);
-            }
+            let mask = a
+                .randn(&[nw, n, n], dt)
+                .unary(Unary::StepPos)?
+                .affine(-100.0, 0.0)?;
+            let m_dev = mask.to_device(a.device)?;
+            let dev = a.device;
             let scale = 1.0 / (d as f64).sqrt();
-            let name = format!("window_attention fused fwd+bwd [{b}, {h}, {n}, {d}] nW {nw}");
-            a.check_outputs(&name, &ins, |v| {
-                let m = v.get(5);
-                let o = fused::window_attention(&v[0], &v[1], &v[2], Some(&v[3]), m, scale)?;
-                let g = fused::window_attention_backward(
-                    &v[4],
-                    &v[0],
-                    &v[1],
-                    &v[2],
-                    Some(&v[3]),
-                    m,
-                    scale,
-                    &o.o,
-                    &o.lse,
-                )?;
-                let db = g.dbias.ok_or_else(|| {
-                    Error::invalid("window_attention_backward", "no bias gradient")
-                })?;
-                Ok(vec![o.o, o.lse, g.dq, g.dk, g.dv, db])
+            let name = format!("window_attention [{b}, {h}, {n}, {d}] nW {nw} mask {with_mask}");
+            a.check(&name, &ins, |t| {
+                let m = if t[0].device() == dev { &m_dev } else { &mask };
+                window_attention(&t[0], &t[1], &t[2], &t[3], with_mask.then_some(m), scale)
             });
         }
     }
     Ok(())
 }
 
+/// StyleGAN2's modulated conv without resampling through `ops::modconv`: on a GPU the fused
+/// kernels of cuda/modconv.cu, forward and (first order) backward; second order is in the
+/// `stylegan` group.
 fn fused_modconv(a: &mut Auditor) -> Result<()> {
     for dt in DTYPES {
         for (n, cin, cout, hw, k, demod) in [
@@ -688,22 +658,16 @@ fn fused_modconv(a: &mut Auditor) -> Result<()> {
             (3, 5, 4, 6, 1, false),
             (1, 70, 66, 5, 3, true),
         ] {
-            let (x, w, s) = (
+            let ins = [
                 a.randn(&[n, cin, hw, hw], dt),
                 a.randn(&[cout, cin, k, k], dt),
                 a.positive(&[n, cin], dt),
-            );
-            let dy = a.randn(&[n, cout, hw, hw], dt);
-            let pad = k / 2;
-            let name = format!(
-                "modulated_conv2d fused fwd+bwd [{n}, {cin}, {hw}, {hw}] -> {cout} k{k} demod {demod}"
-            );
-            a.check_outputs(&name, &[x, w, s, dy], |v| {
-                let o = fused::modulated_conv2d(&v[0], &v[1], &v[2], pad, demod, 1e-8)?;
-                let g = fused::modulated_conv2d_backward(
-                    &v[3], &v[0], &v[1], &v[2], &o, pad, demod, 1e-8,
-                )?;
-                Ok(vec![o.y, o.demod, g.dx, g.dw, g.ds])
+            ];
+            let p = ModConvParams::same(k).demodulate(demod);
+            let name =
+                format!("modulated_conv2d [{n}, {cin}, {hw}, {hw}] -> {cout} k{k} demod {demod}");
+            a.check(&name, &ins, |v| {
+                modulated_conv2d(&v[0], &v[1], &v[2], None, None, p)
             });
         }
     }

@@ -13,8 +13,9 @@
 //! Falls back (returns false) when the shape does not fit or the CPU lacks AVX-512; results
 //! are tested against the reference loops in tests/conv_direct.rs.
 
-use super::fast::{SyncPtr, par_tasks};
 use super::reference::ConvGeom;
+use crate::backend::cpu::fast::{SyncPtr, par_tasks};
+use crate::backend::cpu::worker_threads;
 
 /// Output channels per micro-kernel call.
 const MR: usize = 6;
@@ -88,7 +89,7 @@ fn run(x: &[f32], w: &[f32], g: &ConvGeom, y: &mut [f32]) {
         }
     }
     // tasks: (sample, run of channel blocks), at least two per worker where possible
-    let threads = super::worker_threads();
+    let threads = worker_threads();
     let per_sample = (2 * threads).div_ceil(g.n).clamp(1, blocks);
     let chunk = blocks.div_ceil(per_sample);
     let yp = SyncPtr(y.as_mut_ptr());

@@ -15,8 +15,9 @@
 //!   for thin layers, fixed runs of tiles whose partial dW are summed in order), so the sum's
 //!   order does not depend on which worker took which task.
 
-use super::fast::{SyncConst, SyncPtr, gemm_raw, par_tasks};
 use super::reference::ConvGeom;
+use crate::backend::cpu::fast::{SyncConst, SyncPtr, gemm_raw, par_tasks};
+use crate::backend::cpu::{par_chunks_mut, worker_threads};
 use crate::tensor::StorageElem;
 
 /// Unfolded columns per tile should fit in this many bytes, so they are still in L2 when the
@@ -61,7 +62,7 @@ struct Tiles {
 
 impl Tiles {
     fn new(n: usize, p: usize, k: usize, elem: usize) -> Tiles {
-        let threads = super::worker_threads();
+        let threads = worker_threads();
         let total = n * p;
         let target = (COLS_BYTES / (k * elem).max(1))
             .max(MIN_COLS)
@@ -258,7 +259,7 @@ pub fn conv2d<T: StorageElem>(x: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
 }
 
 fn forward_into<T: StorageElem>(x: &[T], w: &[T], g: &ConvGeom, y: &mut [T]) {
-    if T::DTYPE == crate::DType::F32 && super::direct_conv::applies(g) {
+    if T::DTYPE == crate::DType::F32 && super::direct::applies(g) {
         // SAFETY: T is f32 (checked above), so the slices can be viewed as f32.
         let (x32, w32, y32) = unsafe {
             (
@@ -267,7 +268,7 @@ fn forward_into<T: StorageElem>(x: &[T], w: &[T], g: &ConvGeom, y: &mut [T]) {
                 std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), y.len()),
             )
         };
-        if super::direct_conv::conv3x3(x32, w32, g, y32) {
+        if super::direct::conv3x3(x32, w32, g, y32) {
             return;
         }
     }
@@ -442,7 +443,7 @@ pub fn conv2d_backward_weight<T: StorageElem>(x: &[T], dy: &[T], g: &ConvGeom) -
     let blocks = cig.div_ceil(cblock);
     let tiles = Tiles::new(g.n, p, cblock * taps, size_of::<T>());
     let count = tiles.count();
-    let threads = super::worker_threads();
+    let threads = worker_threads();
     // about two tasks per thread, as many lanes as that takes (one on a single thread)
     let lanes = if threads == 1 {
         1
@@ -505,7 +506,7 @@ pub fn conv2d_backward_weight<T: StorageElem>(x: &[T], dy: &[T], g: &ConvGeom) -
     if lanes > 1 {
         let (total, rest) = dw.split_at_mut(wlen);
         let rest = &*rest;
-        super::par_chunks_mut(total, 1 << 14, |start, chunk| {
+        par_chunks_mut(total, 1 << 14, |start, chunk| {
             for l in 0..lanes - 1 {
                 let part = &rest[l * wlen + start..][..chunk.len()];
                 for (d, &v) in chunk.iter_mut().zip(part) {

@@ -1,11 +1,19 @@
-//! Launch wrappers for cuda/norm.cu: the generic normalisation kernels behind `ops::norm`
-//! (group / instance / layer norm with optional affine and SiLU), forward, rstd, and the fused
-//! first-order backward. x is [n, c, inner] with statistics per (sample, group) row; the weight
-//! and bias gradients are partial sums per (sample range, channel), summed in a second pass.
+//! The CUDA side of the norms. x is [n, c, inner] with statistics per (sample, group) row.
+//!
+//! - Group norm and instance norm on images with their affine step (and SiLU: the diffusion
+//!   U-Net's `normalization` + `SiLU`) run the handwritten fused kernels of cuda/group_norm.cu:
+//!   one block per (sample, group), Welford statistics in double, normalise + affine + activation
+//!   in the same pass; the forward keeps mean and rstd for the first-order backward, which is one
+//!   kernel plus a sum of per-sample weight/bias partials ([`group_forward`], [`group_backward`]).
+//! - Layer norm (inner = 1: one value per channel, the per-channel block sums of group_norm.cu
+//!   would do one value's work each), the bare normalisation x̂ and rstd (the primitives the
+//!   recorded, second-order rule is written with) run the generic kernels of cuda/norm.cu: per-row
+//!   statistics, elementwise apply, and a first-order backward whose weight and bias gradients
+//!   are partial sums per (sample range, channel), summed in a second pass.
 
 use std::sync::Arc;
 
-use super::{CudaBackend, CudaStorage, launch, sfx};
+use crate::backend::cuda::{CudaBackend, CudaStorage, launch, sfx};
 use crate::tensor::DType;
 use crate::{Error, Result};
 
@@ -195,4 +203,170 @@ const WB_TERMS_PER_BLOCK: usize = 2048;
 /// sums at least [`WB_TERMS_PER_BLOCK`] terms where there are that many.
 fn samples_per_part(n: usize, inner: usize) -> usize {
     WB_TERMS_PER_BLOCK.div_ceil(inner.max(1)).clamp(1, n.max(1))
+}
+
+/// Threads per block of the group_norm.cu kernels (a multiple of 32).
+const GN_THREADS: u32 = 256;
+
+/// Output of [`group_forward`]: y, and mean and rstd per (sample, group) in x's dtype.
+pub(crate) struct GroupForward {
+    pub y: CudaStorage,
+    pub mean: CudaStorage,
+    pub rstd: CudaStorage,
+}
+
+/// act(x̂·w + b) by cuda/group_norm.cu, keeping the statistics.
+pub(crate) fn group_forward(
+    be: &Arc<CudaBackend>,
+    x: &CudaStorage,
+    w: &CudaStorage,
+    b: &CudaStorage,
+    g: &NormGeom,
+) -> Result<GroupForward> {
+    g.check(x)?;
+    let dt = x.dtype();
+    let y = be.alloc(dt, g.total())?;
+    let mean = be.alloc(dt, g.rows())?;
+    let rstd = be.alloc(dt, g.rows())?;
+    if g.total() > 0 {
+        let f = be.func("group_norm", &format!("group_norm_fwd_{}", sfx(dt)))?;
+        let (n, c, hw, gr) = (g.n as i64, g.c as i64, g.inner as i64, g.groups as i64);
+        let (xp, wp, bp, yp, mp, rp) = (x.ptr(), w.ptr(), b.ptr(), y.ptr(), mean.ptr(), rstd.ptr());
+        launch!(be, "group_norm", f, be.blocks(g.rows(), GN_THREADS, 0);
+            &n, &c, &hw, &gr, &g.eps, &g.act, &xp, &wp, &bp, &yp, &mp, &rp)?;
+    }
+    Ok(GroupForward { y, mean, rstd })
+}
+
+/// [gx, gw, gb] of act(x̂·w + b) by cuda/group_norm.cu from the statistics [`group_forward`]
+/// kept: one block per (sample, group) writes gx and per-sample weight/bias partials, which a
+/// second kernel sums over the samples in a fixed order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn group_backward(
+    be: &Arc<CudaBackend>,
+    x: &CudaStorage,
+    w: &CudaStorage,
+    b: &CudaStorage,
+    mean: &CudaStorage,
+    rstd: &CudaStorage,
+    gy: &CudaStorage,
+    g: &NormGeom,
+) -> Result<[CudaStorage; 3]> {
+    g.check(x)?;
+    if w.len() != g.c || b.len() != g.c || gy.len() != g.total() || mean.len() != g.rows() {
+        return Err(Error::shape(
+            "group_norm_backward",
+            format!(
+                "weight {}, bias {}, gradient {}, statistics {} values for {} channels, {} elements, {} rows",
+                w.len(),
+                b.len(),
+                gy.len(),
+                mean.len(),
+                g.c,
+                g.total(),
+                g.rows()
+            ),
+        ));
+    }
+    let dt = x.dtype();
+    let gx = be.alloc(dt, g.total())?;
+    let gw = be.zeros(dt, g.c)?;
+    let gb = be.zeros(dt, g.c)?;
+    if g.total() == 0 {
+        return Ok([gx, gw, gb]);
+    }
+    let gw_part = be.alloc(dt, g.n * g.c)?;
+    let gb_part = be.alloc(dt, g.n * g.c)?;
+    let (n, c, hw, gr) = (g.n as i64, g.c as i64, g.inner as i64, g.groups as i64);
+    let f = be.func("group_norm", &format!("group_norm_bwd_{}", sfx(dt)))?;
+    let ins = (x.ptr(), w.ptr(), b.ptr(), mean.ptr(), rstd.ptr(), gy.ptr());
+    let outs = (gx.ptr(), gw_part.ptr(), gb_part.ptr());
+    launch!(be, "group_norm_backward", f, be.blocks(g.rows(), GN_THREADS, 0);
+        &n, &c, &hw, &gr, &g.act, &ins.0, &ins.1, &ins.2, &ins.3, &ins.4, &ins.5,
+        &outs.0, &outs.1, &outs.2)?;
+    let f = be.func("group_norm", &format!("sum_rows_{}", sfx(dt)))?;
+    for (part, out) in [(&gw_part, &gw), (&gb_part, &gb)] {
+        let (pp, op) = (part.ptr(), out.ptr());
+        launch!(be, "group_norm_backward", f, be.grid(g.c, 256); &n, &c, &pp, &op)?;
+    }
+    Ok([gx, gw, gb])
+}
+
+// ---- the fused group norm on tensors (called from `ops::norm`'s dispatch) ------------------------
+
+use super::{Act, Dims};
+use crate::ops::gpu::{on_gpu, storages};
+use crate::tensor::Tensor;
+
+impl Dims {
+    pub(super) fn gpu(&self, eps: f64, act: Act) -> NormGeom {
+        NormGeom {
+            n: self.n,
+            c: self.c,
+            inner: self.inner,
+            groups: self.groups,
+            eps,
+            act: match act {
+                Act::None => 0,
+                Act::Silu => 1,
+            },
+        }
+    }
+}
+
+/// Whether act(x̂·w + b) of `x` runs the fused kernels of cuda/group_norm.cu: on a GPU, for
+/// images (inner > 1; layer norm's one value per channel stays on cuda/norm.cu).
+pub(super) fn uses_group_kernel(x: &Tensor, d: &Dims) -> bool {
+    on_gpu(x) && d.inner > 1
+}
+
+/// y = act(x̂·w + b) ([n, c, inner]) and the statistics (mean, rstd), each [n, groups].
+pub(super) fn group_norm_forward(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    d: Dims,
+    eps: f64,
+    act: Act,
+) -> Result<(Tensor, [Tensor; 2])> {
+    let (be, s) = storages("group_norm", &[x, w, b])?;
+    let o = group_forward(&be, &s[0], &s[1], &s[2], &d.gpu(eps, act))?;
+    let stats = [d.n, d.groups];
+    Ok((
+        Tensor::from_cuda(o.y, &d.shape3()),
+        [
+            Tensor::from_cuda(o.mean, &stats),
+            Tensor::from_cuda(o.rstd, &stats),
+        ],
+    ))
+}
+
+/// [gx, gw, gb] of act(x̂·w + b) from the statistics of [`group_norm_forward`] (values only).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn group_norm_backward(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    stats: &[Tensor; 2],
+    g: &Tensor,
+    d: Dims,
+    eps: f64,
+    act: Act,
+) -> Result<[Tensor; 3]> {
+    let (be, s) = storages("group_norm_backward", &[x, w, b, &stats[0], &stats[1], g])?;
+    let [gx, gw, gb] = group_backward(
+        &be,
+        &s[0],
+        &s[1],
+        &s[2],
+        &s[3],
+        &s[4],
+        &s[5],
+        &d.gpu(eps, act),
+    )?;
+    Ok([
+        Tensor::from_cuda(gx, &d.shape3()),
+        Tensor::from_cuda(gw, &[d.c]),
+        Tensor::from_cuda(gb, &[d.c]),
+    ])
 }

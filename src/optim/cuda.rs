@@ -1,9 +1,9 @@
-//! Launch wrappers for cuda/optim.cu: in-place SGD and Adam/AdamW updates of a GPU parameter and
-//! its state buffers (same arithmetic as the CPU loops in `optim::{sgd, adam}`).
+//! The CUDA side of the optimisers: cuda/optim.cu's in-place SGD and Adam/AdamW updates of a GPU
+//! parameter and its state buffers (same arithmetic as the CPU loops in `optim::{sgd, adam}`).
 
 use std::sync::Arc;
 
-use super::{CudaStorage, launch, sfx};
+use crate::backend::cuda::{CudaStorage, launch, sfx};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 

@@ -8,6 +8,9 @@
 //! arg-max of each window through an index map (`gather_map`), whose backward scatters the
 //! gradient back to it, linear in the gradient.
 
+#[cfg(feature = "cuda")]
+mod cuda;
+
 use std::sync::Arc;
 
 use crate::autograd::{GradFn, record};
@@ -130,21 +133,14 @@ impl Kernel for AxisKernel {
         be: &Arc<crate::backend::cuda::CudaBackend>,
     ) -> Result<crate::backend::cuda::CudaStorage> {
         let m = &self.map;
-        let csr = crate::backend::cuda::resample::Csr {
+        let csr = cuda::Csr {
             in_len: m.in_len,
             out_len: m.out_len,
             start: &m.start,
             idx: &m.idx,
             w: &m.w,
         };
-        crate::backend::cuda::resample::axis_map(
-            be,
-            xs[0],
-            &csr,
-            self.outer,
-            self.inner,
-            self.adjoint,
-        )
+        cuda::axis_map(be, xs[0], &csr, self.outer, self.inner, self.adjoint)
     }
 }
 

@@ -1,14 +1,24 @@
 //! 2-D convolution as three linear primitives — forward, backward-data (the transposed
 //! convolution) and backward-weight — each the backward of the others, so gradients of any
 //! order reduce to these three kernels (as NVlabs' conv2d_gradfix does).
+//!
+//! The family's parts: this file (API, backward rules, dispatch), `reference.rs` (plain loops),
+//! `fast.rs` (im2col + GEMM) and `direct.rs` (AVX-512 3×3), `cuda.rs` (launches of
+//! cuda/conv.cu, implicit GEMM on the tiles of cuda/gemm_tile.cuh).
 
 use std::sync::Arc;
 
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+pub mod direct;
+pub mod fast;
+pub mod reference;
+
 use crate::autograd::{GradFn, record};
-use crate::backend::cpu::reference::{self, ConvGeom};
 use crate::backend::cpu::{self, CpuKernels};
 use crate::tensor::{Kernel, StorageElem, Tensor};
 use crate::{Error, Result};
+pub use reference::ConvGeom;
 
 /// Stride, zero padding, dilation and groups of a convolution (PyTorch's meanings).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,13 +133,9 @@ impl Kernel for ConvKernel {
             (CpuKernels::Reference, Which::Weight) => {
                 reference::conv2d_backward_weight(xs[0], xs[1], g)
             }
-            (CpuKernels::Fast, Which::Forward) => cpu::fast_conv::conv2d(xs[0], xs[1], g),
-            (CpuKernels::Fast, Which::Data) => {
-                cpu::fast_conv::conv2d_backward_data(xs[0], xs[1], g)
-            }
-            (CpuKernels::Fast, Which::Weight) => {
-                cpu::fast_conv::conv2d_backward_weight(xs[0], xs[1], g)
-            }
+            (CpuKernels::Fast, Which::Forward) => fast::conv2d(xs[0], xs[1], g),
+            (CpuKernels::Fast, Which::Data) => fast::conv2d_backward_data(xs[0], xs[1], g),
+            (CpuKernels::Fast, Which::Weight) => fast::conv2d_backward_weight(xs[0], xs[1], g),
         })
     }
     #[cfg(feature = "cuda")]
@@ -140,7 +146,7 @@ impl Kernel for ConvKernel {
         _n: usize,
         be: &std::sync::Arc<crate::backend::cuda::CudaBackend>,
     ) -> Result<crate::backend::cuda::CudaStorage> {
-        use crate::backend::cuda::ops::{ConvPass, conv};
+        use cuda::{ConvPass, conv};
         let pass = match self.which {
             Which::Forward => ConvPass::Forward,
             Which::Data => ConvPass::Data,

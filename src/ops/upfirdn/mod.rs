@@ -14,6 +14,9 @@
 //! padding adjusted so the result has the input's shape; being linear, the pair are each other's
 //! backward, so gradients of any order come for free.
 
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
+
 use std::sync::Arc;
 
 use crate::autograd::{GradFn, record};
@@ -305,7 +308,7 @@ impl Kernel for UpfirdnKernel {
         be: &Arc<crate::backend::cuda::CudaBackend>,
     ) -> Result<crate::backend::cuda::CudaStorage> {
         let p = &self.plan;
-        let plan = crate::backend::cuda::resample::FirPlan {
+        let plan = cuda::FirPlan {
             taps: &p.taps,
             separable: p.separable,
             fh: p.fh,
@@ -314,14 +317,7 @@ impl Kernel for UpfirdnKernel {
             down: p.down,
             pad0: (p.pad.0, p.pad.2),
         };
-        crate::backend::cuda::resample::upfirdn(
-            be,
-            xs[0],
-            &plan,
-            self.planes,
-            self.in_hw,
-            self.out_hw,
-        )
+        cuda::upfirdn(be, xs[0], &plan, self.planes, self.in_hw, self.out_hw)
     }
 }
 

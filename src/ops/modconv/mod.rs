@@ -13,11 +13,26 @@
 //! strided conv, 1×1 kernels resample on the cheaper side of the conv; `padding` is with respect
 //! to the up-sampled image.
 //!
-//! Everything is composed of differentiable ops (broadcast products, sums, rsqrt, conv2d,
-//! upfirdn2d), so gradients of any order w.r.t. x, weight and styles come for free (R1, path
-//! length).
+//! On the CPU everything is composed of differentiable ops (broadcast products, sums, rsqrt,
+//! conv2d, upfirdn2d), so gradients of any order w.r.t. x, weight and styles come for free (R1,
+//! path length). On a GPU the layers without resampling (up = down = 1, a square kernel applied
+//! as a correlation: every SynthesisLayer but the up-sampling ones) run the handwritten fused
+//! kernels of cuda/modconv.cu (`modconv/cuda.rs`) as one recorded op: its first-order backward
+//! is the fused backward kernels, its second order (under `create_graph`: the path-length
+//! penalty) the rule of `FusedBackward`, written with conv2d's three primitives and broadcast
+//! ops. Up/down-sampling layers keep the composite form on every device.
 
+#[cfg(feature = "cuda")]
+mod cuda;
+
+#[cfg(feature = "cuda")]
+use std::sync::Arc;
+
+#[cfg(feature = "cuda")]
+use crate::autograd::{GradFn, is_grad_enabled, record};
 use crate::ops::Conv2dParams;
+#[cfg(feature = "cuda")]
+use crate::ops::conv::ConvGeom;
 use crate::ops::upfirdn::upfirdn2d;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -104,6 +119,19 @@ pub fn modulated_conv2d(
         ));
     }
     let (n, cin, cout, kh, kw) = (xs[0], xs[1], ws[0], ws[2], ws[3]);
+    #[cfg(feature = "cuda")]
+    if crate::ops::gpu::on_gpu(x)
+        && p.up == 1
+        && p.down == 1
+        && kh == kw
+        && (p.flip_weight || kh == 1)
+    {
+        let y = fused_gpu(x, weight, styles, p.padding, p.demodulate)?;
+        return match noise {
+            Some(z) => y.add(z),
+            None => Ok(y),
+        };
+    }
     let identity;
     let f = match resample_filter {
         Some(f) => f,
@@ -323,5 +351,134 @@ impl Resample<'_> {
         }
         // no resampling: plain conv with symmetric padding
         conv(x, w, 1, (py0 as usize, px0 as usize), unflipped)
+    }
+}
+
+/// The fused modulated conv on a GPU (stride 1, `pad` on every side, correlation) as one
+/// recorded op.
+#[cfg(feature = "cuda")]
+fn fused_gpu(x: &Tensor, w: &Tensor, s: &Tensor, pad: usize, demodulate: bool) -> Result<Tensor> {
+    let cp = Conv2dParams {
+        padding: (pad, pad),
+        ..Default::default()
+    };
+    let g = crate::ops::conv::conv_geom("modulated_conv2d", x.shape(), w.shape(), &cp)?;
+    let (y, demod) = cuda::forward(x, w, s, &g, demodulate, DEMOD_EPS)?;
+    Ok(record(y, &[x, w, s], || {
+        Arc::new(FusedBackward {
+            x: x.clone(),
+            w: w.clone(),
+            s: s.clone(),
+            demod,
+            g,
+            cp,
+            demodulate,
+        })
+    }))
+}
+
+/// Backward of the fused modulated conv y = d[n,o] · conv(x·s[n,i], w) (d = 1 without
+/// demodulation, else (Σ_{i,k} w² s² + eps)^-½).
+#[cfg(feature = "cuda")]
+struct FusedBackward {
+    x: Tensor,
+    w: Tensor,
+    s: Tensor,
+    /// d [n, cout] from the forward (values only: used by the first-order kernels).
+    demod: Tensor,
+    g: ConvGeom,
+    cp: Conv2dParams,
+    demodulate: bool,
+}
+
+#[cfg(feature = "cuda")]
+impl GradFn for FusedBackward {
+    fn name(&self) -> &'static str {
+        "modulated_conv2d"
+    }
+    fn inputs(&self) -> Vec<Tensor> {
+        vec![self.x.clone(), self.w.clone(), self.s.clone()]
+    }
+    fn backward(&self, out: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let pick = |t: Tensor, i: usize| needs[i].then_some(t);
+        if !is_grad_enabled() {
+            // not differentiated again: the fused backward kernels
+            let [gx, gw, gs] = cuda::backward(
+                g,
+                &self.x,
+                &self.w,
+                &self.s,
+                out,
+                &self.demod,
+                &self.g,
+                self.demodulate,
+            )?;
+            return Ok(vec![pick(gx, 0), pick(gw, 1), pick(gs, 2)]);
+        }
+        let [gx, gw, gs] = self.recorded(g, needs)?;
+        Ok(vec![gx, gw, gs])
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl FusedBackward {
+    /// The gradients with recorded ops (so they differentiate again), z = conv(x·s, w):
+    /// gz = g·d; gx = s·conv_bwd_data(gz, w); gs = Σ_p x·conv_bwd_data(gz, w);
+    /// gw = conv_bwd_weight(x·s, gz); with demodulation, c = Σ_p g·z · d³ adds
+    /// −w·(cᵀ s²) to gw and −s·(c wsq) to gs (wsq[o, i] = Σ_k w²).
+    fn recorded(&self, g: &Tensor, needs: &[bool]) -> Result<[Option<Tensor>; 3]> {
+        let (n, cin, cout) = (self.g.n, self.g.cin, self.g.cout);
+        let (x, w, s) = (&self.x, &self.w, &self.s);
+        let s4 = s.reshape(&[n, cin, 1, 1])?;
+        let xs = x.mul(&s4)?;
+        let demod = if self.demodulate {
+            let wsq = w.sqr()?.sum_axes(&[2, 3], false)?;
+            let d = s
+                .sqr()?
+                .matmul(&wsq.transpose(0, 1)?)?
+                .add_scalar(DEMOD_EPS)?
+                .rsqrt()?;
+            Some((d, wsq))
+        } else {
+            None
+        };
+        let gz = match &demod {
+            Some((d, _)) => g.mul(&d.reshape(&[n, cout, 1, 1])?)?,
+            None => g.clone(),
+        };
+        // c[n, o] = Σ_p g·z · d³
+        let c = match &demod {
+            Some((d, _)) if needs[1] || needs[2] => {
+                let z = xs.conv2d(w, self.cp)?;
+                let gd = g.mul(&z)?.sum_axes(&[2, 3], false)?;
+                Some(gd.mul(&d.sqr()?.mul(d)?)?)
+            }
+            _ => None,
+        };
+        let (mut gx, mut gs) = (None, None);
+        if needs[0] || needs[2] {
+            let gxs = gz.conv2d_backward_data(w, x.shape(), self.cp)?;
+            if needs[0] {
+                gx = Some(gxs.mul(&s4)?);
+            }
+            if needs[2] {
+                let mut v = gxs.mul(x)?.sum_axes(&[2, 3], false)?;
+                if let (Some(c), Some((_, wsq))) = (&c, &demod) {
+                    v = v.sub(&s.mul(&c.matmul(wsq)?)?)?;
+                }
+                gs = Some(v);
+            }
+        }
+        let gw = if needs[1] {
+            let mut v = xs.conv2d_backward_weight(&gz, w.shape(), self.cp)?;
+            if let Some(c) = &c {
+                let cs = c.transpose(0, 1)?.matmul(&s.sqr()?)?;
+                v = v.sub(&w.mul(&cs.reshape(&[cout, cin, 1, 1])?)?)?;
+            }
+            Some(v)
+        } else {
+            None
+        };
+        Ok([gx, gw, gs])
     }
 }
