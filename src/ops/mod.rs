@@ -6,6 +6,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod embedding;
 pub mod filter_design;
+pub mod filtered_lrelu;
 pub mod grid_sample;
 pub mod loss;
 pub mod matmul;
