@@ -6,7 +6,7 @@
 
 mod common;
 
-use brainsynth::autograd::{GradFn, grad};
+use brainsynth::autograd::grad;
 use brainsynth::ops::stylegan::{filtered_lrelu, filtered_lrelu_ref};
 use brainsynth::testing::rand_vals;
 use brainsynth::{DType, Result, Tensor};
