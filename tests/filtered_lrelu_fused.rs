@@ -44,7 +44,11 @@ fn rand(shape: &[usize], seed: u64, scale: f64, dt: DType) -> Tensor {
 fn rel(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.shape(), b.shape());
     let (a, b) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
-    let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let d = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
     let m = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
     d / m.max(1e-300)
 }
@@ -92,14 +96,22 @@ fn run(
     let Some(g) = g else { return (y, vec![]) };
     let mut wrt = vec![x.clone()];
     wrt.extend(b.cloned());
-    let gs = grad(&[y.clone()], Some(&[g.clone()]), &wrt, create).unwrap();
+    let gs = grad(
+        std::slice::from_ref(&y),
+        Some(std::slice::from_ref(g)),
+        &wrt,
+        create,
+    )
+    .unwrap();
     (y, gs)
 }
 
 fn check_case(c: &Case, dt: DType, tol: f64, seed: u64) {
     // scaled so that a clamp of 1 bites on a good share of the samples
     let x = rand(&c.shape, seed, 3.0, dt).variable();
-    let b = c.bias.then(|| rand(&[c.shape[1]], seed + 1, 0.5, dt).variable());
+    let b = c
+        .bias
+        .then(|| rand(&[c.shape[1]], seed + 1, 0.5, dt).variable());
     let (y_ref, _) = run(filtered_lrelu_ref, c, &x, b.as_ref(), None, false);
     let g = rand(y_ref.shape(), seed + 2, 1.0, dt);
     let (y_ref, g_ref) = run(filtered_lrelu_ref, c, &x, b.as_ref(), Some(&g), false);
@@ -121,8 +133,13 @@ fn check_case(c: &Case, dt: DType, tol: f64, seed: u64) {
         );
     }
     // without history the forward gives the same bits
-    let y_ng = brainsynth::autograd::no_grad(|| run(filtered_lrelu, c, &x, b.as_ref(), None, false).0);
-    assert_eq!(y.to_vec_f64().unwrap(), y_ng.to_vec_f64().unwrap(), "{what}");
+    let y_ng =
+        brainsynth::autograd::no_grad(|| run(filtered_lrelu, c, &x, b.as_ref(), None, false).0);
+    assert_eq!(
+        y.to_vec_f64().unwrap(),
+        y_ng.to_vec_f64().unwrap(),
+        "{what}"
+    );
 }
 
 fn random_taps(k: usize, seed: u64) -> Vec<f64> {
@@ -149,7 +166,9 @@ fn random_cases() -> Vec<Case> {
     for (i, &(up, down, ku, kd, pad)) in configs.iter().enumerate() {
         for (j, clamp) in [None, Some(1.0)].into_iter().enumerate() {
             cases.push(Case {
-                name: format!("random up {up} down {down} taps {ku}/{kd} pad {pad:?} clamp {clamp:?}"),
+                name: format!(
+                    "random up {up} down {down} taps {ku}/{kd} pad {pad:?} clamp {clamp:?}"
+                ),
                 fu: Some(random_taps(ku, 10 + i as u64)),
                 fd: Some(random_taps(kd, 20 + i as u64)),
                 up,
@@ -206,7 +225,11 @@ fn fused_matches_reference_on_nvlabs_filters() {
     let mut layers: Vec<String> = m
         .keys()
         .filter(|k| k.starts_with("G.") && k.ends_with("_filter"))
-        .map(|k| k.rsplit_once('.').map(|(b, _)| b.to_string()).unwrap_or_default())
+        .map(|k| {
+            k.rsplit_once('.')
+                .map(|(b, _)| b.to_string())
+                .unwrap_or_default()
+        })
         .collect();
     layers.sort();
     layers.dedup();
@@ -214,7 +237,10 @@ fn fused_matches_reference_on_nvlabs_filters() {
     for (k, base) in layers.iter().enumerate() {
         let fu = m.get(&format!("{base}.up_filter")).map(|a| a.f64s());
         let fd = m.get(&format!("{base}.down_filter")).map(|a| a.f64s());
-        let (ku, kd) = (fu.as_ref().map_or(1, Vec::len), fd.as_ref().map_or(1, Vec::len));
+        let (ku, kd) = (
+            fu.as_ref().map_or(1, Vec::len),
+            fd.as_ref().map_or(1, Vec::len),
+        );
         let (up, down) = ((ku / 6).max(1), (kd / 6).max(1));
         // NVlabs' padding for a layer whose output is `out` samples from `inp` (+2, 3×3 conv)
         let (inp, out) = (9 + k % 3, 8 + k % 4);
@@ -231,7 +257,11 @@ fn fused_matches_reference_on_nvlabs_filters() {
             up,
             down,
             pad: (lo, hi, lo, hi),
-            clamp: if k % 2 == 0 { Some(256.0 / 200.0) } else { None },
+            clamp: if k % 2 == 0 {
+                Some(256.0 / 200.0)
+            } else {
+                None
+            },
             flip: false,
             shape: [2, 3, inp + 2, inp + 2],
             bias: true,
@@ -257,7 +287,7 @@ fn recorded_gradient_matches_reference() {
     let second = |op: Op| {
         let (_, gs) = run(op, c, &x, Some(&b), Some(&g), true);
         let s = gs[0].mul(&v).unwrap().sum_all().unwrap();
-        let gg = grad(&[s], None, &[g.clone()], false).unwrap();
+        let gg = grad(&[s], None, std::slice::from_ref(&g), false).unwrap();
         (gs, gg)
     };
     let (g_ref, gg_ref) = second(filtered_lrelu_ref);

@@ -46,7 +46,14 @@ pub(super) struct AxisPass {
 impl AxisPass {
     /// Zero-stuff by `up`, pad by `p0` in front (negative crops), correlate with `taps`, keep
     /// every `down`-th output; `n_out` outputs.
-    pub fn new(n_in: usize, n_out: usize, taps: Vec<f64>, up: usize, down: usize, p0: isize) -> Self {
+    pub fn new(
+        n_in: usize,
+        n_out: usize,
+        taps: Vec<f64>,
+        up: usize,
+        down: usize,
+        p0: isize,
+    ) -> Self {
         let k = taps.len();
         let runs = (0..n_out)
             .map(|i| {
@@ -126,7 +133,10 @@ impl PlaneSpec {
             self.ux.n_out,
             self.dx.n_out,
         );
-        [hx * wx, hz * wx, hz * wz, hz * wo].into_iter().max().unwrap_or(0)
+        [hx * wx, hz * wx, hz * wz, hz * wo]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
     }
 }
 

@@ -65,7 +65,15 @@ fn axis_taps(f: Option<&Tensor>, axis_gain: f64, flip: bool) -> Result<Option<Ve
 
 /// Output length of one axis after upsampling, padding, both filters and downsampling, with
 /// the upsampled length; None when a filter is longer than what it filters.
-fn axis_lens(n: usize, up: usize, p0: isize, p1: isize, ku: usize, kd: usize, down: usize) -> Option<(usize, usize)> {
+fn axis_lens(
+    n: usize,
+    up: usize,
+    p0: isize,
+    p1: isize,
+    ku: usize,
+    kd: usize,
+    down: usize,
+) -> Option<(usize, usize)> {
     let mid = (n * up) as isize + p0 + p1 - ku as isize + 1;
     if mid < kd as isize {
         return None;
@@ -137,7 +145,8 @@ pub(crate) fn try_fused(
     let spec = Arc::new(spec);
     let s = x.shape();
     let (n, c) = (s[0], s[1]);
-    let wants_grad = is_grad_enabled() && (x.requires_grad() || b.is_some_and(|b| b.requires_grad()));
+    let wants_grad =
+        is_grad_enabled() && (x.requires_grad() || b.is_some_and(|b| b.requires_grad()));
     let k = ForwardKernel {
         spec: spec.clone(),
         channels: c,
@@ -227,7 +236,7 @@ impl FilteredLreluBackward {
         )?;
         let mut wrt = vec![x];
         wrt.extend(b);
-        crate::autograd::grad(&[y], Some(&[g.clone()]), &wrt, true)
+        crate::autograd::grad(&[y], Some(std::slice::from_ref(g)), &wrt, true)
     }
 }
 
@@ -244,7 +253,11 @@ impl GradFn for FilteredLreluBackward {
         let pick = |t: Tensor, i: usize| needs.get(i).copied().unwrap_or(false).then_some(t);
         if is_grad_enabled() || self.mask.is_empty() {
             let gs = self.recorded(g)?;
-            return Ok(gs.into_iter().enumerate().map(|(i, t)| pick(t, i)).collect());
+            return Ok(gs
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| pick(t, i))
+                .collect());
         }
         let s = self.x.shape();
         let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
