@@ -1,6 +1,7 @@
 //! StyleGAN-specific layers, each as its reference (NVlabs) implementation: bias + activation
 //! (`bias_act`), minibatch standard deviation, noise injection, pixel norm, StyleGAN3's
-//! filtered leaky ReLU (reference path); the diffusion model's sinusoidal timestep embedding is
+//! filtered leaky ReLU (the reference composite here; the fused CPU kernel it dispatches to is
+//! [`crate::ops::filtered_lrelu`]); the diffusion model's sinusoidal timestep embedding is
 //! re-exported from [`crate::ops::embedding`].
 //!
 //! These are compositions of differentiable ops (elementwise, reductions, views, upfirdn2d), so
