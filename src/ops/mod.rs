@@ -43,6 +43,7 @@ pub mod embedding;
 pub mod filter_design;
 #[cfg(feature = "cuda")]
 pub(crate) mod gpu;
+pub mod filtered_lrelu;
 pub mod grid_sample;
 pub mod loss;
 pub mod matmul;

@@ -1,6 +1,7 @@
 //! StyleGAN-specific layers, each as its reference (NVlabs) implementation: bias + activation
 //! (`bias_act`), minibatch standard deviation, noise injection, pixel norm, StyleGAN3's
-//! filtered leaky ReLU (reference path); the diffusion model's sinusoidal timestep embedding is
+//! filtered leaky ReLU (the reference composite here; the fused CPU kernel it dispatches to is
+//! [`crate::ops::filtered_lrelu`]); the diffusion model's sinusoidal timestep embedding is
 //! re-exported from [`crate::ops::embedding`].
 //!
 //! These are compositions of differentiable ops (elementwise, reductions, views, upfirdn2d), so
@@ -179,12 +180,118 @@ pub fn pixel_norm(x: &Tensor) -> Result<Tensor> {
     x.mul(&x.sqr()?.mean_axes(&[1], true)?.add_scalar(1e-8)?.rsqrt()?)
 }
 
-/// StyleGAN3's filtered leaky ReLU, reference path (`_filtered_lrelu_ref`): add the bias `b`
-/// `[C]`, upsample with `fu` (`up`, `padding` `(x0, x1, y0, y1)`, gain `up²`), leaky ReLU with
-/// `slope`, × `gain`, clamp to ±`clamp`, then downsample with `fd` (`down`). A `None` filter is
-/// the identity.
+/// StyleGAN3's filtered leaky ReLU: add the bias `b` `[C]`, upsample with `fu` (`up`,
+/// `padding` `(x0, x1, y0, y1)`, gain `up²`), leaky ReLU with `slope`, × `gain`, clamp to
+/// ±`clamp`, then downsample with `fd` (`down`). A `None` filter is the identity. On the CPU
+/// with separable filters this is the fused kernel of [`crate::ops::filtered_lrelu`];
+/// elsewhere [`filtered_lrelu_ref`].
 #[allow(clippy::too_many_arguments)]
 pub fn filtered_lrelu(
+    x: &Tensor,
+    fu: Option<&Tensor>,
+    fd: Option<&Tensor>,
+    b: Option<&Tensor>,
+    up: usize,
+    down: usize,
+    padding: (isize, isize, isize, isize),
+    gain: f64,
+    slope: f64,
+    clamp: Option<f64>,
+    flip_filter: bool,
+) -> Result<Tensor> {
+    check_filtered_lrelu(x, fu, fd, b, up, down, gain, slope, clamp)?;
+    let p = crate::ops::filtered_lrelu::Params {
+        up,
+        down,
+        padding,
+        gain,
+        slope,
+        clamp,
+        flip_filter,
+    };
+    match crate::ops::filtered_lrelu::try_fused(x, fu, fd, b, &p)? {
+        Some(y) => Ok(y),
+        None => filtered_lrelu_ref(
+            x,
+            fu,
+            fd,
+            b,
+            up,
+            down,
+            padding,
+            gain,
+            slope,
+            clamp,
+            flip_filter,
+        ),
+    }
+}
+
+/// The arguments both paths of [`filtered_lrelu`] refuse, with one sentence each.
+#[allow(clippy::too_many_arguments)]
+fn check_filtered_lrelu(
+    x: &Tensor,
+    fu: Option<&Tensor>,
+    fd: Option<&Tensor>,
+    b: Option<&Tensor>,
+    up: usize,
+    down: usize,
+    gain: f64,
+    slope: f64,
+    clamp: Option<f64>,
+) -> Result<()> {
+    const OP: &str = "filtered_lrelu";
+    if x.rank() != 4 {
+        return Err(Error::shape(
+            OP,
+            format!("input must be [N, C, H, W], got {:?}", x.shape()),
+        ));
+    }
+    let valid = gain > 0.0 && slope >= 0.0; // false for NaN too
+    if !valid {
+        return Err(Error::invalid(
+            OP,
+            format!("gain {gain} must be > 0 and slope {slope} ≥ 0"),
+        ));
+    }
+    if up == 0 || down == 0 {
+        return Err(Error::invalid(
+            OP,
+            format!("up {up} and down {down} must be at least 1"),
+        ));
+    }
+    if let Some(c) = clamp
+        && (c.is_nan() || c < 0.0)
+    {
+        return Err(Error::invalid(OP, format!("clamp {c} must be ≥ 0")));
+    }
+    if let Some(b) = b
+        && b.shape() != [x.shape()[1]]
+    {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "bias {:?} does not match the {} channels of input {:?}",
+                b.shape(),
+                x.shape()[1],
+                x.shape()
+            ),
+        ));
+    }
+    if fu.into_iter().chain(fd).any(|f| f.requires_grad()) {
+        return Err(Error::invalid(
+            OP,
+            "the filters must be constants (detach them): they get no gradient",
+        ));
+    }
+    Ok(())
+}
+
+/// StyleGAN3's filtered leaky ReLU, reference path (`_filtered_lrelu_ref`): composite
+/// differentiable ops (bias, upfirdn2d, bias_act, upfirdn2d), the CPU reference of the fused
+/// op, differentiable to any order.
+#[allow(clippy::too_many_arguments)]
+pub fn filtered_lrelu_ref(
     x: &Tensor,
     fu: Option<&Tensor>,
     fd: Option<&Tensor>,
