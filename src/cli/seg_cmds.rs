@@ -115,7 +115,7 @@ Profiles:
           patch 2, embed 24, depths 2-2-2-2, window 4, UperNet 48 + auxiliary FCN head,
           600 AdamW steps (lr 1e-3, warm-up 50, validation every 50).
           Generators: the quick generator profiles for a fixed number of training images
-          (ProGAN 8 kimg, StyleGAN 1 6, StyleGAN2 8, StyleGAN3-T 0.4, diffusion 2.4 = 300
+          (ProGAN 8 kimg, StyleGAN 1 6, StyleGAN2 8, StyleGAN3-T 1.6, diffusion 2.4 = 300
           steps), each about 6 minutes on two quiet cores; 300 synthetic images each
           (diffusion: DDIM over 10 steps). Every budget counts steps or images, not
           seconds, so the same command gives the same numbers on a busy machine (slower).

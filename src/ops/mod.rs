@@ -41,9 +41,9 @@ pub mod conv;
 pub mod elementwise;
 pub mod embedding;
 pub mod filter_design;
+pub mod filtered_lrelu;
 #[cfg(feature = "cuda")]
 pub(crate) mod gpu;
-pub mod filtered_lrelu;
 pub mod grid_sample;
 pub mod loss;
 pub mod matmul;

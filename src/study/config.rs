@@ -66,13 +66,14 @@ impl StudyData {
 /// to take on two quiet CPU cores (for the progress view only). Sized from CPU time measured with
 /// `train-gen --time-limit 0` on the 24-subject phantom (CPU-seconds per kimg: StyleGAN2 63,
 /// ProGAN 113 over its first 12 kimg of growing, StyleGAN 1 124 over its first 8, the diffusion
-/// model 227, StyleGAN3-T 1300) so that each trains for about six minutes. These budgets are far
+/// model 227, StyleGAN3-T 1300 before its fused filtered leaky ReLU and about 4.5× StyleGAN2
+/// after) so that each trains for about six minutes. These budgets are far
 /// below what a GAN or a diffusion model needs to learn the phantom's tumours (see README).
 pub const QUICK_GEN_KIMG: [(&str, f64, f64); 5] = [
     ("progan", 8.0, 400.0),
     ("stylegan1", 6.0, 500.0),
     ("stylegan2", 8.0, 340.0),
-    ("stylegan3", 0.4, 350.0),
+    ("stylegan3", 1.6, 380.0),
     ("diffusion", 2.4, 360.0),
 ];
 
