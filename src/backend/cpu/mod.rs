@@ -1,6 +1,7 @@
 //! CPU kernels: `reference` (plain loops, obviously right, the ground truth of every test) and
 //! `fast` (GEMM-based, all cores, used by default), plus the small threading helpers they share.
 
+pub mod attention;
 pub mod direct_conv;
 pub mod fast;
 pub mod fast_conv;
