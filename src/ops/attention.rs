@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 mod backward;
+mod qkv_legacy;
 
 use crate::autograd::{GradFn, is_grad_enabled, record};
 use crate::backend::cpu::attention as fast_attn;
@@ -525,6 +526,9 @@ pub fn qkv_attention_legacy(qkv: &Tensor, heads: usize) -> Result<Tensor> {
             op,
             format!("qkv {s:?} must be [B, heads*3*C, T] with heads = {heads}"),
         ));
+    }
+    if qkv.device() == Device::Cpu && cpu::kernels() == CpuKernels::Fast {
+        return qkv_legacy::forward(qkv, heads);
     }
     let (b, t) = (s[0], s[2]);
     let c = s[1] / (3 * heads);
