@@ -61,7 +61,10 @@ fn report(iters: usize, name: &str, shape: &str, fwd: &dyn Fn() -> Tensor, vars:
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let iters: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(20);
     let filter = args.get(1).cloned().unwrap_or_default();
     let on = |name: &str| name.contains(&filter);
@@ -74,21 +77,44 @@ fn main() {
             let scale = (hd as f64).powf(-0.5);
             let f = || window_attention(&q, &k, &v, &b, None, scale).expect("window_attention");
             let vars = [q.clone(), k.clone(), v.clone(), b.clone()];
-            report(iters, "winattn", &format!("{:?}", (nw, h, t, hd)), &f, &vars);
+            report(
+                iters,
+                "winattn",
+                &format!("{:?}", (nw, h, t, hd)),
+                &f,
+                &vars,
+            );
         }
     }
     if on("mha") {
-        for (bs, heads, t, ch) in [(16, 4, 256, 24), (16, 4, 64, 32), (16, 4, 256, 48), (16, 4, 64, 64)] {
+        for (bs, heads, t, ch) in [
+            (16, 4, 256, 24),
+            (16, 4, 64, 32),
+            (16, 4, 256, 48),
+            (16, 4, 64, 64),
+        ] {
             let qkv = Tensor::randn(&[bs, heads * 3 * ch, t], DType::F32, &mut rng).variable();
             let f = || qkv_attention_legacy(&qkv, heads).expect("qkv_attention_legacy");
-            report(iters, "mha", &format!("{:?}", (bs, heads, t, ch)), &f, &[qkv.clone()]);
+            report(
+                iters,
+                "mha",
+                &format!("{:?}", (bs, heads, t, ch)),
+                &f,
+                &[qkv.clone()],
+            );
         }
     }
     if on("gn_silu") {
         for (n, c, hw, g) in [(8, 128, 64, 32), (8, 256, 32, 32)] {
             let x = Tensor::randn(&[n, c, hw, hw], DType::F32, &mut rng).variable();
             let f = || group_norm_silu(&x, g, None, None, 1e-5).expect("group_norm_silu");
-            report(iters, "gn_silu", &format!("{:?}", (n, c, hw, g)), &f, &[x.clone()]);
+            report(
+                iters,
+                "gn_silu",
+                &format!("{:?}", (n, c, hw, g)),
+                &f,
+                &[x.clone()],
+            );
         }
     }
     if on("instnorm") {

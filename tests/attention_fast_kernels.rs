@@ -105,7 +105,10 @@ fn window_attention_at_swin_shapes_matches_f64_loops() {
         let got = run();
         for (i, want) in [o_ref, dq, dk, dv, db].iter().enumerate() {
             let e = rel_err(&got[i], want);
-            assert!(e < tol, "{dtype:?} output {i} (0 = y, then dq, dk, dv, dbias): {e:.3e}");
+            assert!(
+                e < tol,
+                "{dtype:?} output {i} (0 = y, then dq, dk, dv, dbias): {e:.3e}"
+            );
         }
         assert_eq!(got, run(), "{dtype:?}: two runs differ");
     }
@@ -140,9 +143,17 @@ fn legacy_qkv_attention_matches_generic_path() {
             let recorded = cpu::with_kernels(CpuKernels::Fast, || legacy(&q, heads, &g, true));
             for i in 0..2 {
                 let e = rel_err(&fast[i], &want[i]);
-                assert!(e < tol, "{:?} {dtype:?} fused {i}: {e:.3e}", (bs, heads, c, t));
+                assert!(
+                    e < tol,
+                    "{:?} {dtype:?} fused {i}: {e:.3e}",
+                    (bs, heads, c, t)
+                );
                 let e = rel_err(&recorded[i], &want[i]);
-                assert!(e < tol, "{:?} {dtype:?} recorded {i}: {e:.3e}", (bs, heads, c, t));
+                assert!(
+                    e < tol,
+                    "{:?} {dtype:?} recorded {i}: {e:.3e}",
+                    (bs, heads, c, t)
+                );
             }
             let again = cpu::with_kernels(CpuKernels::Fast, || legacy(&q, heads, &g, false));
             assert_eq!(fast, again, "{dtype:?}: two runs differ");

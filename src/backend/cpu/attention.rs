@@ -155,13 +155,13 @@ unsafe fn tile<T: StorageElem, const MR: usize, const NR: usize>(
     }
 }
 
-/// Rows `MR` at a time over the columns in tiles of 32, 16, 8, then 1.
+/// Rows `MR` at a time over the columns in tiles of up to `NRMAX` (32, 16 or 8) columns, then 1.
 ///
 /// # Safety
 /// As [`tile`], for rows 0..MR and columns 0..n.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn row_panel<T: StorageElem, const MR: usize>(
+unsafe fn row_panel<T: StorageElem, const MR: usize, const NRMAX: usize>(
     n: usize,
     k: usize,
     a: *const T,
@@ -178,15 +178,19 @@ unsafe fn row_panel<T: StorageElem, const MR: usize>(
     let ej = |j: usize| e.map(|(p, l)| (p.wrapping_add(j), l));
     // SAFETY (all calls): columns j..j + NR lie in 0..n, rows in 0..MR (caller's contract)
     unsafe {
-        while j + 32 <= n {
-            tile::<T, MR, 32>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, alpha, ej(j));
-            j += 32;
+        if NRMAX >= 32 {
+            while j + 32 <= n {
+                tile::<T, MR, 32>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, alpha, ej(j));
+                j += 32;
+            }
         }
-        if j + 16 <= n {
-            tile::<T, MR, 16>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, alpha, ej(j));
-            j += 16;
+        if NRMAX >= 16 {
+            while j + 16 <= n {
+                tile::<T, MR, 16>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, alpha, ej(j));
+                j += 16;
+            }
         }
-        if j + 8 <= n {
+        while j + 8 <= n {
             tile::<T, MR, 8>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, alpha, ej(j));
             j += 8;
         }
@@ -194,6 +198,55 @@ unsafe fn row_panel<T: StorageElem, const MR: usize>(
             tile::<T, MR, 1>(k, a, ars, acs, b.add(j), ldb, c.add(j), ldc, alpha, ej(j));
             j += 1;
         }
+    }
+}
+
+/// All rows: `MR` at a time, then one at a time.
+///
+/// # Safety
+/// As [`tile`], for rows 0..m and columns 0..n.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn panels<T: StorageElem, const MR: usize, const NRMAX: usize>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const T,
+    ars: usize,
+    acs: usize,
+    b: *const T,
+    ldb: usize,
+    c: *mut T,
+    ldc: usize,
+    alpha: T,
+    e: Option<(*const T, usize)>,
+) {
+    let mut i = 0;
+    let eat = |i: usize| e.map(|(p, l)| (p.wrapping_add(i * l), l));
+    // SAFETY (all calls): rows i..i + MR lie in 0..m (caller's contract)
+    unsafe {
+        while i + MR <= m {
+            let (ai, ci) = (a.add(i * ars), c.add(i * ldc));
+            row_panel::<T, MR, NRMAX>(n, k, ai, ars, acs, b, ldb, ci, ldc, alpha, eat(i));
+            i += MR;
+        }
+        while i < m {
+            let (ai, ci) = (a.add(i * ars), c.add(i * ldc));
+            row_panel::<T, 1, NRMAX>(n, k, ai, ars, acs, b, ldb, ci, ldc, alpha, eat(i));
+            i += 1;
+        }
+    }
+}
+
+/// True when the vector registers are 512 bits wide (AVX-512): 32 of them, so bigger tiles fit.
+fn wide_vectors() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::has_avx512()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -207,8 +260,8 @@ fn extent(r: usize, c: usize, rs: usize, cs: usize) -> usize {
 }
 
 /// C (m×n, leading dimension ldc) = alpha·A·B (+ E), A (m×k) through strides (ars, acs), B (k×n)
-/// row-major with leading dimension ldb. Register tiles of 8 rows (f32; 4 for f64) × up to 32
-/// columns; each C element sums its k products in order.
+/// row-major with leading dimension ldb, on register tiles sized for the vector width; each C
+/// element sums its k products in order.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gemm<T: StorageElem>(
@@ -237,32 +290,24 @@ fn gemm<T: StorageElem>(
     let e = match epi {
         Epi::Store => None,
         Epi::Add(e, lde) => {
-            assert!(extent(m, n, lde, 1) <= e.len(), "attention gemm: addend too small");
+            assert!(
+                extent(m, n, lde, 1) <= e.len(),
+                "attention gemm: addend too small"
+            );
             Some((e.as_ptr(), lde))
         }
     };
     let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-    let mut i = 0;
-    let eat = |i: usize| e.map(|(p, l)| (p.wrapping_add(i * l), l));
-    // SAFETY (all calls): extents checked above; rows i..i + MR lie in 0..m
+    // accumulator tiles that fit the register file (32 × 512-bit or 16 × 256-bit registers):
+    // f32 8×32 or 4×16, f64 4×32 or 4×8
+    let single = TypeId::of::<T>() == TypeId::of::<f32>();
+    // SAFETY (all calls): extents checked above
     unsafe {
-        if TypeId::of::<T>() == TypeId::of::<f32>() {
-            while i + 8 <= m {
-                let (ai, ci) = (ap.add(i * ars), cp.add(i * ldc));
-                row_panel::<T, 8>(n, k, ai, ars, acs, bp, ldb, ci, ldc, alpha, eat(i));
-                i += 8;
-            }
-        } else {
-            while i + 4 <= m {
-                let (ai, ci) = (ap.add(i * ars), cp.add(i * ldc));
-                row_panel::<T, 4>(n, k, ai, ars, acs, bp, ldb, ci, ldc, alpha, eat(i));
-                i += 4;
-            }
-        }
-        while i < m {
-            let (ai, ci) = (ap.add(i * ars), cp.add(i * ldc));
-            row_panel::<T, 1>(n, k, ai, ars, acs, bp, ldb, ci, ldc, alpha, eat(i));
-            i += 1;
+        match (single, wide_vectors()) {
+            (true, true) => panels::<T, 8, 32>(m, n, k, ap, ars, acs, bp, ldb, cp, ldc, alpha, e),
+            (true, false) => panels::<T, 4, 16>(m, n, k, ap, ars, acs, bp, ldb, cp, ldc, alpha, e),
+            (false, true) => panels::<T, 4, 32>(m, n, k, ap, ars, acs, bp, ldb, cp, ldc, alpha, e),
+            (false, false) => panels::<T, 4, 8>(m, n, k, ap, ars, acs, bp, ldb, cp, ldc, alpha, e),
         }
     }
 }
@@ -315,7 +360,20 @@ fn gemm_into<T: StorageElem>(
     tmp: &mut Vec<T>,
 ) {
     if dst.cs == 1 || n <= 1 {
-        gemm(m, n, k, a, ars, acs, b.0, b.1, dst.data, dst.rs, alpha, Epi::Store);
+        gemm(
+            m,
+            n,
+            k,
+            a,
+            ars,
+            acs,
+            b.0,
+            b.1,
+            dst.data,
+            dst.rs,
+            alpha,
+            Epi::Store,
+        );
     } else {
         tmp.clear();
         tmp.resize(m * n, T::zero());
@@ -344,7 +402,9 @@ fn probabilities<T: StorageElem>(
         Some(b) => Epi::Add(b, nk),
         None => Epi::Store,
     };
-    gemm(nq, nk, d, q.data, q.rs, q.cs, kt.0, kt.1, &mut s.p, nk, alpha, epi);
+    gemm(
+        nq, nk, d, q.data, q.rs, q.cs, kt.0, kt.1, &mut s.p, nk, alpha, epi,
+    );
     if nk == 0 {
         return;
     }

@@ -103,7 +103,11 @@ impl Kernel for Backward {
                         };
                         let (dq, rest) = o.split_at_mut(ct);
                         let (dk, dv) = rest.split_at_mut(ct);
-                        let view = |data| MatMut { data, rs: 1, cs: l.t };
+                        let view = |data| MatMut {
+                            data,
+                            rs: 1,
+                            cs: l.t,
+                        };
                         let grads = BlockGrads {
                             dq: view(dq),
                             dk: view(dk),
@@ -155,14 +159,16 @@ impl GradFn for LegacyBackward {
         if !is_grad_enabled() {
             let k = Backward(l);
             let ins = [self.qkv.detach(), g.detach()];
-            let dqkv = Tensor::run_kernel("qkv_attention_legacy_backward", &[&ins[0], &ins[1]], shape, &k)?;
+            let dqkv = Tensor::run_kernel(
+                "qkv_attention_legacy_backward",
+                &[&ins[0], &ins[1]],
+                shape,
+                &k,
+            )?;
             return Ok(vec![Some(dqkv)]);
         }
         // recorded rule on views of qkv (differentiable again)
-        let parts = self
-            .qkv
-            .reshape(&[l.blocks, 3 * l.c, l.t])?
-            .chunk(1, 3)?;
+        let parts = self.qkv.reshape(&[l.blocks, 3 * l.c, l.t])?.chunk(1, 3)?;
         let tr = |x: &Tensor| x.transpose(1, 2);
         let rule = AttnBackward {
             q: tr(&parts[0])?,
