@@ -96,7 +96,13 @@ fn window_attention_at_swin_shapes_matches_f64_loops() {
                 let y =
                     window_attention(&vars[0], &vars[1], &vars[2], &vars[3], Some(&mask), scale)
                         .unwrap();
-                let g = grad(&[y.clone()], Some(std::slice::from_ref(&dy)), &vars, false).unwrap();
+                let g = grad(
+                    std::slice::from_ref(&y),
+                    Some(std::slice::from_ref(&dy)),
+                    &vars,
+                    false,
+                )
+                .unwrap();
                 let mut all = vec![f64s(&y)];
                 all.extend(g.iter().map(f64s));
                 all
