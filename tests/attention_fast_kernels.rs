@@ -125,7 +125,7 @@ fn legacy(qkv: &Tensor, heads: usize, dy: &Tensor, create_graph: bool) -> Vec<Ve
     let x = qkv.variable();
     let y = qkv_attention_legacy(&x, heads).unwrap();
     let g = grad(
-        &[y.clone()],
+        std::slice::from_ref(&y),
         Some(std::slice::from_ref(dy)),
         std::slice::from_ref(&x),
         create_graph,
