@@ -6,12 +6,13 @@
 //! gn_silu is `silu(group_norm(x, G))` (no affine, eps 1e-5) on (N, C, H=W, G), fwd+bwd giving
 //! x's gradient; winattn is `softmax(q·kᵀ/√d + bias)·v` on (windows, heads, tokens, head_dim)
 //! with a [heads, tokens, tokens] bias and no mask, fwd+bwd giving q, k, v and bias gradients,
-//! as the anchor script times them.
+//! as the anchor script times them. mha is the diffusion U-Net's attention (PyTorch's side:
+//! `benches/torch_attn_norm.py`).
 
 use std::time::Duration;
 
 use brainsynth::autograd::grad;
-use brainsynth::ops::attention::window_attention;
+use brainsynth::ops::attention::{qkv_attention_legacy, window_attention};
 use brainsynth::ops::norm::{group_norm_silu, instance_norm, layer_norm};
 use brainsynth::ops::{Conv2dParams, ModConvParams, modulated_conv2d};
 use brainsynth::{DType, Tensor};
@@ -230,5 +231,45 @@ fn winattn(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv3x3, matmul, modconv, gn_silu, norms, winattn);
+/// The diffusion U-Net's multi-head attention (guided-diffusion `QKVAttentionLegacy`) on
+/// (batch, heads, tokens, head channels) of the CPU anchors' diff32 / diff64 models at 64×64
+/// (attention at 16×16 and 8×8, 4 heads): qkv [B, heads·3·C, T]; fwd+bwd gives qkv's gradient.
+const MHA_SHAPES: [(usize, usize, usize, usize); 4] = [
+    (16, 4, 256, 24),
+    (16, 4, 64, 32),
+    (16, 4, 256, 48),
+    (16, 4, 64, 64),
+];
+
+fn mha(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(10);
+    let mut group = c.benchmark_group("mha");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    for (bs, heads, t, ch) in MHA_SHAPES {
+        let qkv = Tensor::randn(&[bs, heads * 3 * ch, t], DType::F32, &mut rng).variable();
+        let g = Tensor::randn(&[bs, heads * ch, t], DType::F32, &mut rng);
+        let id = format!("({bs},{heads},{t},{ch})");
+        let f = || qkv_attention_legacy(&qkv, heads).expect("qkv_attention_legacy");
+        group.bench_function(format!("fwd {id}"), |b| b.iter(f));
+        group.bench_function(format!("fwd+bwd {id}"), |b| {
+            b.iter(|| {
+                grad(
+                    &[f()],
+                    Some(std::slice::from_ref(&g)),
+                    std::slice::from_ref(&qkv),
+                    false,
+                )
+                .expect("grad")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches, conv3x3, matmul, modconv, gn_silu, norms, winattn, mha
+);
 criterion_main!(benches);

@@ -18,8 +18,10 @@ use std::sync::Arc;
 mod backward;
 #[cfg(feature = "cuda")]
 mod cuda;
+pub mod qkv_legacy;
 
 use crate::autograd::{GradFn, is_grad_enabled, record};
+use crate::backend::cpu::attention as fast_attn;
 use crate::backend::cpu::{self, CpuKernels, par_blocks_mut};
 use crate::tensor::Device;
 use crate::tensor::{Kernel, StorageElem, Tensor};
@@ -40,6 +42,42 @@ struct AttnDims {
     heads: usize,
     windows: usize,
     scale: f64,
+}
+
+impl AttnDims {
+    /// Sizes of one (batch, head) block for the fast kernels.
+    fn block(&self) -> fast_attn::BlockDims {
+        fast_attn::BlockDims {
+            nq: self.nq,
+            nk: self.nk,
+            d: self.d,
+            dv: self.dv,
+            scale: self.scale,
+        }
+    }
+    /// Block `b`'s [nq, nk] slices of the bias (of its head) and the mask (of its window).
+    fn bias_mask<'a, T>(
+        &self,
+        b: usize,
+        bias: Option<&'a [T]>,
+        mask: Option<&'a [T]>,
+    ) -> (Option<&'a [T]>, Option<&'a [T]>) {
+        let len = self.nq * self.nk;
+        let (h, w) = (b % self.heads, (b / self.heads) % self.windows);
+        (
+            bias.map(|x| &x[h * len..(h + 1) * len]),
+            mask.map(|x| &x[w * len..(w + 1) * len]),
+        )
+    }
+}
+
+/// Block `b` of a contiguous [batch, n, d] operand as a token-major view.
+fn rows<T>(x: &[T], b: usize, n: usize, d: usize) -> fast_attn::Mat<'_, T> {
+    fast_attn::Mat {
+        data: &x[b * n * d..(b + 1) * n * d],
+        rs: d,
+        cs: 1,
+    }
 }
 
 struct AttnKernel {
@@ -149,6 +187,36 @@ impl Kernel for AttnKernel {
         let (nq, nk, d, dv) = (a.nq, a.nk, a.d, a.dv);
         let mut out = vec![T::zero(); a.batch * nq * dv];
         if out.is_empty() {
+            return Ok(out);
+        }
+        if cpu::kernels() == CpuKernels::Fast {
+            let dm = a.block();
+            par_blocks_mut(&mut out, nq * dv, |first, outs| {
+                cpu::vectorized(
+                    #[inline(always)]
+                    || {
+                        let mut s = fast_attn::Scratch::new();
+                        for (i, o) in outs.chunks_mut(nq * dv).enumerate() {
+                            let b = first + i;
+                            let (bb, mb) = a.bias_mask(b, bias.copied(), mask.copied());
+                            fast_attn::forward_block(
+                                &mut s,
+                                dm,
+                                rows(q, b, nq, d),
+                                rows(k, b, nk, d),
+                                rows(v, b, nk, dv),
+                                bb,
+                                mb,
+                                fast_attn::MatMut {
+                                    data: o,
+                                    rs: dv,
+                                    cs: 1,
+                                },
+                            );
+                        }
+                    },
+                )
+            });
             return Ok(out);
         }
         par_blocks_mut(&mut out, nq * dv, |first, outs| {

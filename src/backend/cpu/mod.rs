@@ -1,6 +1,7 @@
 //! CPU kernels: `reference` (plain loops, obviously right, the ground truth of every test) and
 //! `fast` (GEMM-based, all cores, used by default), plus the small threading helpers they share.
 
+pub mod attention;
 pub mod fast;
 pub mod fused_reference;
 pub mod pool;

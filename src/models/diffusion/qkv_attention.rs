@@ -1,8 +1,9 @@
 //! guided-diffusion's `QKVAttentionLegacy`: the diffusion U-Net's split of one fused qkv
 //! projection into per-head q, k, v, over plain attention (`ops::attention::attention`).
 
-use crate::ops::attention::attention;
-use crate::tensor::Tensor;
+use crate::backend::cpu::{self, CpuKernels};
+use crate::ops::attention::{attention, qkv_legacy};
+use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
 
 /// guided-diffusion `QKVAttentionLegacy`: qkv [B, heads·3·C, T] split per head into q, k, v
@@ -15,6 +16,10 @@ pub fn qkv_attention_legacy(qkv: &Tensor, heads: usize) -> Result<Tensor> {
             op,
             format!("qkv {s:?} must be [B, heads*3*C, T] with heads = {heads}"),
         ));
+    }
+    // the fast CPU kernel reads q, k, v straight from qkv (no transposed copies)
+    if qkv.device() == Device::Cpu && cpu::kernels() == CpuKernels::Fast {
+        return qkv_legacy::forward(qkv, heads);
     }
     let (b, t) = (s[0], s[2]);
     let c = s[1] / (3 * heads);

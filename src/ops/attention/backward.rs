@@ -5,9 +5,10 @@
 //! nor dS reaches memory as a tensor. The recorded rule in the parent module computes the same
 //! values with differentiable ops; it is the one used under `create_graph`.
 
-use super::{AttnDims, mm, softmax_scores};
+use super::{AttnDims, mm, rows, softmax_scores};
 use crate::Result;
-use crate::backend::cpu::worker_threads;
+use crate::backend::cpu::attention as fast_attn;
+use crate::backend::cpu::{self, CpuKernels, worker_threads};
 use crate::tensor::{Kernel, StorageElem};
 
 /// Inputs q, k, v, [bias], [mask], dO; output the flat concatenation
@@ -53,10 +54,50 @@ impl Kernel for AttnBackwardKernel {
         let scale = T::from_f64(a.scale);
         let bias_len = if self.has_bias { a.heads * nq * nk } else { 0 };
         // blocks first..first + dq.len() / (nq·d), with their slices of dQ, dK, dV
+        let fast = cpu::kernels() == CpuKernels::Fast;
         let work = |first: usize, blocks: usize, dq: &mut [T], dk: &mut [T], dvv: &mut [T]| {
+            let mut db = vec![T::zero(); bias_len];
+            if fast {
+                let dm = a.block();
+                cpu::vectorized(
+                    #[inline(always)]
+                    || {
+                        let mut s = fast_attn::Scratch::new();
+                        for (i, ((dqb, dkb), dvb)) in dq
+                            .chunks_mut(nq * d)
+                            .zip(dk.chunks_mut(nk * d))
+                            .zip(dvv.chunks_mut(nk * dv))
+                            .take(blocks)
+                            .enumerate()
+                        {
+                            let b = first + i;
+                            let (bb, mb) = a.bias_mask(b, bias, mask);
+                            let hb = b % a.heads;
+                            let view = |data, rs| fast_attn::MatMut { data, rs, cs: 1 };
+                            fast_attn::backward_block(
+                                &mut s,
+                                dm,
+                                rows(q, b, nq, d),
+                                rows(k, b, nk, d),
+                                rows(v, b, nk, dv),
+                                bb,
+                                mb,
+                                rows(go, b, nq, dv),
+                                fast_attn::BlockGrads {
+                                    dq: view(dqb, d),
+                                    dk: view(dkb, d),
+                                    dv: view(dvb, dv),
+                                    dbias: (bias_len > 0)
+                                        .then(|| &mut db[hb * nq * nk..(hb + 1) * nq * nk]),
+                                },
+                            );
+                        }
+                    },
+                );
+                return db;
+            }
             let mut p = vec![T::zero(); nq * nk];
             let mut ds = vec![T::zero(); nq * nk];
-            let mut db = vec![T::zero(); bias_len];
             for i in 0..blocks {
                 let b = first + i;
                 let qb = &q[b * nq * d..(b + 1) * nq * d];

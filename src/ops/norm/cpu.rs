@@ -5,7 +5,7 @@
 //! type (one array per sum, which the compiler turns into vector adds; a single accumulator chain
 //! would serialise every add on its latency), flushed into f64 every `BLOCK` values.
 
-use crate::backend::cpu::worker_threads;
+use crate::backend::cpu::{vectorized, worker_threads};
 use crate::tensor::StorageElem;
 
 /// Independent accumulators per sum.
@@ -40,6 +40,32 @@ fn lane_sum<T: StorageElem>(x: &[T], f: impl Fn(T) -> T) -> f64 {
     s
 }
 
+/// (Σ f(a[i], b[i]).0, Σ f(a[i], b[i]).1) in f64 in one pass, each summed like [`lane_sum`].
+#[inline(always)]
+fn lane_sum2<T: StorageElem>(a: &[T], b: &[T], f: impl Fn(T, T) -> (T, T)) -> (f64, f64) {
+    let (mut s0, mut s1) = (0f64, 0f64);
+    for (ba, bb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        let (mut l0, mut l1) = ([T::zero(); LANES], [T::zero(); LANES]);
+        let (ca, cb) = (ba.chunks_exact(LANES), bb.chunks_exact(LANES));
+        let (mut r0, mut r1) = (T::zero(), T::zero());
+        for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+            let (u, v) = f(x, y);
+            r0 += u;
+            r1 += v;
+        }
+        for (x, y) in ca.zip(cb) {
+            for l in 0..LANES {
+                let (u, v) = f(x[l], y[l]);
+                l0[l] += u;
+                l1[l] += v;
+            }
+        }
+        s0 += r0.to_f64() + l0.iter().map(|v| v.to_f64()).sum::<f64>();
+        s1 += r1.to_f64() + l1.iter().map(|v| v.to_f64()).sum::<f64>();
+    }
+    (s0, s1)
+}
+
 /// Σ f(a[i], b[i], c[i]) in f64, summed like [`lane_sum`].
 #[inline(always)]
 fn lane_sum3<T: StorageElem>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) -> f64 {
@@ -72,6 +98,7 @@ fn lane_sum3<T: StorageElem>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T
 
 /// Mean and 1/sqrt(var + eps) of one row (biased variance) in two passes over the (cached) row:
 /// the mean, then the centred sum of squares, each summed in f64 across blocks.
+#[inline(always)]
 pub(super) fn row_stats<T: StorageElem>(xr: &[T], eps: f64) -> (f64, f64) {
     let m = xr.len();
     if m == 0 {
@@ -149,6 +176,21 @@ pub(super) fn forward_row<T: StorageElem>(
     eps: f64,
     act: RowAct,
 ) {
+    vectorized(
+        #[inline(always)]
+        || forward_row_body(xr, y, wb, inner, eps, act),
+    )
+}
+
+#[inline(always)]
+fn forward_row_body<T: StorageElem>(
+    xr: &[T],
+    y: &mut [T],
+    wb: Option<(&[T], &[T])>,
+    inner: usize,
+    eps: f64,
+    act: RowAct,
+) {
     let (mean, rstd) = row_stats(xr, eps);
     let mt = T::from_f64(mean);
     if inner == 1 {
@@ -209,6 +251,27 @@ pub(super) fn backward_row<T: StorageElem>(
     eps: f64,
     act: RowAct,
 ) {
+    vectorized(
+        #[inline(always)]
+        || backward_row_body(xr, gr, w, b, gx, gw, gb, gz, inner, eps, act),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_row_body<T: StorageElem>(
+    xr: &[T],
+    gr: &[T],
+    w: &[T],
+    b: &[T],
+    gx: &mut [T],
+    gw: &mut [f64],
+    gb: &mut [f64],
+    gz: &mut [T],
+    inner: usize,
+    eps: f64,
+    act: RowAct,
+) {
     let m = xr.len();
     let (mean, rstd) = row_stats(xr, eps);
     let (mt, rs) = (T::from_f64(mean), T::from_f64(rstd));
@@ -257,8 +320,7 @@ pub(super) fn backward_row<T: StorageElem>(
     let (mut sg, mut sgx) = (0f64, 0f64);
     for (ci, (gc, xc)) in gzr.chunks(inner).zip(xr.chunks(inner)).enumerate() {
         // Σ g·(x − mean) from the rounded mean, corrected in f64
-        let pb = lane_sum(gc, |g| g);
-        let pxd = lane_sum3(gc, xc, xc, |g, v, _| g * (v - mt));
+        let (pb, pxd) = lane_sum2(gc, xc, |g, v| (g, g * (v - mt)));
         let pw = (pxd + (mt.to_f64() - mean) * pb) * rstd;
         gw[ci] += pw;
         gb[ci] += pb;
