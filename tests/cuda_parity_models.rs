@@ -16,7 +16,7 @@ mod step_parity;
 use step_parity::*;
 
 use brainsynth::backend::cuda;
-use brainsynth::data::rng::SplitMix64;
+use brainsynth::rng::SplitMix64;
 use brainsynth::models::swin::{SwinConfig, SwinSegmenter};
 use brainsynth::models::unet::{UNet, UNetConfig};
 use brainsynth::nn::{Init, ParamStore};
@@ -313,9 +313,13 @@ fn swin_adamw_step_on_gpu_matches_cpu() {
         return;
     };
     check_step("swin_adamw_step_on_gpu_matches_cpu", seed("swin_adamw_step_on_gpu_matches_cpu"), |s| {
+        let t0 = std::time::Instant::now();
         let c = swin_step(Device::Cpu, DType::F32, s, None);
+        eprintln!("TIME c {:?}", t0.elapsed());
         let r = swin_step(Device::Cpu, DType::F64, s, Some(&c.start));
+        eprintln!("TIME r {:?}", t0.elapsed());
         let g = swin_step(GPU, DType::F32, s, Some(&c.start));
+        eprintln!("TIME g {:?}", t0.elapsed());
         (r, c, g)
     });
 }

@@ -9,7 +9,7 @@
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use brainsynth::data::rng::SplitMix64;
+use brainsynth::rng::SplitMix64;
 use brainsynth::models::swin::{SwinConfig, SwinSegmenter};
 use brainsynth::models::unet::{UNet, UNetConfig};
 use brainsynth::nn::ParamStore;

@@ -10,7 +10,7 @@
 //! from a seeded [`SplitMix64`], or build them by hand (tests use this to check alignment).
 
 use crate::data::annotation::{decode_value, encode_label};
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::data::slices::{ANNOTATION, Slice};
 
 /// Ranges the random parameters are drawn from.

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::io::atomic::write_atomic;
 use crate::{Error, Result};
 

@@ -3,9 +3,8 @@
 //! stochastic depth) with an UperNet head (pyramid pooling on the last stage + FPN fusion of all
 //! four), predicting at 1/4 resolution and upsampled bilinearly to the input size.
 
-use crate::data::rng::SplitMix64;
-use crate::models::common::{BatchNorm2d, LayerNorm};
-use crate::nn::{Conv2d, Init, Linear, Scope};
+use crate::rng::SplitMix64;
+use crate::nn::{BatchNorm2d, Conv2d, Init, LayerNorm, Linear, Scope};
 use crate::ops::Conv2dParams;
 use crate::ops::attention::{
     shifted_window_mask, window_attention, window_partition, window_reverse,

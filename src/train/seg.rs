@@ -10,7 +10,7 @@ use crate::data::Slice;
 use crate::data::annotation::class_to_label;
 use crate::data::augment::{AugmentConfig, AugmentParams, augment};
 use crate::data::batch::segmenter_batch;
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::eval::dice::{RegionCounts, SubjectDice};
 use crate::io::checkpoint::{Checkpoint, CheckpointWriter, OPTIM_SECTION};
 use crate::models::swin::{SwinConfig, SwinSegmenter};
