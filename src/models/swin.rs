@@ -3,7 +3,6 @@
 //! stochastic depth) with an UperNet head (pyramid pooling on the last stage + FPN fusion of all
 //! four), predicting at 1/4 resolution and upsampled bilinearly to the input size.
 
-use crate::rng::SplitMix64;
 use crate::nn::{BatchNorm2d, Conv2d, Init, LayerNorm, Linear, Scope};
 use crate::ops::Conv2dParams;
 use crate::ops::attention::{
@@ -11,6 +10,7 @@ use crate::ops::attention::{
 };
 use crate::ops::embedding::relative_position_bias;
 use crate::ops::resize::{adaptive_avg_pool2d, resize_bilinear};
+use crate::rng::SplitMix64;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 

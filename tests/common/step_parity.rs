@@ -26,7 +26,7 @@
 
 use brainsynth::nn::ParamStore;
 use brainsynth::optim::Optimizer;
-use brainsynth::{DType, Device, Tensor};
+use brainsynth::{Device, Tensor};
 
 /// How much larger the GPU's error against the f64 reference may be than the CPU f32's own.
 /// Both sum in different orders (tiles, split-K, warp reductions), so their errors are of one
@@ -121,8 +121,13 @@ pub fn finish(store: &ParamStore, loss: &Tensor, opt: &mut dyn Optimizer) -> Ste
 
 /// Outcome of comparing one draw.
 pub enum Verdict {
-    /// Every check held; the worst ratio of GPU error to allowed error.
-    Pass { worst: f64, worst_what: String },
+    /// Every check held: the worst ratio of GPU error to allowed error, and the largest ratio
+    /// of the GPU's gradient error to the CPU f32's.
+    Pass {
+        worst: f64,
+        worst_what: String,
+        grad_ratio: f64,
+    },
     /// An f32 run took the other branch of a kink within rounding of 0: not comparable.
     Redraw(String),
     /// The GPU's error is beyond the rule.
@@ -164,6 +169,7 @@ impl Worst {
 /// The verdict on a draw: reference `r` (f64 CPU), `c` (f32 CPU), `g` (f32 GPU).
 pub fn judge(r: &StepRun, c: &StepRun, g: &StepRun) -> Verdict {
     let mut worst = Worst(0.0, String::new());
+    let mut grad_ratio: f64 = 0.0;
     assert_eq!(r.unary_inputs.len(), c.unary_inputs.len(), "graph shapes");
     if g.unary_inputs.len() != r.unary_inputs.len() {
         return Verdict::Fail(format!(
@@ -226,6 +232,9 @@ pub fn judge(r: &StepRun, c: &StepRun, g: &StepRun) -> Verdict {
         if band > 0.0 {
             worst.see(eg / band, || format!("gradient of {}", r.names[i]));
         }
+        if dist2(cg, rg) > 0.0 {
+            grad_ratio = grad_ratio.max(eg / dist2(cg, rg));
+        }
         // weights whose reference gradient is within the gradient's element-wise band of 0
         // have an undetermined first Adam step: compare the others
         let gband = allowed(dist_inf(cg, rg), norm_inf(rg));
@@ -251,6 +260,7 @@ pub fn judge(r: &StepRun, c: &StepRun, g: &StepRun) -> Verdict {
     Verdict::Pass {
         worst: worst.0,
         worst_what: worst.1,
+        grad_ratio,
     }
 }
 
@@ -262,12 +272,15 @@ pub fn check_step(test: &str, seed: u64, draw: impl Fn(u64) -> (StepRun, StepRun
         let s = seed.wrapping_add(attempt);
         let (r, c, g) = draw(s);
         match judge(&r, &c, &g) {
-            Verdict::Pass { worst, worst_what } => {
+            Verdict::Pass {
+                worst,
+                worst_what,
+                grad_ratio,
+            } => {
                 println!(
-                    "{test}: seed {s}: passed; worst GPU error {:.2} of the allowed \
-                     ({worst_what}); rule: GPU err ≤ {ERR_FACTOR}·CPU f32 err + \
-                     {FLOOR_ULPS}·ε·scale",
-                    worst
+                    "{test}: seed {s}: passed; worst GPU error {worst:.2} of the allowed \
+                     ({worst_what}); largest gradient error ratio GPU/CPU {grad_ratio:.2}; \
+                     rule: GPU err ≤ {ERR_FACTOR}·CPU f32 err + {FLOOR_ULPS}·ε·scale"
                 );
                 return;
             }
@@ -276,9 +289,4 @@ pub fn check_step(test: &str, seed: u64, draw: impl Fn(u64) -> (StepRun, StepRun
         }
     }
     panic!("{test}: four draws from seed {seed} in a row crossed a kink within rounding");
-}
-
-/// The dtype's name for messages.
-pub fn dt_name(dt: DType) -> &'static str {
-    dt.name()
 }
