@@ -234,6 +234,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod profile;
+pub mod rng;
 pub mod study;
 pub mod tensor;
 pub mod train;

@@ -9,12 +9,12 @@
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use brainsynth::data::rng::SplitMix64;
 use brainsynth::models::swin::{SwinConfig, SwinSegmenter};
 use brainsynth::models::unet::{UNet, UNetConfig};
 use brainsynth::nn::ParamStore;
 use brainsynth::ops::loss::cross_entropy;
 use brainsynth::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig, clip_grad_norm};
+use brainsynth::rng::SplitMix64;
 use brainsynth::testing::rand_vals;
 use brainsynth::{DType, Tensor};
 

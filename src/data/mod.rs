@@ -8,8 +8,8 @@
 //! for tests and for machines without the real data.
 //!
 //! Modules: [`annotation`] (label codes), [`nifti_case`] (reader), [`slices`] (slicing rules),
-//! [`store`] (binary slice store), [`split`], [`phantom`], [`augment`], [`batch`], [`rng`]
-//! (SplitMix64), [`checksum`] (CRC-32).
+//! [`store`] (binary slice store), [`split`], [`phantom`], [`augment`], [`batch`], [`checksum`]
+//! (CRC-32); the seeded generators are in [`crate::rng`].
 
 pub mod annotation;
 pub mod augment;
@@ -20,7 +20,8 @@ pub mod nifti_case;
 pub mod nifti_header;
 pub mod orient;
 pub mod phantom;
-pub mod rng;
+/// The seeded generators moved to the crate root ([`crate::rng`]); this path stays valid.
+pub use crate::rng;
 pub mod slices;
 pub mod split;
 pub mod store;

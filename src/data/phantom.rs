@@ -30,8 +30,8 @@ use nifti::writer::WriterOptions;
 
 use crate::data::annotation::{BACKGROUND, CORE, EDEMA, ENHANCING};
 use crate::data::nifti_case::{Case, Naming};
-use crate::data::rng::SplitMix64;
 use crate::io::atomic::{commit_temp, temp_path_for};
+use crate::rng::SplitMix64;
 use crate::{Error, Result};
 
 /// What to generate.

@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-use crate::data::rng::SplitMix64;
 use crate::io::atomic::write_atomic;
+use crate::rng::SplitMix64;
 use crate::{Error, Result};
 
 /// How many subjects go where.

@@ -158,7 +158,7 @@ pub fn frechet_between(a: &[f64], na: usize, b: &[f64], nb: usize, d: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::rng::SplitMix64;
+    use crate::rng::SplitMix64;
 
     #[test]
     fn eigen_reconstructs_a_random_symmetric_matrix() {

@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 
 use super::atomic::write_atomic;
 use super::json::{self, Json};
-use crate::data::rng::SplitMix64;
 use crate::nn::ParamStore;
 use crate::optim::{Ema, Optimizer};
+use crate::rng::SplitMix64;
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 

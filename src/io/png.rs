@@ -1,5 +1,7 @@
-//! PNG pictures of slices: montages with one row per slice, the four sequences side by side, and
-//! the annotation laid over in colour (core red, edema green, enhancing yellow, semi-transparent).
+//! PNG pictures of slices: montages with one row per slice, the four sequences side by side
+//! (each column titled with its sequence; rows optionally labelled, e.g. with the model that
+//! drew them), and the annotation laid over in colour (core red, edema green, enhancing yellow,
+//! semi-transparent).
 //! Files are written atomically.
 
 use std::path::Path;
@@ -7,6 +9,7 @@ use std::path::Path;
 use crate::data::annotation::{CORE, EDEMA, ENHANCING, decode_value};
 use crate::data::slices::{ANNOTATION, Slice};
 use crate::io::atomic::write_atomic;
+use crate::io::plot::{draw_text, text_width};
 use crate::{Error, Result};
 
 /// Colour of the necrotic / non-enhancing core.
@@ -38,6 +41,10 @@ pub struct MontageOptions {
     pub scale: usize,
     /// Pixels between panels (default 2, dark grey).
     pub gap: usize,
+    /// A title over each column naming its sequence (default on).
+    pub titles: bool,
+    /// A label left of each row (one per slice; empty: none), e.g. which model drew it.
+    pub row_labels: Vec<String>,
 }
 
 impl Default for MontageOptions {
@@ -47,9 +54,18 @@ impl Default for MontageOptions {
             alpha: 0.45,
             scale: 0,
             gap: 2,
+            titles: true,
+            row_labels: Vec::new(),
         }
     }
 }
+
+/// The four sequences in channel order, as the column titles name them.
+pub const SEQUENCES: [&str; 4] = ["T1", "T1ce", "T2", "FLAIR"];
+/// Colour of titles and labels on the dark background.
+pub const TEXT_RGB: [u8; 3] = [230, 230, 230];
+/// Pixels around titles and labels.
+pub const TEXT_PAD: usize = 3;
 
 fn label_rgb(label: u8) -> Option<[u8; 3]> {
     match label {
@@ -88,11 +104,55 @@ pub fn montage_rgb(slices: &[Slice], opts: &MontageOptions) -> Result<(usize, us
     } else {
         4
     };
+    if !opts.row_labels.is_empty() && opts.row_labels.len() != slices.len() {
+        return Err(Error::invalid(
+            "montage",
+            format!(
+                "{} row labels for {} slices",
+                opts.row_labels.len(),
+                slices.len()
+            ),
+        ));
+    }
     let (ph, pw) = (h * k, w * k);
     let g = opts.gap;
-    let width = panels * pw + (panels + 1) * g;
-    let height = slices.len() * ph + (slices.len() + 1) * g;
+    let titles: Vec<String> = (0..panels)
+        .map(|p| match (opts.overlay, p) {
+            (Overlay::ExtraPanel, 4) => format!("{}+labels", SEQUENCES[1]),
+            (Overlay::AllPanels, _) => format!("{}+labels", SEQUENCES[p]),
+            _ => SEQUENCES[p].to_string(),
+        })
+        .collect();
+    // the larger font where every title fits its panel
+    let ts = if titles.iter().all(|t| text_width(t, 2) + 2 <= pw) {
+        2
+    } else {
+        1
+    };
+    let head = if opts.titles {
+        5 * ts + 2 * TEXT_PAD
+    } else {
+        0
+    };
+    let left = opts
+        .row_labels
+        .iter()
+        .map(|l| text_width(l, ts) + 2 * TEXT_PAD)
+        .max()
+        .unwrap_or(0);
+    let width = left + panels * pw + (panels + 1) * g;
+    let height = head + slices.len() * ph + (slices.len() + 1) * g;
     let mut img = vec![40u8; width * height * 3];
+    if opts.titles {
+        for (p, t) in titles.iter().enumerate() {
+            let x = left + g + p * (pw + g) + pw.saturating_sub(text_width(t, ts)) / 2;
+            draw_text(&mut img, width, height, (x, TEXT_PAD), t, ts, TEXT_RGB);
+        }
+    }
+    for (row, l) in opts.row_labels.iter().enumerate() {
+        let y = head + g + row * (ph + g) + ph.saturating_sub(5 * ts) / 2;
+        draw_text(&mut img, width, height, (TEXT_PAD, y), l, ts, TEXT_RGB);
+    }
     for (row, s) in slices.iter().enumerate() {
         let labels: Vec<u8> = s
             .channel(ANNOTATION)
@@ -106,8 +166,8 @@ pub fn montage_rgb(slices: &[Slice], opts: &MontageOptions) -> Result<(usize, us
                 _ => (p, false),
             };
             let gray = s.channel(chan);
-            let y0 = g + row * (ph + g);
-            let x0 = g + p * (pw + g);
+            let y0 = head + g + row * (ph + g);
+            let x0 = left + g + p * (pw + g);
             for r in 0..ph {
                 for c in 0..pw {
                     let i = (r / k) * w + c / k;
@@ -219,6 +279,7 @@ mod tests {
         let opts = MontageOptions {
             scale: 1,
             gap: 1,
+            titles: false,
             ..Default::default()
         };
         let (w, h, img) = montage_rgb(&[s.clone(), s], &opts).unwrap();

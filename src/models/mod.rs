@@ -1,7 +1,6 @@
 //! The networks: segmenters (U-Net, Swin + UperNet), generators (StyleGAN2, StyleGAN3-T, the
-//! diffusion U-Net) and their shared layers.
+//! diffusion U-Net); the layers they share are in `crate::nn`.
 
-pub mod common;
 pub mod diffusion;
 pub mod gan;
 pub mod swin;

@@ -3,15 +3,14 @@
 //! stochastic depth) with an UperNet head (pyramid pooling on the last stage + FPN fusion of all
 //! four), predicting at 1/4 resolution and upsampled bilinearly to the input size.
 
-use crate::data::rng::SplitMix64;
-use crate::models::common::{BatchNorm2d, LayerNorm};
-use crate::nn::{Conv2d, Init, Linear, Scope};
+use crate::nn::{BatchNorm2d, Conv2d, Init, LayerNorm, Linear, Scope};
 use crate::ops::Conv2dParams;
 use crate::ops::attention::{
     shifted_window_mask, window_attention, window_partition, window_reverse,
 };
 use crate::ops::embedding::relative_position_bias;
 use crate::ops::resize::{adaptive_avg_pool2d, resize_bilinear};
+use crate::rng::SplitMix64;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -165,7 +164,7 @@ impl SwinBlock {
         let v = qkv.narrow(0, 2, 1)?.reshape(&[bw, self.heads, n, d])?;
         let bias = relative_position_bias(&self.rel_table, ws)?;
         let mask = if shift > 0 {
-            Some(shifted_window_mask(hp, wp, ws, shift, x.dtype())?)
+            Some(shifted_window_mask(hp, wp, ws, shift, x.dtype())?.to_device(x.device())?)
         } else {
             None
         };
@@ -204,7 +203,8 @@ fn drop_path(x: &Tensor, p: f64, train: bool, rng: &mut SplitMix64) -> Result<Te
         .collect();
     let mut shape = vec![1; x.rank()];
     shape[0] = b;
-    x.mul(&Tensor::from_f64s(&keep, &shape, x.dtype())?)
+    // drawn on the host (the same draws on every device), applied where x lives
+    x.mul(&Tensor::from_f64s(&keep, &shape, x.dtype())?.to_device(x.device())?)
 }
 
 /// Channel dropout (PyTorch's Dropout2d, as mmseg's heads apply before the classifier): in
@@ -223,7 +223,7 @@ fn channel_dropout(x: &Tensor, p: f64, train: bool, rng: &mut SplitMix64) -> Res
             }
         })
         .collect();
-    x.mul(&Tensor::from_f64s(&keep, &[n, c, 1, 1], x.dtype())?)
+    x.mul(&Tensor::from_f64s(&keep, &[n, c, 1, 1], x.dtype())?.to_device(x.device())?)
 }
 
 /// 2×2 neighbourhoods concatenated (4C), normalised, projected to 2C.

@@ -3,9 +3,8 @@
 //! upsampling, concatenated skips, and deep supervision heads whose losses are weighted 1/2^i with the
 //! lowest resolution's weight zero, normalised.
 
-use crate::nn::{Conv2d, Init, Scope};
+use crate::nn::{Conv2d, InstanceNorm, Scope};
 use crate::ops::Conv2dParams;
-use crate::ops::norm::instance_norm;
 use crate::ops::resize::resize_bilinear;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -73,8 +72,7 @@ impl UNetConfig {
 /// conv3×3 → instance norm (affine) → leaky ReLU 0.01.
 struct ConvNormAct {
     conv: Conv2d,
-    gamma: Tensor,
-    beta: Tensor,
+    norm: InstanceNorm,
 }
 
 impl ConvNormAct {
@@ -90,16 +88,14 @@ impl ConvNormAct {
             crate::nn::layers::kaiming_normal(0.01),
             None,
         )?;
-        let norm = vs.sub("norm").no_weight_decay();
         Ok(ConvNormAct {
             conv,
-            gamma: norm.param("weight", &[cout], Init::Constant(1.0))?,
-            beta: norm.param("bias", &[cout], Init::Constant(0.0))?,
+            norm: InstanceNorm::new(&vs.sub("norm"), cout)?,
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.conv.forward(x)?;
-        instance_norm(&y, Some(&self.gamma), Some(&self.beta), 1e-5)?.leaky_relu(0.01)
+        self.norm.forward(&y)?.leaky_relu(0.01)
     }
 }
 

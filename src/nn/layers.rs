@@ -400,7 +400,8 @@ impl Dropout {
         if !train || self.p == 0.0 {
             return Ok(x.clone());
         }
-        x.mul(&self.mask(x, rng))
+        // drawn on the host (the same draws on every device), applied where x lives
+        x.mul(&self.mask(x, rng).to_device(x.device())?)
     }
     /// x · mask, where `mask` came from `mask` (or a test).
     pub fn forward_with_mask(&self, x: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
@@ -436,7 +437,7 @@ impl DropPath {
         if !train || self.p == 0.0 {
             return Ok(x.clone());
         }
-        x.mul(&self.mask(x, rng)?)
+        x.mul(&self.mask(x, rng)?.to_device(x.device())?)
     }
     pub fn forward_with_mask(&self, x: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
         if !train || self.p == 0.0 {

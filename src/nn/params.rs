@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::init::Init;
@@ -143,7 +142,7 @@ impl ParamStore {
 
     /// The generator that initialises parameter `name`.
     pub fn rng_for(&self, name: &str) -> StdRng {
-        StdRng::seed_from_u64(self.seed() ^ name_hash(name))
+        crate::rng::std_rng(self.seed() ^ name_hash(name))
     }
 
     /// Every parameter in creation order.

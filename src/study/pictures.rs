@@ -1,6 +1,7 @@
 //! The study's pictures: `samples.png` (a labelled row of images per generator, real slices on
 //! top), `memorization.png` (every generator's audit histogram on one plot), each audit's
-//! `closest.png`, and `predictions.png` (real test slices: truth, then each real-trained model).
+//! `closest.png`, and `predictions.png` (real test slices: truth, then each real-trained model,
+//! each row labelled at its left and each column titled with its sequence).
 
 use std::path::Path;
 
@@ -18,6 +19,8 @@ use super::records::AuditRecord;
 
 /// T1ce (channel 1) with the annotation in colour: what each tile of `samples.png` shows.
 const TILE_CHANNEL: usize = 1;
+/// What the tiles of `samples.png` show, written above them.
+const TILE_TITLE: &str = "T1ce with the annotation: core red, edema green, enhancing yellow";
 
 /// `k` slices spread evenly over `slices`, preferring those with tumour.
 pub fn spread(slices: &[Slice], k: usize) -> Vec<Slice> {
@@ -52,11 +55,22 @@ pub fn write_labelled_rows(path: &Path, rows: &[(String, Vec<Slice>)]) -> Result
         .unwrap_or(0)
         + 2 * gap;
     let cols = rows.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
-    let width = label_w + cols * (tw + gap) + gap;
-    let height = rows.len() * (th + gap) + gap;
+    let width = (label_w + cols * (tw + gap) + gap).max(text_width(TILE_TITLE, 1) + 2 * gap);
+    // one line above the tiles saying what they show
+    let head = 5 + 2 * gap;
+    let height = head + rows.len() * (th + gap) + gap;
     let mut img = vec![255u8; width * height * 3];
+    draw_text(
+        &mut img,
+        width,
+        height,
+        (gap, gap),
+        TILE_TITLE,
+        1,
+        [0, 0, 0],
+    );
     for (r, (label, slices)) in rows.iter().enumerate() {
-        let y0 = gap + r * (th + gap);
+        let y0 = head + gap + r * (th + gap);
         draw_text(
             &mut img,
             width,
@@ -118,6 +132,7 @@ pub fn write_memorization(path: &Path, audits: &[(&str, &AuditRecord)]) -> Resul
 /// difference, as rows of a montage.
 pub fn write_closest(path: &Path, a: &Audit, synth: &[Slice], real: &[Slice]) -> Result<()> {
     let mut rows = Vec::new();
+    let mut labels = Vec::new();
     for (i, n) in a.closest(4) {
         let (Some(s), Some(r)) = (synth.get(i), n.real.and_then(|j| real.get(j))) else {
             continue;
@@ -127,11 +142,16 @@ pub fn write_closest(path: &Path, a: &Audit, synth: &[Slice], real: &[Slice]) ->
             *x = x.abs_diff(*y);
         }
         rows.extend([s.clone(), r.clone(), d]);
+        labels.extend(["synthetic", "nearest real", "difference"].map(String::from));
     }
     if rows.is_empty() {
         return Ok(());
     }
-    write_montage(path, &rows, &MontageOptions::default())
+    let opts = MontageOptions {
+        row_labels: labels,
+        ..MontageOptions::default()
+    };
+    write_montage(path, &rows, &opts)
 }
 
 /// A few real test slices with tumour: rows of truth, then each real-trained model's prediction
@@ -152,8 +172,11 @@ pub fn write_predictions(path: &Path, opts: &StudyOptions, test: &[Slice]) -> Re
         preds.push(predict_labels(&model, &picked, opts.profile.seg.batch)?);
     }
     let mut rows = Vec::new();
+    let mut labels = Vec::new();
     for (i, s) in picked.iter().enumerate() {
         rows.push(s.clone());
+        labels.push("truth".to_string());
+        labels.extend(opts.segmenters.iter().map(|k| k.name().to_string()));
         for p in &preds {
             let mut r = s.clone();
             let hw = r.h * r.w;
@@ -171,6 +194,7 @@ pub fn write_predictions(path: &Path, opts: &StudyOptions, test: &[Slice]) -> Re
         &rows,
         &MontageOptions {
             overlay: Overlay::ExtraPanel,
+            row_labels: labels,
             ..MontageOptions::default()
         },
     )

@@ -13,10 +13,9 @@
 use rand::rngs::StdRng;
 
 use super::qkv_attention::qkv_attention_legacy;
-use crate::nn::{Conv2d, Dropout, Init, Linear, Scope};
+use crate::nn::{Conv2d, Dropout, GroupNorm, Init, Linear, Scope};
 use crate::ops::Conv2dParams;
 use crate::ops::embedding::timestep_embedding;
-use crate::ops::norm::{NORM_EPS, group_norm, group_norm_silu};
 use crate::ops::resize::resize_nearest;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -167,33 +166,6 @@ fn zero_conv(vs: &Scope, cin: usize, cout: usize, k: usize) -> Result<Conv2d> {
     )
 }
 
-/// GroupNorm32 affine parameters (`weight`, `bias` in `vs`).
-struct Norm {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Norm {
-    fn new(vs: &Scope, c: usize) -> Result<Self> {
-        if !c.is_multiple_of(GROUPS) {
-            return Err(Error::invalid(
-                "diffusion_unet",
-                format!("{c} channels do not split into GroupNorm's {GROUPS} groups"),
-            ));
-        }
-        Ok(Norm {
-            weight: vs.param("weight", &[c], Init::Constant(1.0))?,
-            bias: vs.param("bias", &[c], Init::Constant(0.0))?,
-        })
-    }
-    fn silu(&self, x: &Tensor) -> Result<Tensor> {
-        group_norm_silu(x, GROUPS, Some(&self.weight), Some(&self.bias), NORM_EPS)
-    }
-    fn plain(&self, x: &Tensor) -> Result<Tensor> {
-        group_norm(x, GROUPS, Some(&self.weight), Some(&self.bias), NORM_EPS)
-    }
-}
-
 /// A 1×1 `conv_nd(1, ...)` with weight [out, in, 1] as guided-diffusion stores it, applied to
 /// [B, C, T] as a 1×1 conv over [B, C, T, 1].
 struct Conv1x1 {
@@ -231,10 +203,10 @@ impl Conv1x1 {
 
 /// guided-diffusion's `ResBlock` (no up/down variant: `resblock_updown` is off at its defaults).
 struct ResBlock {
-    in_norm: Norm,
+    in_norm: GroupNorm,
     in_conv: Conv2d,
     emb: Linear,
-    out_norm: Norm,
+    out_norm: GroupNorm,
     dropout: Dropout,
     out_conv: Conv2d,
     skip: Option<Conv2d>,
@@ -256,10 +228,10 @@ impl ResBlock {
             cout
         };
         Ok(ResBlock {
-            in_norm: Norm::new(&vs.sub("in_layers").sub("0"), cin)?,
+            in_norm: GroupNorm::new(&vs.sub("in_layers").sub("0"), GROUPS, cin)?,
             in_conv: conv(&vs.sub("in_layers").sub("2"), cin, cout, 3, 1)?,
             emb: Linear::new(&vs.sub("emb_layers").sub("1"), emb_dim, emb_out, true)?,
-            out_norm: Norm::new(&vs.sub("out_layers").sub("0"), cout)?,
+            out_norm: GroupNorm::new(&vs.sub("out_layers").sub("0"), GROUPS, cout)?,
             dropout: Dropout::new(cfg.dropout)?,
             out_conv: zero_conv(&vs.sub("out_layers").sub("3"), cout, cout, 3)?,
             skip: if cin == cout {
@@ -274,20 +246,20 @@ impl ResBlock {
 
     /// `emb_act` is SiLU(embedding), shared by all blocks (emb_layers = SiLU → linear).
     fn forward(&self, x: &Tensor, emb_act: &Tensor, rng: Option<&mut StdRng>) -> Result<Tensor> {
-        let h = self.in_conv.forward(&self.in_norm.silu(x)?)?;
+        let h = self.in_conv.forward(&self.in_norm.forward_silu(x)?)?;
         let n = x.shape()[0];
         let e = self.emb.forward(emb_act)?;
         let h = if self.scale_shift {
             let e = e.reshape(&[n, 2 * self.cout, 1, 1])?;
             let ss = e.chunk(1, 2)?;
             self.out_norm
-                .plain(&h)?
+                .forward(&h)?
                 .mul(&ss[0].add_scalar(1.0)?)?
                 .add(&ss[1])?
                 .silu()?
         } else {
             self.out_norm
-                .silu(&h.add(&e.reshape(&[n, self.cout, 1, 1])?)?)?
+                .forward_silu(&h.add(&e.reshape(&[n, self.cout, 1, 1])?)?)?
         };
         let h = match rng {
             Some(r) => self.dropout.forward(&h, true, r)?,
@@ -304,7 +276,7 @@ impl ResBlock {
 
 /// guided-diffusion's `AttentionBlock` with `QKVAttentionLegacy`.
 struct AttentionBlock {
-    norm: Norm,
+    norm: GroupNorm,
     qkv: Conv1x1,
     proj_out: Conv1x1,
     heads: usize,
@@ -313,7 +285,7 @@ struct AttentionBlock {
 impl AttentionBlock {
     fn new(vs: &Scope, ch: usize, heads: usize) -> Result<Self> {
         Ok(AttentionBlock {
-            norm: Norm::new(&vs.sub("norm"), ch)?,
+            norm: GroupNorm::new(&vs.sub("norm"), GROUPS, ch)?,
             qkv: Conv1x1::new(&vs.sub("qkv"), ch, 3 * ch, false)?,
             proj_out: Conv1x1::new(&vs.sub("proj_out"), ch, ch, true)?,
             heads,
@@ -322,7 +294,7 @@ impl AttentionBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = x.shape().to_vec();
         let flat = [s[0], s[1], s[2] * s[3]];
-        let qkv = self.qkv.forward(&self.norm.plain(x)?.reshape(&flat)?)?;
+        let qkv = self.qkv.forward(&self.norm.forward(x)?.reshape(&flat)?)?;
         let h = self
             .proj_out
             .forward(&qkv_attention_legacy(&qkv, self.heads)?)?;
@@ -380,7 +352,7 @@ pub struct DiffusionUNet {
     input_blocks: Vec<Block>,
     middle_block: Block,
     output_blocks: Vec<Block>,
-    out_norm: Norm,
+    out_norm: GroupNorm,
     out_conv: Conv2d,
 }
 
@@ -508,7 +480,7 @@ impl DiffusionUNet {
                 output_blocks.push(layers);
             }
         }
-        let out_norm = Norm::new(&vs.sub("out").sub("0"), ch)?;
+        let out_norm = GroupNorm::new(&vs.sub("out").sub("0"), GROUPS, ch)?;
         let out_conv = zero_conv(&vs.sub("out").sub("2"), input_ch, c.out_channels, 3)?;
         Ok(DiffusionUNet {
             config,
@@ -578,6 +550,6 @@ impl DiffusionUNet {
             let skip = hs.pop().expect("one skip per output block");
             h = run_block(b, &Tensor::cat(&[h, skip], 1)?, &emb_act, &mut rng)?;
         }
-        self.out_conv.forward(&self.out_norm.silu(&h)?)
+        self.out_conv.forward(&self.out_norm.forward_silu(&h)?)
     }
 }

@@ -176,6 +176,7 @@ impl GradFn for LegacyBackward {
             v: tr(&parts[2])?,
             bias: None,
             mask: None,
+            lse: None,
             a: AttnDims {
                 batch: l.blocks,
                 nq: l.t,

@@ -1,8 +1,29 @@
-//! A tiny, fully specified pseudo-random generator (SplitMix64).
+//! The crate's seeded random generators, in one place: every random draw of data, models and
+//! training starts from a `u64` seed through this module, so a seed fixes a run.
 //!
-//! Splits, phantoms and augmentation draw from this generator instead of the `rand` crate so that
-//! a seed gives the same subjects, the same phantom and the same augmentation on every machine and
-//! with every version of every dependency.
+//! - [`SplitMix64`], a tiny fully specified generator: splits, phantoms, augmentation, batch
+//!   order, dropout and stochastic-depth masks of the segmenters, and the parent stream of every
+//!   trainer (its state is what checkpoints save to resume a run exactly). It does not depend on
+//!   any crate's algorithm, so a seed gives the same subjects, phantom and augmentation on every
+//!   machine and with every version of every dependency.
+//! - [`std_rng`]: the `rand` generator (`StdRng`) for code that samples through `rand_distr`
+//!   (parameter initialisers, latent codes, diffusion noise, `nn::Dropout`), seeded from one
+//!   `u64`; [`child_std_rng`] derives one from a `SplitMix64` stream (a training step's
+//!   generator from the run's stream).
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+/// The `rand` generator seeded with `seed` (same seed, same draws on every machine for a given
+/// `rand` version).
+pub fn std_rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// A `rand` generator seeded by the next draw of `parent` (advances `parent` by one draw).
+pub fn child_std_rng(parent: &mut SplitMix64) -> StdRng {
+    std_rng(parent.next_u64())
+}
 
 /// SplitMix64 (Steele, Lea & Flood 2014): 64-bit state, one addition and a mixing function per
 /// draw. Not cryptographic; statistically good enough for shuffles and procedural data.
