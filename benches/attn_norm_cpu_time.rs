@@ -9,7 +9,8 @@
 //! (A bench target that `cargo bench` alone skips.)
 
 use brainsynth::autograd::grad;
-use brainsynth::ops::attention::{qkv_attention_legacy, window_attention};
+use brainsynth::models::diffusion::qkv_attention::qkv_attention_legacy;
+use brainsynth::ops::attention::window_attention;
 use brainsynth::ops::norm::{group_norm_silu, instance_norm};
 use brainsynth::{DType, Tensor};
 use rand::SeedableRng;

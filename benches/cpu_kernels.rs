@@ -12,7 +12,8 @@
 use std::time::Duration;
 
 use brainsynth::autograd::grad;
-use brainsynth::ops::attention::{qkv_attention_legacy, window_attention};
+use brainsynth::models::diffusion::qkv_attention::qkv_attention_legacy;
+use brainsynth::ops::attention::window_attention;
 use brainsynth::ops::norm::{group_norm_silu, instance_norm, layer_norm};
 use brainsynth::ops::{Conv2dParams, ModConvParams, modulated_conv2d};
 use brainsynth::{DType, Tensor};
