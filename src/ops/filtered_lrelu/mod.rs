@@ -1,5 +1,5 @@
 //! StyleGAN3's filtered leaky ReLU as one fused CPU op: upsample + FIR, bias / leaky ReLU /
-//! gain / clamp, FIR + downsample, plane by plane in cache (see [`cpu`]), with a fused
+//! gain / clamp, FIR + downsample, plane by plane in cache (see `cpu.rs`), with a fused
 //! first-order backward for the input and the bias. It computes what NVlabs'
 //! `filtered_lrelu.py` computes (`_filtered_lrelu_ref`, our
 //! [`crate::ops::stylegan::filtered_lrelu_ref`], which stays the reference every test compares
