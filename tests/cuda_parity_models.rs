@@ -267,9 +267,9 @@ fn unet_sgd_step_on_gpu_matches_cpu() {
         "unet_sgd_step_on_gpu_matches_cpu",
         seed("unet_sgd_step_on_gpu_matches_cpu"),
         |s| {
-            let c = unet_step(Device::Cpu, DType::F32, s, None);
-            let r = unet_step(Device::Cpu, DType::F64, s, Some(&c.start));
-            let g = unet_step(GPU, DType::F32, s, Some(&c.start));
+            let c = CpuRuns::run(|start| unet_step(Device::Cpu, DType::F32, s, start));
+            let r = unet_step(Device::Cpu, DType::F64, s, Some(c.start()));
+            let g = unet_step(GPU, DType::F32, s, Some(c.start()));
             (r, c, g)
         },
     );
@@ -337,9 +337,9 @@ fn swin_adamw_step_on_gpu_matches_cpu() {
         "swin_adamw_step_on_gpu_matches_cpu",
         seed("swin_adamw_step_on_gpu_matches_cpu"),
         |s| {
-            let c = swin_step(Device::Cpu, DType::F32, s, None);
-            let r = swin_step(Device::Cpu, DType::F64, s, Some(&c.start));
-            let g = swin_step(GPU, DType::F32, s, Some(&c.start));
+            let c = CpuRuns::run(|start| swin_step(Device::Cpu, DType::F32, s, start));
+            let r = swin_step(Device::Cpu, DType::F64, s, Some(c.start()));
+            let g = swin_step(GPU, DType::F32, s, Some(c.start()));
             (r, c, g)
         },
     );

@@ -22,8 +22,17 @@
 //! moves each weight by about lr·sign(g), so after the step the weights whose reference gradient
 //! lies within the gradient's error band of 0 are left out of the comparison (their gradients
 //! are compared above).
+//!
+//! One f32 CPU run is one draw of f32 rounding, and where the model is ill-conditioned that draw
+//! can be lucky. Found at Swin seed 1796049239224078798: the pyramid-pooling branch batch-normalises
+//! a 1×1 map over a batch of 2, and one channel's two values differed by about √eps, where the
+//! normalised output moves ~300× faster than its input; the CPU's error there came out 10× below
+//! the GPU's, and everything downstream inherited the one amplified rounding. So the CPU's f32
+//! error is the larger of two CPU runs that sum in different orders (the reference loops and the
+//! fast im2col/GEMM kernels), a fairer sample of what f32 gives on this batch.
 #![allow(dead_code)]
 
+use brainsynth::backend::cpu::{self, CpuKernels};
 use brainsynth::nn::ParamStore;
 use brainsynth::optim::Optimizer;
 use brainsynth::{Device, Tensor};
@@ -167,11 +176,47 @@ impl Worst {
     }
 }
 
-/// The verdict on a draw: reference `r` (f64 CPU), `c` (f32 CPU), `g` (f32 GPU).
-pub fn judge(r: &StepRun, c: &StepRun, g: &StepRun) -> Verdict {
+/// The f32 CPU runs of a draw: the reference loops and the fast kernels.
+pub struct CpuRuns {
+    pub reference: StepRun,
+    pub fast: StepRun,
+}
+
+impl CpuRuns {
+    /// Runs `step(start)` on the CPU in f32 with each kernel set: first the reference loops from
+    /// the model's own initialisation (`None`), then the fast kernels from the values the first
+    /// run started from.
+    pub fn run(step: impl Fn(Option<&[Vec<f64>]>) -> StepRun) -> CpuRuns {
+        let reference = {
+            let _k = cpu::use_kernels(CpuKernels::Reference);
+            step(None)
+        };
+        let fast = {
+            let _k = cpu::use_kernels(CpuKernels::Fast);
+            step(Some(&reference.start))
+        };
+        CpuRuns { reference, fast }
+    }
+    pub fn start(&self) -> &[Vec<f64>] {
+        &self.reference.start
+    }
+    fn both(&self) -> [&StepRun; 2] {
+        [&self.reference, &self.fast]
+    }
+    /// The larger of the two runs' errors against the reference, by `dist`.
+    fn err(&self, f: impl Fn(&StepRun) -> f64) -> f64 {
+        self.both().into_iter().map(f).fold(0.0, f64::max)
+    }
+}
+
+/// The verdict on a draw: reference `r` (f64 CPU), `c` (f32 CPU, two summation orders), `g`
+/// (f32 GPU).
+pub fn judge(r: &StepRun, c: &CpuRuns, g: &StepRun) -> Verdict {
     let mut worst = Worst(0.0, String::new());
     let mut grad_ratio: f64 = 0.0;
-    assert_eq!(r.unary_inputs.len(), c.unary_inputs.len(), "graph shapes");
+    for c in c.both() {
+        assert_eq!(r.unary_inputs.len(), c.unary_inputs.len(), "graph shapes");
+    }
     if g.unary_inputs.len() != r.unary_inputs.len() {
         return Verdict::Fail(format!(
             "the GPU's forward graph has {} elementwise ops, the CPU's {}",
@@ -181,35 +226,33 @@ pub fn judge(r: &StepRun, c: &StepRun, g: &StepRun) -> Verdict {
     }
     // forward: every elementwise op's input, max-norm (the kink test is element-wise)
     let mut kink = None;
-    for (k, ((rv, cv), gv)) in r
-        .unary_inputs
-        .iter()
-        .zip(&c.unary_inputs)
-        .zip(&g.unary_inputs)
-        .enumerate()
-    {
-        let band = allowed(dist_inf(cv, rv), norm_inf(rv));
+    for (k, (rv, gv)) in r.unary_inputs.iter().zip(&g.unary_inputs).enumerate() {
+        let cpu_err = c.err(|c| dist_inf(&c.unary_inputs[k], rv));
+        let band = allowed(cpu_err, norm_inf(rv));
         let eg = dist_inf(gv, rv);
         if eg > band {
             return Verdict::Fail(format!(
                 "forward: input of elementwise op {k} is off by {eg:.3e} on the GPU, allowed \
-                 {band:.3e} (CPU f32 off by {:.3e})",
-                dist_inf(cv, rv)
+                 {band:.3e} (CPU f32 off by up to {cpu_err:.3e})"
             ));
         }
         worst.see(eg / band, || format!("forward, elementwise op {k}"));
-        if kink.is_none()
-            && let Some(j) = (0..rv.len()).find(|&j| {
-                let s = rv[j] > 0.0;
-                (cv[j] > 0.0) != s || (gv[j] > 0.0) != s
-            })
-        {
-            kink = Some(format!(
-                "input {j} of elementwise op {k} is {:.3e} in f64, {:.3e} on the CPU and \
-                 {:.3e} on the GPU in f32 (within the f32 band {band:.1e} of 0): the runs \
-                 differentiate different branches of a kink",
-                rv[j], cv[j], gv[j]
-            ));
+        if kink.is_none() {
+            for c in c.both() {
+                let cv = &c.unary_inputs[k];
+                if let Some(j) = (0..rv.len()).find(|&j| {
+                    let s = rv[j] > 0.0;
+                    (cv[j] > 0.0) != s || (gv[j] > 0.0) != s
+                }) {
+                    kink = Some(format!(
+                        "input {j} of elementwise op {k} is {:.3e} in f64, {:.3e} on the CPU and \
+                         {:.3e} on the GPU in f32 (within the f32 band {band:.1e} of 0): the \
+                         runs differentiate different branches of a kink",
+                        rv[j], cv[j], gv[j]
+                    ));
+                    break;
+                }
+            }
         }
     }
     if let Some(why) = kink {
@@ -217,41 +260,41 @@ pub fn judge(r: &StepRun, c: &StepRun, g: &StepRun) -> Verdict {
     }
     // gradients and the stepped values, per parameter tensor (2-norm)
     for i in 0..r.names.len() {
-        let (rg, cg, gg) = (&r.grads[i], &c.grads[i], &g.grads[i]);
-        let band = allowed(dist2(cg, rg), norm2(rg));
+        let (rg, gg) = (&r.grads[i], &g.grads[i]);
+        let cpu_err = c.err(|c| dist2(&c.grads[i], rg));
+        let band = allowed(cpu_err, norm2(rg));
         let eg = dist2(gg, rg);
         if eg > band {
             return Verdict::Fail(format!(
                 "gradient of {}: GPU off by {eg:.3e} (relative {:.2e}), allowed {band:.3e}; \
-                 CPU f32 off by {:.3e} (relative {:.2e})",
+                 CPU f32 off by up to {cpu_err:.3e} (relative {:.2e})",
                 r.names[i],
                 eg / norm2(rg),
-                dist2(cg, rg),
-                dist2(cg, rg) / norm2(rg)
+                cpu_err / norm2(rg)
             ));
         }
         if band > 0.0 {
             worst.see(eg / band, || format!("gradient of {}", r.names[i]));
         }
-        if dist2(cg, rg) > 0.0 {
-            grad_ratio = grad_ratio.max(eg / dist2(cg, rg));
+        if cpu_err > 0.0 {
+            grad_ratio = grad_ratio.max(eg / cpu_err);
         }
         // weights whose reference gradient is within the gradient's element-wise band of 0
         // have an undetermined first Adam step: compare the others
-        let gband = allowed(dist_inf(cg, rg), norm_inf(rg));
+        let gband = allowed(c.err(|c| dist_inf(&c.grads[i], rg)), norm_inf(rg));
         let keep: Vec<usize> = (0..rg.len()).filter(|&j| rg[j].abs() > gband).collect();
         let pick = |v: &[f64]| keep.iter().map(|&j| v[j]).collect::<Vec<f64>>();
-        let (ra, ca, ga) = (pick(&r.after[i]), pick(&c.after[i]), pick(&g.after[i]));
+        let (ra, ga) = (pick(&r.after[i]), pick(&g.after[i]));
         // the floor's scale is the value itself (the result's own rounding)
         let moved = dist2(&ra, &pick(&r.start[i]));
-        let band = allowed(dist2(&ca, &ra), norm2(&ra));
+        let cpu_err = c.err(|c| dist2(&pick(&c.after[i]), &ra));
+        let band = allowed(cpu_err, norm2(&ra));
         let eg = dist2(&ga, &ra);
         if eg > band {
             return Verdict::Fail(format!(
                 "{} after the step: GPU off by {eg:.3e}, allowed {band:.3e}; CPU f32 off by \
-                 {:.3e}; the step moved it by {moved:.3e}",
-                r.names[i],
-                dist2(&ca, &ra)
+                 up to {cpu_err:.3e}; the step moved it by {moved:.3e}",
+                r.names[i]
             ));
         }
         if band > 0.0 {
@@ -265,10 +308,10 @@ pub fn judge(r: &StepRun, c: &StepRun, g: &StepRun) -> Verdict {
     }
 }
 
-/// Runs `draw(seed)` (the three runs of one batch) until a draw is comparable, at most 4 draws
+/// Runs `draw(seed)` (the four runs of one batch) until a draw is comparable, at most 4 draws
 /// (a kink within rounding is rare: about one draw in a thousand for the U-Net), and asserts the
 /// verdict.
-pub fn check_step(test: &str, seed: u64, draw: impl Fn(u64) -> (StepRun, StepRun, StepRun)) {
+pub fn check_step(test: &str, seed: u64, draw: impl Fn(u64) -> (StepRun, CpuRuns, StepRun)) {
     for attempt in 0..4u64 {
         let s = seed.wrapping_add(attempt);
         let (r, c, g) = draw(s);
