@@ -72,6 +72,41 @@ fn swin_index_mask_and_partition_match_official_code() {
     close("reverse", &back, &shifted, 1e-12);
 }
 
+/// A window smaller than the table's reads each offset's own entry of the full table.
+#[test]
+fn relative_position_bias_of_a_smaller_window_reads_the_full_tables_offsets() {
+    let (w, ws, heads) = (4usize, 2usize, 3usize);
+    let side = 2 * w - 1;
+    let table = rand_tensor(&[side * side, heads], 5);
+    let tv = table.to_vec_f64().unwrap();
+    let b = relative_position_bias(&table, ws).unwrap();
+    assert_eq!(b.shape(), &[heads, ws * ws, ws * ws]);
+    let bv = b.to_vec_f64().unwrap();
+    let n = ws * ws;
+    for h in 0..heads {
+        for i in 0..n {
+            for j in 0..n {
+                let dy = (i / ws) as isize - (j / ws) as isize;
+                let dx = (i % ws) as isize - (j % ws) as isize;
+                let row = (dy + w as isize - 1) as usize * side + (dx + w as isize - 1) as usize;
+                assert_eq!(
+                    bv[(h * n + i) * n + j],
+                    tv[row * heads + h],
+                    "h {h} i {i} j {j}"
+                );
+            }
+        }
+    }
+    // a window larger than the table's is an error
+    let e = relative_position_bias(&table, w + 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("relative_position_bias") && e.contains("W ≥ 5"),
+        "{e}"
+    );
+}
+
 #[test]
 fn window_attention_matches_pytorch_with_gradients() {
     let fx = fixtures::load("attention.bin");

@@ -1,10 +1,10 @@
 //! The segmenters: output shapes, deep-supervision weights, input errors, and finite-difference
 //! gradients of whole (tiny) networks in f64.
 
-use brainsynth::data::rng::SplitMix64;
 use brainsynth::models::swin::{SwinConfig, SwinSegmenter};
 use brainsynth::models::unet::{UNet, UNetConfig};
 use brainsynth::nn::ParamStore;
+use brainsynth::rng::SplitMix64;
 use brainsynth::testing::{check_grad, rand_tensor};
 use brainsynth::{DType, Tensor};
 use rand::SeedableRng;
@@ -87,6 +87,41 @@ fn swin_outputs_full_resolution_even_when_windows_need_padding() {
         ..tiny_swin()
     };
     assert!(SwinSegmenter::new(&ParamStore::new(0).root(), bad).is_err());
+}
+
+/// A stage whose token map is smaller than the window attends over the whole map with the
+/// window shrunk to it (as Swin), reading its biases from the middle of the full table.
+#[test]
+fn swin_trains_when_a_stage_map_is_smaller_than_the_window() {
+    let store = ParamStore::new(3);
+    let mut cfg = tiny_swin();
+    cfg.window = 4;
+    let net = SwinSegmenter::new(&store.root(), cfg).unwrap();
+    let mut rng = SplitMix64::new(0);
+    // 12×12 input: 6×6 tokens in stage 0, 3×3 (< the 4-token window) in stage 1
+    let x = Tensor::randn(&[2, 4, 12, 12], DType::F32, &mut StdRng::seed_from_u64(4));
+    let y = net.forward(&x, true, &mut rng).unwrap();
+    assert_eq!(y.shape(), &[2, 4, 12, 12]);
+    y.sqr().unwrap().mean_all().unwrap().backward().unwrap();
+    let table = store
+        .trainable()
+        .into_iter()
+        .find(|p| p.name.contains("stages.1") && p.name.ends_with("relative_position_bias_table"))
+        .expect("stage 1's bias table");
+    let g = table.tensor.grad().expect("gradient").to_vec_f64().unwrap();
+    // a 3×3 window has offsets −2..=2: the 5×5 middle of the 7×7 table, nothing outside it
+    let heads = table.tensor.shape()[1];
+    for (row, chunk) in g.chunks(heads).enumerate() {
+        let (dy, dx) = (row / 7, row % 7);
+        let inside = (1..6).contains(&dy) && (1..6).contains(&dx);
+        assert_eq!(
+            chunk.iter().any(|&v| v != 0.0),
+            inside,
+            "table row {row} (offset {}, {})",
+            dy as isize - 3,
+            dx as isize - 3
+        );
+    }
 }
 
 #[test]

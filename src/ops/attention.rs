@@ -587,14 +587,23 @@ pub fn window_reverse(windows: &Tensor, ws: usize, h: usize, w: usize) -> Result
 /// Swin's `relative_position_index` for a ws×ws window: entry (i, j) (flattened i·N + j, N = ws²)
 /// indexes the (2ws−1)² bias table by the offset between positions i and j.
 pub fn relative_position_index(ws: usize) -> Vec<usize> {
+    relative_position_index_in(ws, ws)
+}
+
+/// [`relative_position_index`] of a ws×ws window into the table of a larger window `table_ws`
+/// ((2·table_ws−1)² entries): the same offset reads the same entry, so a block whose map is
+/// smaller than its window (the window shrinks to the map, as Swin does) keeps its learned
+/// biases for the offsets it still has. `ws ≤ table_ws`.
+pub fn relative_position_index_in(ws: usize, table_ws: usize) -> Vec<usize> {
+    debug_assert!(ws <= table_ws);
     let n = ws * ws;
-    let side = (2 * ws).saturating_sub(1);
+    let side = (2 * table_ws).saturating_sub(1);
     let mut idx = Vec::with_capacity(n * n);
     for i in 0..n {
         let (hi, wi) = (i / ws, i % ws);
         for j in 0..n {
             let (hj, wj) = (j / ws, j % ws);
-            idx.push((hi + ws - 1 - hj) * side + (wi + ws - 1 - wj));
+            idx.push((hi + table_ws - 1 - hj) * side + (wi + table_ws - 1 - wj));
         }
     }
     idx

@@ -4,27 +4,32 @@
 
 use std::sync::Arc;
 
-use crate::ops::attention::relative_position_index;
+use crate::ops::attention::relative_position_index_in;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
 /// Swin `relative_position_bias_table[relative_position_index]` permuted to [heads, N, N]: table
-/// [(2ws−1)², heads] → bias [heads, ws², ws²], ready for [`crate::ops::attention::window_attention`].
+/// [(2W−1)², heads] of a W×W window → bias [heads, ws², ws²] for a ws×ws window, ready for
+/// [`crate::ops::attention::window_attention`]. `ws` may be below W (a map smaller than the
+/// window): each offset reads the entry it has in the full table.
 pub fn relative_position_bias(table: &Tensor, ws: usize) -> Result<Tensor> {
-    let side = 2 * ws.max(1) - 1;
     let ts = table.shape();
-    if ws == 0 || ts.len() != 2 || ts[0] != side * side {
+    // the table's window: (2W − 1)² rows
+    let side = (ts.first().copied().unwrap_or(0) as f64).sqrt().round() as usize;
+    let table_ws = side.div_ceil(2);
+    if ws == 0 || ts.len() != 2 || side * side != ts[0] || side.is_multiple_of(2) || ws > table_ws {
         return Err(Error::shape(
             "relative_position_bias",
             format!(
-                "table {ts:?}, expected [{}, heads] for window {ws}",
-                side * side
+                "table {ts:?} for a {ws}×{ws} window: expected [(2W−1)², heads] with a window \
+                 W ≥ {ws}, e.g. [{}, heads]",
+                (2 * ws.max(1) - 1).pow(2)
             ),
         ));
     }
     let heads = ts[1];
     let n = ws * ws;
-    let idx = relative_position_index(ws);
+    let idx = relative_position_index_in(ws, table_ws);
     if n * n * heads >= u32::MAX as usize || table.elem_count() >= u32::MAX as usize {
         return Err(Error::invalid(
             "relative_position_bias",
