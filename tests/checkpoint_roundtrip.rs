@@ -240,7 +240,7 @@ fn atomic_save_leaves_nothing_on_error() {
 
 #[test]
 fn named_sections_round_trip_and_are_checked() {
-    use brainsynth::data::rng::SplitMix64;
+    use brainsynth::rng::SplitMix64;
     let (g, ga, gb) = model(1, DType::F32);
     let (d, _, _) = model(2, DType::F32);
     let mut opt_g = Adam::new(&g, AdamConfig::adam(0.01)).unwrap();

@@ -2,8 +2,8 @@
 
 use brainsynth::data::annotation::{decode_value, encode_label};
 use brainsynth::data::augment::{AugmentConfig, AugmentParams, augment, augment_random};
-use brainsynth::data::rng::SplitMix64;
 use brainsynth::data::slices::{ANNOTATION, Slice};
+use brainsynth::rng::SplitMix64;
 use proptest::prelude::*;
 
 /// A slice whose T1 channel equals its annotation: blobs of each label on a brain disc.

@@ -5,10 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use brainsynth::data::rng::SplitMix64;
 use brainsynth::io::checkpoint::{Checkpoint, CheckpointWriter};
 use brainsynth::nn::{Linear, ParamStore};
 use brainsynth::optim::{Adam, AdamConfig, Ema, Optimizer};
+use brainsynth::rng::SplitMix64;
 use brainsynth::train::interrupt::StopToken;
 use brainsynth::train::runner::{
     Metric, RunConfig, RunLength, StepOutput, StopReason, Trainer, run,

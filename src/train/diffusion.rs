@@ -21,7 +21,6 @@ use rand::{RngExt, SeedableRng};
 
 use crate::data::Slice;
 use crate::data::batch::{Nchw, generator_batch, slices_from_generator};
-use crate::data::rng::SplitMix64;
 use crate::data::slices::CHANNELS;
 use crate::io::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::io::png::{MontageOptions, write_montage};
@@ -32,6 +31,7 @@ use crate::models::diffusion::{
 };
 use crate::nn::ParamStore;
 use crate::optim::{Adam, Ema};
+use crate::rng::SplitMix64;
 use crate::tensor::{DType, Device, Tensor};
 use crate::train::runner::{RunConfig, RunLength, RunOutcome, StepOutput, Trainer, run};
 use crate::train::seg::check_device;

@@ -33,7 +33,6 @@ use rand::rngs::StdRng;
 use crate::autograd::no_grad;
 use crate::data::Slice;
 use crate::data::batch::{generator_batch, synthetic_slices};
-use crate::data::rng::SplitMix64;
 use crate::data::slices::CHANNELS;
 use crate::io::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::io::png::{MontageOptions, write_montage};
@@ -44,6 +43,7 @@ use crate::models::gan::{
 };
 use crate::nn::ParamStore;
 use crate::optim::Optimizer;
+use crate::rng::SplitMix64;
 use crate::tensor::{DType, Device, Tensor};
 use crate::train::runner::{StepOutput, Trainer};
 use crate::{Error, Result};
