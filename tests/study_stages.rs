@@ -50,6 +50,10 @@ fn copy_train(
             seconds: 1.5,
         });
     }
+    keep_copy(job, reals)
+}
+
+fn keep_copy(job: &GenJob, reals: &[Slice]) -> brainsynth::Result<GenTrained> {
     let mut s = SliceStore::new(reals[0].h, reals[0].w);
     s.slices = reals.to_vec();
     write_store(job.dir.join("copy.store"), &s)?;
@@ -77,6 +81,15 @@ static COPY: GeneratorSpec = GeneratorSpec {
     label: "Copy",
     settings: no_budget,
     train: copy_train,
+    sample: copy_sample,
+};
+
+/// The copying generator without the counter (for tests running beside the one that counts).
+static COPY_QUIET: GeneratorSpec = GeneratorSpec {
+    name: "copy",
+    label: "Copy",
+    settings: no_budget,
+    train: |job, reals, _| keep_copy(job, reals),
     sample: copy_sample,
 };
 
@@ -154,6 +167,8 @@ fn options(out: &Path, data: &Path, generators: Vec<&'static GeneratorSpec>) -> 
         split_seed: 0,
         split: None,
         device: Device::Cpu,
+        memorization_sizes: Vec::new(),
+        memorization_generators: Vec::new(),
     }
 }
 
@@ -252,6 +267,58 @@ fn stages_resume_skip_and_report() {
             .collect::<Vec<_>>()
     };
     assert_eq!(dice(&r3), dice(&r));
+}
+
+/// The memorisation experiment trains on the first N training subjects only and audits the
+/// samples against exactly their slices.
+#[test]
+fn the_memorisation_experiment_trains_on_the_first_subjects_and_audits_against_them() {
+    let tmp = TempDir::new("study-memorization");
+    let data = store(tmp.path());
+    let out = tmp.path().join("study");
+    let mut opts = options(&out, &data, Vec::new());
+    opts.memorization_sizes = vec![1, 3];
+    opts.memorization_generators = vec![&COPY_QUIET];
+    let (r, log) = run(&opts);
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let all = read_store(&data).unwrap().slices;
+    let gen_subjects: Vec<&String> = r.train_subjects.iter().chain(&r.val_subjects).collect();
+    assert_eq!(r.memorization.len(), 2);
+    for (m, n) in r.memorization.iter().zip([1, 3]) {
+        assert_eq!(m.subjects, n);
+        let slices = all
+            .iter()
+            .filter(|s| gen_subjects[..n].contains(&&s.subject))
+            .count();
+        assert_eq!(m.audit.n_real, slices, "{n} subjects");
+        // every image is a copy of one of those slices
+        assert_eq!(m.audit.above_threshold, 10);
+        assert!(
+            out.join(format!("memorization/{n}-subjects/copy/audit/closest.png"))
+                .is_file()
+        );
+    }
+    assert!(r.memorization[0].audit.n_real < r.memorization[1].audit.n_real);
+    assert!(out.join("memorization_sizes.png").is_file());
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains("## Memorisation and the size of the training set"),
+        "{md}"
+    );
+    let json = std::fs::read_to_string(out.join("results.json")).unwrap();
+    assert!(json.contains("memorisation_by_training_size"));
+
+    // more subjects than the generators train on, or a repeated size: clear errors
+    for (sizes, says) in [
+        (vec![99], "--memorization-sizes 1..=6"),
+        (vec![2, 2], "distinct"),
+    ] {
+        let mut o = options(&tmp.path().join("other"), &data, Vec::new());
+        o.memorization_sizes = sizes;
+        o.memorization_generators = vec![&COPY_QUIET];
+        let e = run(&o).0.unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    }
 }
 
 #[test]

@@ -163,6 +163,15 @@ Options:
                      validation off the training subjects
   --device D         cpu, cuda or cuda:N: where the models train, sample and are tested
                      (default cpu); checkpoints load onto any device
+  --memorization-sizes LIST
+                     the memorisation experiment: comma-separated numbers of training
+                     subjects (e.g. 4,15); each generator of --memorization-generators is
+                     also trained (same budget) on the first N training subjects only,
+                     sampled, and audited against their slices: memorization/<N>-subjects/,
+                     a table in results.md and memorization_sizes.png (default: not run)
+  --memorization-generators LIST
+                     generators of that experiment (default stylegan2,diffusion, as the
+                     paper's finding is about them)
   -h, --help         this help",
     run: cmd_study,
 };
@@ -376,6 +385,25 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
     let split_seed = args.parse_or("--split-seed", 0u64)?;
     let split = args.value("--split")?;
     let device = device_arg(&mut args)?;
+    let memorization_sizes = match args.value("--memorization-sizes")? {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim().parse::<usize>().map_err(|_| {
+                    usage(format!(
+                        "--memorization-sizes takes numbers of subjects (e.g. 4,15), not '{list}'"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let memorization_generators = args
+        .value("--memorization-generators")?
+        .unwrap_or_else(|| "stylegan2,diffusion".into())
+        .split(',')
+        .map(|g| generator_by_name(g.trim()))
+        .collect::<crate::Result<Vec<_>>>()?;
     args.finish()?;
     if seeds == 0 {
         return Err(usage("--seeds must be at least 1"));
@@ -427,6 +455,8 @@ fn cmd_study(mut args: Args) -> Result<(), CliError> {
         split_seed,
         split,
         device,
+        memorization_sizes,
+        memorization_generators,
     };
     let r = run_study(&opts, &mut log_line)?;
     let table =

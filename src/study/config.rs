@@ -241,6 +241,13 @@ pub struct StudyOptions {
     pub split: Option<String>,
     /// Where the models train, sample and are tested.
     pub device: Device,
+    /// The memorisation experiment (empty: not run): each of `memorization_generators` is
+    /// also trained on the slices of only this many training subjects (the first ones of the
+    /// generators' training subjects), sampled and audited against those slices, to see how
+    /// memorisation depends on the size of the training set.
+    pub memorization_sizes: Vec<usize>,
+    /// The generators of the memorisation experiment.
+    pub memorization_generators: Vec<&'static GeneratorSpec>,
 }
 
 impl StudyOptions {
@@ -267,6 +274,27 @@ impl StudyOptions {
                     self.profile.n_synthetic
                 ),
             ));
+        }
+        if !self.memorization_sizes.is_empty() {
+            if self.memorization_generators.is_empty() {
+                return Err(Error::invalid(
+                    "study",
+                    "--memorization-sizes needs at least one generator to train \
+                     (--memorization-generators)",
+                ));
+            }
+            let mut sizes = self.memorization_sizes.clone();
+            sizes.sort_unstable();
+            sizes.dedup();
+            if sizes.len() != self.memorization_sizes.len() || sizes[0] == 0 {
+                return Err(Error::invalid(
+                    "study",
+                    format!(
+                        "--memorization-sizes must be distinct numbers of subjects >= 1, not {:?}",
+                        self.memorization_sizes
+                    ),
+                ));
+            }
         }
         if self.profile.sample_batch == 0 {
             return Err(Error::invalid(

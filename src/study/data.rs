@@ -28,6 +28,37 @@ pub struct RealData {
     pub test: Vec<Slice>,
 }
 
+impl RealData {
+    /// The first `n` of the generators' training subjects (training, then validation subjects)
+    /// and their slices: the small training sets of the memorisation experiment.
+    pub fn gen_subset(&self, n: usize) -> Result<(Vec<String>, Vec<Slice>)> {
+        let all: Vec<&String> = self
+            .train_subjects
+            .iter()
+            .chain(&self.val_subjects)
+            .collect();
+        if n == 0 || n > all.len() {
+            return Err(Error::invalid(
+                "study",
+                format!(
+                    "the memorisation experiment asks for {n} training subjects, but the \
+                     generators train on {} (--memorization-sizes 1..={})",
+                    all.len(),
+                    all.len()
+                ),
+            ));
+        }
+        let keep: Vec<String> = all[..n].iter().map(|s| s.to_string()).collect();
+        let slices = self
+            .gen_train
+            .iter()
+            .filter(|s| keep.contains(&s.subject))
+            .cloned()
+            .collect();
+        Ok((keep, slices))
+    }
+}
+
 /// Read or make the slices of the study.
 fn load_slices(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<SliceStore> {
     let size = opts.profile.seg.slice_size;

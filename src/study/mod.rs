@@ -71,6 +71,17 @@ pub struct GeneratorResults {
     pub store: PathBuf,
 }
 
+/// One run of the memorisation experiment: a generator trained on a few subjects, audited
+/// against their slices.
+#[derive(Clone, Debug)]
+pub struct MemorizationRun {
+    pub spec: &'static GeneratorSpec,
+    /// Training subjects.
+    pub subjects: usize,
+    /// The audit against those subjects' slices (`n_real` of them).
+    pub audit: AuditRecord,
+}
+
 /// Everything the study measured.
 #[derive(Clone, Debug)]
 pub struct StudyResults {
@@ -79,6 +90,8 @@ pub struct StudyResults {
     /// The measures of the real training slices (label consistency on the real test slices).
     pub real_measures: MeasuresRecord,
     pub generators: Vec<GeneratorResults>,
+    /// The memorisation experiment (`--memorization-sizes`), by size then generator.
+    pub memorization: Vec<MemorizationRun>,
     pub train_subjects: Vec<String>,
     pub val_subjects: Vec<String>,
     pub test_subjects: Vec<String>,
@@ -226,6 +239,38 @@ enum Job {
         kind: SegKind,
         seed: u64,
     },
+    /// The memorisation experiment: the generator trained on the first `subjects` training
+    /// subjects, its samples, and their audit against those subjects' slices.
+    Mem {
+        g: &'static GeneratorSpec,
+        subjects: usize,
+        part: MemPart,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MemPart {
+    Train,
+    Sample,
+    Audit,
+}
+
+impl MemPart {
+    fn name(self) -> &'static str {
+        match self {
+            MemPart::Train => "train",
+            MemPart::Sample => "sample",
+            MemPart::Audit => "audit",
+        }
+    }
+}
+
+/// Folder of one memorisation-experiment stage under OUT.
+fn mem_dir(g: &GeneratorSpec, subjects: usize, part: MemPart) -> PathBuf {
+    PathBuf::from("memorization")
+        .join(format!("{subjects}-subjects"))
+        .join(g.name)
+        .join(part.name())
 }
 
 impl Job {
@@ -247,6 +292,7 @@ impl Job {
                 variant.name(),
                 kind.name()
             ),
+            Job::Mem { g, subjects, part } => mem_dir(g, *subjects, *part).display().to_string(),
         }
     }
 }
@@ -286,6 +332,18 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
             }
         }
     }
+    for &n in &opts.memorization_sizes {
+        rd.gen_subset(n)?;
+        for &g in &opts.memorization_generators {
+            for part in [MemPart::Train, MemPart::Sample, MemPart::Audit] {
+                jobs.push(Job::Mem {
+                    g,
+                    subjects: n,
+                    part,
+                });
+            }
+        }
+    }
     let mut pg = Progress::new();
     for j in &jobs {
         let (kind, budget) = match j {
@@ -296,6 +354,11 @@ pub fn run_study(opts: &StudyOptions, log: &mut dyn FnMut(&str)) -> Result<Study
             Job::Sample(g) => (format!("sample {}", g.name), 120.0),
             Job::Audit(_) => ("audit".into(), 10.0),
             Job::Measures(_) => ("measures".into(), 10.0),
+            Job::Mem { g, part, .. } => match part {
+                MemPart::Train => (format!("train {}", g.name), p.gen_estimate_s(g.name)),
+                MemPart::Sample => (format!("sample {}", g.name), 120.0),
+                MemPart::Audit => ("audit".into(), 10.0),
+            },
         };
         pg.plan(j.name(), kind, budget);
     }
@@ -366,6 +429,26 @@ fn stage_dir(opts: &StudyOptions, rd: &RealData, job: &Job) -> Result<StageDir> 
             ("seed", Json::num(SAMPLE_SEED as f64)),
         ]))
     };
+    let mem_train_cfg = |g: &GeneratorSpec, n: usize| -> Result<Json> {
+        let (subjects, slices) = rd.gen_subset(n)?;
+        Ok(Json::obj(vec![
+            ("generator", Json::str(g.name)),
+            ("settings", (g.settings)(p)?),
+            ("seed", Json::num(GEN_SEED as f64)),
+            (
+                "training_subjects",
+                Json::Array(subjects.into_iter().map(Json::String).collect()),
+            ),
+            ("training_slices", Json::num(slices.len() as f64)),
+        ]))
+    };
+    let mem_sample_cfg = |g: &GeneratorSpec, n: usize| -> Result<Json> {
+        Ok(Json::obj(vec![
+            ("trained", mem_train_cfg(g, n)?),
+            ("n", Json::num(p.n_synthetic as f64)),
+            ("seed", Json::num(SAMPLE_SEED as f64)),
+        ]))
+    };
     let config = match job {
         Job::Real { kind, seed } => seg_config(
             opts,
@@ -415,6 +498,14 @@ fn stage_dir(opts: &StudyOptions, rd: &RealData, job: &Job) -> Result<StageDir> 
                 ("with_real", Json::Bool(variant.with_real)),
             ]),
         ),
+        Job::Mem { g, subjects, part } => match part {
+            MemPart::Train => mem_train_cfg(g, *subjects)?,
+            MemPart::Sample => mem_sample_cfg(g, *subjects)?,
+            MemPart::Audit => Json::obj(vec![
+                ("synthetic", mem_sample_cfg(g, *subjects)?),
+                ("threshold", Json::num(AuditConfig::default().threshold)),
+            ]),
+        },
     };
     Ok(StageDir::new(opts.out.join(job.name()), config))
 }
@@ -430,6 +521,7 @@ struct Collected {
     train_seconds: Vec<(&'static str, f64)>,
     sample_seconds: Vec<(&'static str, f64)>,
     stores: Vec<(&'static str, PathBuf)>,
+    memorization: Vec<MemorizationRun>,
     stage_seconds: Vec<(String, f64)>,
 }
 
@@ -456,6 +548,15 @@ impl Collected {
             } => self
                 .runs
                 .push((generator.name, *variant, SegRecord::from_json(r)?)),
+            Job::Mem { g, subjects, part } => {
+                if *part == MemPart::Audit {
+                    self.memorization.push(MemorizationRun {
+                        spec: g,
+                        subjects: *subjects,
+                        audit: AuditRecord::from_json(r)?,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -512,6 +613,7 @@ impl Collected {
             real: self.real,
             real_measures,
             generators,
+            memorization: self.memorization,
             train_subjects: rd.train_subjects.clone(),
             val_subjects: rd.val_subjects.clone(),
             test_subjects: rd.test_subjects.clone(),
@@ -606,6 +708,110 @@ fn gen_job<'a>(
     })
 }
 
+/// Train generator `g` on `slices` (of `subjects` subjects) into the stage folder.
+fn train_generator(
+    opts: &StudyOptions,
+    g: &GeneratorSpec,
+    slices: &[Slice],
+    subjects: usize,
+    sd: &StageDir,
+    spent_s: f64,
+    log: &mut dyn FnMut(&str),
+) -> Result<Json> {
+    let j = gen_job(opts, g, &sd.path, spent_s)?;
+    log(&format!(
+        "training {} on {} slices of {subjects} subjects{}",
+        g.label,
+        slices.len(),
+        j.time_limit.map_or(String::new(), |t| format!(
+            " for at most {}",
+            progress::minutes(t.as_secs_f64())
+        ))
+    ));
+    let t = (g.train)(&j, slices, log)?;
+    if t.stopped == StopReason::Interrupted {
+        return interrupted(sd, spent_s + t.seconds, g.name);
+    }
+    Ok(Json::obj(vec![
+        ("seconds", Json::num(spent_s + t.seconds)),
+        (
+            "stopped",
+            Json::str(format!("{:?}", t.stopped).to_lowercase()),
+        ),
+    ]))
+}
+
+/// Sample the study's synthetic set from the generator trained in `train_dir`.
+fn sample_generator(
+    opts: &StudyOptions,
+    rd: &RealData,
+    g: &GeneratorSpec,
+    train_dir: &Path,
+    sd: &StageDir,
+    spent_s: f64,
+    log: &mut dyn FnMut(&str),
+) -> Result<Json> {
+    let p = &opts.profile;
+    let j = gen_job(opts, g, train_dir, spent_s)?;
+    let out = sd.path.join(SYNTHETIC_STORE);
+    let t0 = Instant::now();
+    log(&format!(
+        "sampling {} images from {}",
+        p.n_synthetic, g.label
+    ));
+    (g.sample)(&j, p.n_synthetic, SAMPLE_SEED, &out)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let n = load_synthetic(&out, rd.h, rd.w)?.len();
+    log(&format!("{n} images in {secs:.1} s -> {}", out.display()));
+    Ok(Json::obj(vec![
+        ("images", Json::num(n as f64)),
+        ("seconds", Json::num(secs)),
+    ]))
+}
+
+/// Audit the synthetic set in `store` against the generator's training slices `train`.
+fn audit_generator(
+    opts: &StudyOptions,
+    rd: &RealData,
+    store: &Path,
+    train: &[Slice],
+    sd: &StageDir,
+    log: &mut dyn FnMut(&str),
+) -> Result<Json> {
+    let mut synth = crate::data::store::SliceStore {
+        h: rd.h,
+        w: rd.w,
+        slices: load_synthetic(store, rd.h, rd.w)?,
+    };
+    let mut real = crate::data::store::SliceStore {
+        h: rd.h,
+        w: rd.w,
+        slices: train.to_vec(),
+    };
+    let cfg = AuditConfig {
+        device: opts.device,
+        ..AuditConfig::default()
+    };
+    let a = audit(&mut synth, &mut real, &cfg, &mut |_, _| {})?;
+    let r = AuditRecord::new(&a)?;
+    log(&format!(
+        "best correlation with one of {} training images: mean {:.3}, max {:.3}; {} of {} above {}",
+        real.slices.len(),
+        r.mean,
+        r.max,
+        r.above_threshold,
+        r.n,
+        r.threshold
+    ));
+    pictures::write_closest(
+        &sd.path.join("closest.png"),
+        &a,
+        &synth.slices,
+        &real.slices,
+    )?;
+    Ok(r.to_json())
+}
+
 fn run_job(
     opts: &StudyOptions,
     rd: &RealData,
@@ -631,76 +837,30 @@ fn run_job(
             spent_s,
             log,
         ),
-        Job::Train(g) => {
-            let j = gen_job(opts, g, &sd.path, spent_s)?;
-            log(&format!(
-                "training {} on {} slices of {} subjects{}",
-                g.label,
-                rd.gen_train.len(),
-                rd.train_subjects.len() + rd.val_subjects.len(),
-                j.time_limit.map_or(String::new(), |t| format!(
-                    " for at most {}",
-                    progress::minutes(t.as_secs_f64())
-                ))
-            ));
-            let t = (g.train)(&j, &rd.gen_train, log)?;
-            if t.stopped == StopReason::Interrupted {
-                return interrupted(sd, spent_s + t.seconds, g.name);
+        Job::Train(g) => train_generator(
+            opts,
+            g,
+            &rd.gen_train,
+            rd.train_subjects.len() + rd.val_subjects.len(),
+            sd,
+            spent_s,
+            log,
+        ),
+        Job::Sample(g) => sample_generator(opts, rd, g, &train_dir(g), sd, spent_s, log),
+        Job::Audit(g) => audit_generator(opts, rd, &store_of(g), &rd.gen_train, sd, log),
+        Job::Mem { g, subjects, part } => {
+            let (_, slices) = rd.gen_subset(subjects)?;
+            let dir = |part| opts.out.join(mem_dir(g, subjects, part));
+            match part {
+                MemPart::Train => train_generator(opts, g, &slices, subjects, sd, spent_s, log),
+                MemPart::Sample => {
+                    sample_generator(opts, rd, g, &dir(MemPart::Train), sd, spent_s, log)
+                }
+                MemPart::Audit => {
+                    let store = dir(MemPart::Sample).join(SYNTHETIC_STORE);
+                    audit_generator(opts, rd, &store, &slices, sd, log)
+                }
             }
-            Ok(Json::obj(vec![
-                ("seconds", Json::num(spent_s + t.seconds)),
-                (
-                    "stopped",
-                    Json::str(format!("{:?}", t.stopped).to_lowercase()),
-                ),
-            ]))
-        }
-        Job::Sample(g) => {
-            let dir = train_dir(g);
-            let j = gen_job(opts, g, &dir, spent_s)?;
-            let out = sd.path.join(SYNTHETIC_STORE);
-            let t0 = Instant::now();
-            log(&format!(
-                "sampling {} images from {}",
-                p.n_synthetic, g.label
-            ));
-            (g.sample)(&j, p.n_synthetic, SAMPLE_SEED, &out)?;
-            let secs = t0.elapsed().as_secs_f64();
-            let n = load_synthetic(&out, rd.h, rd.w)?.len();
-            log(&format!("{n} images in {secs:.1} s -> {}", out.display()));
-            Ok(Json::obj(vec![
-                ("images", Json::num(n as f64)),
-                ("seconds", Json::num(secs)),
-            ]))
-        }
-        Job::Audit(g) => {
-            let mut synth = crate::data::store::SliceStore {
-                h: rd.h,
-                w: rd.w,
-                slices: load_synthetic(&store_of(g), rd.h, rd.w)?,
-            };
-            let mut real = crate::data::store::SliceStore {
-                h: rd.h,
-                w: rd.w,
-                slices: rd.gen_train.clone(),
-            };
-            let cfg = AuditConfig {
-                device: opts.device,
-                ..AuditConfig::default()
-            };
-            let a = audit(&mut synth, &mut real, &cfg, &mut |_, _| {})?;
-            let r = AuditRecord::new(&a)?;
-            log(&format!(
-                "best correlation with a training image: mean {:.3}, max {:.3}; {} of {} above {}",
-                r.mean, r.max, r.above_threshold, r.n, r.threshold
-            ));
-            pictures::write_closest(
-                &sd.path.join("closest.png"),
-                &a,
-                &synth.slices,
-                &real.slices,
-            )?;
-            Ok(r.to_json())
         }
         Job::Measures(g) => {
             let synth = load_synthetic(&store_of(g), rd.h, rd.w)?;

@@ -188,6 +188,17 @@ pub fn write_report(
             ])
         })
         .collect();
+    let memorization: Vec<Json> = r
+        .memorization
+        .iter()
+        .map(|m| {
+            Json::obj(vec![
+                ("generator", Json::str(m.spec.name)),
+                ("training_subjects", Json::num(m.subjects as f64)),
+                ("memorisation", m.audit.to_json()),
+            ])
+        })
+        .collect();
     let doc = Json::obj(vec![
         (
             "study",
@@ -213,6 +224,7 @@ pub fn write_report(
         ("real", Json::Array(real_json)),
         ("real_measures", r.real_measures.to_json()),
         ("generators", Json::Array(gens_json)),
+        ("memorisation_by_training_size", Json::Array(memorization)),
         (
             "stage_seconds",
             Json::Object(
@@ -339,6 +351,57 @@ pub fn write_report(
                 a.distinct_real_above
             ));
         }
+    }
+    if !r.memorization.is_empty() {
+        md.push_str(
+            "\n## Memorisation and the size of the training set\n\nEach generator trained again \
+             (same budget) on the slices of only the first few training subjects, its synthetic \
+             images audited against those slices (`memorization_sizes.png`; closest pairs in \
+             `memorization/<n>-subjects/<generator>/audit/closest.png`). The paper found that \
+             generators trained on small sets copy training images more.\n\n| generator | \
+             training subjects | training slices | synthetic images | mean | median | 99th pct \
+             | max | above threshold | distinct training images above |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for m in &r.memorization {
+            let a = &m.audit;
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} (> {}) | {} |\n",
+                m.spec.label,
+                m.subjects,
+                a.n_real,
+                a.n,
+                a.mean,
+                a.median,
+                a.p99,
+                a.max,
+                a.above_threshold,
+                a.threshold,
+                a.distinct_real_above
+            ));
+        }
+        for g in &r.generators {
+            if r.memorization.iter().any(|m| m.spec.name == g.spec.name) {
+                let a = &g.audit;
+                md.push_str(&format!(
+                    "| {} (the study's run) | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} (> \
+                     {}) | {} |\n",
+                    g.spec.label,
+                    r.train_subjects.len() + r.val_subjects.len(),
+                    a.n_real,
+                    a.n,
+                    a.mean,
+                    a.median,
+                    a.p99,
+                    a.max,
+                    a.above_threshold,
+                    a.threshold,
+                    a.distinct_real_above
+                ));
+            }
+        }
+    }
+    if !r.generators.is_empty() {
         md.push_str(
             "\n## Beyond the paper\n\nLabel consistency: the real-trained U-Net (first seed) \
              applied to each set's images, its predictions against the set's own labels (pooled \
@@ -446,6 +509,21 @@ pub fn write_report(
             samples.display(),
             mem.display()
         ));
+    }
+    if !r.memorization.is_empty() {
+        let labels: Vec<String> = r
+            .memorization
+            .iter()
+            .map(|m| format!("{}, {} subjects", m.spec.label, m.subjects))
+            .collect();
+        let audits: Vec<(&str, &super::records::AuditRecord)> = labels
+            .iter()
+            .zip(&r.memorization)
+            .map(|(l, m)| (l.as_str(), &m.audit))
+            .collect();
+        let path = opts.out.join("memorization_sizes.png");
+        pictures::write_memorization(&path, &audits)?;
+        log(&format!("wrote {}", path.display()));
     }
     Ok(())
 }
