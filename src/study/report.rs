@@ -17,7 +17,7 @@ use crate::{Error, Result};
 use super::config::StudyOptions;
 use super::data::RealData;
 use super::pictures;
-use super::records::{COLUMNS, MEAN, MeasuresRecord, SegRecord};
+use super::records::{AuditRecord, COLUMNS, MEAN, MeasuresRecord, SegRecord};
 use super::variants::Variant;
 use super::{GeneratorResults, StudyResults};
 
@@ -109,6 +109,15 @@ fn ranking(mut v: Vec<(&str, f64)>) -> String {
     v.retain(|x| x.1.is_finite());
     v.sort_by(|a, b| b.1.total_cmp(&a.1));
     v.iter().map(|x| x.0).collect::<Vec<_>>().join(" > ")
+}
+
+/// An audit's cells of the memorisation tables, from "synthetic images" to "distinct training
+/// images above".
+fn audit_cells(a: &AuditRecord) -> String {
+    format!(
+        "{} | {:.3} | {:.3} | {:.3} | {:.3} | {} (> {}) | {}",
+        a.n, a.mean, a.median, a.p99, a.max, a.above_threshold, a.threshold, a.distinct_real_above
+    )
 }
 
 fn measures_row(name: &str, m: &MeasuresRecord) -> String {
@@ -337,18 +346,10 @@ pub fn write_report(
             rd.gen_train.len()
         ));
         for g in &r.generators {
-            let a = &g.audit;
             md.push_str(&format!(
-                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} (> {}) | {} |\n",
+                "| {} | {} |\n",
                 g.spec.label,
-                a.n,
-                a.mean,
-                a.median,
-                a.p99,
-                a.max,
-                a.above_threshold,
-                a.threshold,
-                a.distinct_real_above
+                audit_cells(&g.audit)
             ));
         }
     }
@@ -364,39 +365,22 @@ pub fn write_report(
              |---|---|---|---|---|---|---|---|---|---|\n",
         );
         for m in &r.memorization {
-            let a = &m.audit;
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} (> {}) | {} |\n",
+                "| {} | {} | {} | {} |\n",
                 m.spec.label,
                 m.subjects,
-                a.n_real,
-                a.n,
-                a.mean,
-                a.median,
-                a.p99,
-                a.max,
-                a.above_threshold,
-                a.threshold,
-                a.distinct_real_above
+                m.audit.n_real,
+                audit_cells(&m.audit)
             ));
         }
         for g in &r.generators {
             if r.memorization.iter().any(|m| m.spec.name == g.spec.name) {
-                let a = &g.audit;
                 md.push_str(&format!(
-                    "| {} (the study's run) | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} (> \
-                     {}) | {} |\n",
+                    "| {} (the study's run) | {} | {} | {} |\n",
                     g.spec.label,
                     r.train_subjects.len() + r.val_subjects.len(),
-                    a.n_real,
-                    a.n,
-                    a.mean,
-                    a.median,
-                    a.p99,
-                    a.max,
-                    a.above_threshold,
-                    a.threshold,
-                    a.distinct_real_above
+                    g.audit.n_real,
+                    audit_cells(&g.audit)
                 ));
             }
         }
@@ -497,7 +481,7 @@ pub fn write_report(
         }
         let samples = opts.out.join("samples.png");
         pictures::write_labelled_rows(&samples, &rows)?;
-        let audits: Vec<(&str, &super::records::AuditRecord)> = r
+        let audits: Vec<(&str, &AuditRecord)> = r
             .generators
             .iter()
             .map(|g| (g.spec.label, &g.audit))
@@ -516,7 +500,7 @@ pub fn write_report(
             .iter()
             .map(|m| format!("{}, {} subjects", m.spec.label, m.subjects))
             .collect();
-        let audits: Vec<(&str, &super::records::AuditRecord)> = labels
+        let audits: Vec<(&str, &AuditRecord)> = labels
             .iter()
             .zip(&r.memorization)
             .map(|(l, m)| (l.as_str(), &m.audit))
