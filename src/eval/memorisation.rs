@@ -9,12 +9,13 @@
 //! so that the memory stays bounded at the paper's scale (100 000 synthetic images against tens of
 //! thousands of 256×256×5 training slices), and the product runs on whichever device is given.
 //!
-//! Centring and normalisation are computed in f64 per image and cast to f32; the product is an f32
-//! matrix product, whose error (about 1e-6 relative for unit vectors) is far below any threshold
+//! Centring and normalisation come from exact integer sums per image, as a table over the 256
+//! byte values computed in f64 and cast to f32; the product is an f32 matrix product, whose error (about 1e-6 relative for unit vectors) is far below any threshold
 //! a reader would use. Ties go to the lowest training index, so the result does not depend on the
 //! block size. An image that is constant over the compared channels has no correlation; it is
 //! counted and reported, never silently matched.
 
+use crate::backend::cpu::fast::{SyncPtr, par_tasks};
 use crate::data::slices::{CHANNELS, Slice};
 use crate::data::store::SliceStore;
 use crate::data::store::StoreReader;
@@ -134,54 +135,132 @@ pub struct AuditSummary {
     pub distinct_real_above: usize,
 }
 
-/// Centred, unit-norm vector of the chosen channels of `s`, or `None` when constant.
-fn normalised(s: &Slice, channels: &[usize]) -> Option<Vec<f32>> {
-    let n = s.h * s.w;
-    let d = n * channels.len();
-    let mut sum = 0.0f64;
+/// The centring and scaling of one image's chosen channels as a table over its byte values:
+/// `table[v] = (v − mean) / ‖x − mean‖`, so that normalising is one lookup per pixel. `None`
+/// when the image is constant. The sums are exact integers, so mean and norm are rounded once.
+fn norm_table(s: &Slice, channels: &[usize]) -> Option<[f32; 256]> {
+    let d = (s.h * s.w * channels.len()) as u128;
+    let (mut sum, mut sq) = (0u64, 0u64);
     for &c in channels {
-        sum += s.channel(c).iter().map(|&v| v as f64).sum::<f64>();
+        // chunks of 4096 keep the vectorised u32 partial sums from overflowing (4096·255² < 2³²)
+        for chunk in s.channel(c).chunks(4096) {
+            sum += u64::from(chunk.iter().map(|&v| u32::from(v)).sum::<u32>());
+            sq += u64::from(
+                chunk
+                    .iter()
+                    .map(|&v| u32::from(v) * u32::from(v))
+                    .sum::<u32>(),
+            );
+        }
     }
-    let mean = sum / d as f64;
-    let mut ss = 0.0f64;
-    for &c in channels {
-        ss += s
-            .channel(c)
-            .iter()
-            .map(|&v| (v as f64 - mean) * (v as f64 - mean))
-            .sum::<f64>();
-    }
-    if ss <= 0.0 {
+    // d·Σ(v − mean)² = d·Σv² − (Σv)², exactly
+    let dss = d * u128::from(sq) - u128::from(sum) * u128::from(sum);
+    if dss == 0 {
         return None;
     }
-    let inv = 1.0 / ss.sqrt();
-    let mut out = Vec::with_capacity(d);
-    for &c in channels {
-        out.extend(
-            s.channel(c)
-                .iter()
-                .map(|&v| ((v as f64 - mean) * inv) as f32),
-        );
+    let mean = sum as f64 / d as f64;
+    let inv = 1.0 / (dss as f64 / d as f64).sqrt();
+    let mut table = [0.0f32; 256];
+    for (v, t) in table.iter_mut().enumerate() {
+        *t = ((v as f64 - mean) * inv) as f32;
     }
-    Some(out)
+    Some(table)
 }
 
-/// Normalised rows of slices `range` of `src` (constant ones left out): the row data, and for
-/// each row its slice index.
+/// A block of normalised images (constant ones left out), laid out for the product.
+struct Block {
+    /// Row-major `[n, d]`, or its transpose `[d, n]`.
+    data: Vec<f32>,
+    /// Slice index of each of the `n` images.
+    index: Vec<usize>,
+}
+
+/// Normalised images `range` of `src`: rows `[n, d]`, or with `transpose` columns `[d, n]`.
+/// Reading is serial (a store file is read record by record); normalising runs on the workers,
+/// each writing its own part of the output.
 fn load_block(
     src: &mut dyn SliceSource,
     range: std::ops::Range<usize>,
     channels: &[usize],
-) -> Result<(Vec<f32>, Vec<usize>)> {
-    let mut rows = Vec::new();
-    let mut index = Vec::new();
-    for i in range {
-        if let Some(v) = normalised(&src.slice(i)?, channels) {
-            rows.extend_from_slice(&v);
-            index.push(i);
+    transpose: bool,
+) -> Result<Block> {
+    let start = range.start;
+    let read = range
+        .map(|i| src.slice(i))
+        .collect::<Result<Vec<Slice>>>()?;
+    let mut found: Vec<Option<[f32; 256]>> = vec![None; read.len()];
+    let fp = SyncPtr(found.as_mut_ptr());
+    par_tasks(
+        read.len(),
+        || (),
+        // SAFETY: task i writes only found[i].
+        |_, i| unsafe { *fp.get().add(i) = norm_table(&read[i], channels) },
+    );
+    let mut slices = Vec::with_capacity(read.len());
+    let mut tables = Vec::with_capacity(read.len());
+    let mut index = Vec::with_capacity(read.len());
+    for (k, (s, t)) in read.into_iter().zip(found).enumerate() {
+        if let Some(t) = t {
+            slices.push(s);
+            tables.push(t);
+            index.push(start + k);
         }
     }
-    Ok((rows, index))
+    let n = slices.len();
+    let Some(first) = slices.first() else {
+        return Ok(Block {
+            data: Vec::new(),
+            index,
+        });
+    };
+    let plane = first.h * first.w;
+    let d = plane * channels.len();
+    let mut data = vec![0.0f32; n * d];
+    let out = SyncPtr(data.as_mut_ptr());
+    if transpose {
+        // tasks own 1024 features (rows of the output); inside, 16 images at a time, so each
+        // feature's write is one 64-byte run and each image is read sequentially
+        const P: usize = 1024;
+        const R: usize = 16;
+        par_tasks(
+            d.div_ceil(P),
+            || (),
+            |_, t| {
+                let (p0, p1) = (t * P, ((t + 1) * P).min(d));
+                for r0 in (0..n).step_by(R) {
+                    let r1 = (r0 + R).min(n);
+                    for p in p0..p1 {
+                        // feature p is pixel q of channel channels[p / plane]
+                        let at = channels[p / plane] * plane + p % plane;
+                        for r in r0..r1 {
+                            let v = tables[r][usize::from(slices[r].data[at])];
+                            // SAFETY: task t writes only rows p0..p1 of the [d, n] output.
+                            unsafe { *out.get().add(p * n + r) = v };
+                        }
+                    }
+                }
+            },
+        );
+    } else {
+        par_tasks(
+            n,
+            || (),
+            |_, r| {
+                // SAFETY: task r writes only row r of the [n, d] output.
+                let row = unsafe { std::slice::from_raw_parts_mut(out.get().add(r * d), d) };
+                for (k, &c) in channels.iter().enumerate() {
+                    let t = &tables[r];
+                    for (o, &v) in row[k * plane..(k + 1) * plane]
+                        .iter_mut()
+                        .zip(slices[r].channel(c))
+                    {
+                        *o = t[usize::from(v)];
+                    }
+                }
+            },
+        );
+    }
+    Ok(Block { data, index })
 }
 
 fn check(cfg: &AuditConfig, synth: &dyn SliceSource, real: &dyn SliceSource) -> Result<()> {
@@ -263,32 +342,35 @@ pub fn audit(
     let mut s0 = 0;
     while s0 < ns {
         let s1 = (s0 + rows_per_block).min(ns);
-        let (srows, sidx) = load_block(synth, s0..s1, &cfg.channels)?;
+        // The product is Cᵀ = R · Sᵀ: the synthetic block is laid out as Sᵀ once and reused for
+        // every block of training rows, which then need no transposing (a GEMM with a
+        // transposed operand view runs at a third of its speed at these shapes,
+        // benches/memorization.rs).
+        let sb = load_block(synth, s0..s1, &cfg.channels, true)?;
+        let sidx = sb.index;
         constant_synthetic += (s1 - s0) - sidx.len();
         if !sidx.is_empty() {
-            let st = Tensor::from_vec(srows, &[sidx.len(), d])?.to_device(cfg.device)?;
-            // Best so far per synthetic row of this block: (correlation, real index).
-            let mut best = vec![(f32::NEG_INFINITY, usize::MAX); sidx.len()];
+            let ns_b = sidx.len();
+            let st = Tensor::from_vec(sb.data, &[d, ns_b])?.to_device(cfg.device)?;
+            // Best so far per synthetic image of this block: (correlation, real index).
+            let mut best = vec![(f32::NEG_INFINITY, usize::MAX); ns_b];
             let mut r0 = 0;
             while r0 < nr {
                 let r1 = (r0 + rows_per_block).min(nr);
-                let (rrows, ridx) = load_block(real, r0..r1, &cfg.channels)?;
+                let rb = load_block(real, r0..r1, &cfg.channels, false)?;
+                let ridx = rb.index;
                 if s0 == 0 {
                     constant_real += (r1 - r0) - ridx.len();
                 }
                 if !ridx.is_empty() {
-                    // Rᵀ laid out contiguously: the GEMM on a transposed view runs at a third
-                    // of its speed at this shape (benches/memorization.rs)
-                    let rt = Tensor::from_vec(transposed(&rrows, ridx.len(), d), &[d, ridx.len()])?
-                        .to_device(cfg.device)?;
-                    let scores = st.matmul(&rt)?.to_vec_f32()?;
-                    for (i, b) in best.iter_mut().enumerate() {
-                        let row = &scores[i * ridx.len()..(i + 1) * ridx.len()];
-                        for (j, &c) in row.iter().enumerate() {
-                            // Strictly greater: the lowest training index wins a tie, as
-                            // blocks are visited in increasing order.
+                    let r = Tensor::from_vec(rb.data, &[ridx.len(), d])?.to_device(cfg.device)?;
+                    let scores = r.matmul(&st)?.to_vec_f32()?;
+                    // Training rows in increasing index order and a strict comparison: the
+                    // lowest training index wins a tie, whatever the block size.
+                    for (row, &j) in scores.chunks_exact(ns_b).zip(&ridx) {
+                        for (b, &c) in best.iter_mut().zip(row) {
                             if c > b.0 {
-                                *b = (c, ridx[j]);
+                                *b = (c, j);
                             }
                         }
                     }
@@ -315,23 +397,6 @@ pub fn audit(
         threshold: cfg.threshold,
         channels: cfg.channels.clone(),
     })
-}
-
-/// The `rows × cols` row-major matrix `m` transposed, in cache-sized tiles (a plain strided
-/// copy of a block of training images is slower than the product it feeds).
-fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const T: usize = 32;
-    let mut out = vec![0.0f32; m.len()];
-    for r0 in (0..rows).step_by(T) {
-        for c0 in (0..cols).step_by(T) {
-            for r in r0..(r0 + T).min(rows) {
-                for c in c0..(c0 + T).min(cols) {
-                    out[c * rows + r] = m[r * cols + c];
-                }
-            }
-        }
-    }
-    out
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -517,6 +582,56 @@ mod tests {
         assert_eq!(sum.distinct_real_above, 1);
         assert_eq!(a.closest(1)[0].0, 4);
         assert_eq!(a.histogram(-1.0, 4).iter().map(|b| b.1).sum::<usize>(), 16);
+    }
+
+    /// Sizes where the transposed layout splits into several feature tasks (d = 2880, tasks of
+    /// 1024) and ragged 16-image groups; the same bits on the workers and on one thread.
+    #[test]
+    fn matches_brute_force_when_the_layout_is_split() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let (h, w) = (24, 24);
+        let store = |rng: &mut rand::rngs::StdRng, n: usize, p: &str| {
+            let mut s = SliceStore::new(h, w);
+            s.slices = (0..n)
+                .map(|i| random_slice(rng, &format!("{p}{i}"), h, w))
+                .collect();
+            s
+        };
+        let real = store(&mut rng, 41, "r");
+        let mut synth = store(&mut rng, 37, "s");
+        synth.slices[20] = real.slices[33].clone();
+        let as_f64 = |s: &Slice| s.data.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        let run = |block_bytes: usize| {
+            let cfg = AuditConfig {
+                block_bytes,
+                ..AuditConfig::default()
+            };
+            audit(&mut synth.clone(), &mut real.clone(), &cfg, &mut |_, _| {}).unwrap()
+        };
+        let a = run(1 << 20);
+        for (i, s) in synth.slices.iter().enumerate() {
+            let sv = as_f64(s);
+            let (mut bj, mut bc) = (0, f64::NEG_INFINITY);
+            for (j, r) in real.slices.iter().enumerate() {
+                let c = pearson(&sv, &as_f64(r));
+                if c > bc {
+                    (bj, bc) = (j, c);
+                }
+            }
+            assert_eq!(a.nearest[i].real, Some(bj), "synthetic {i}");
+            assert!(
+                (a.nearest[i].correlation - bc).abs() < 1e-5,
+                "synthetic {i}"
+            );
+        }
+        assert_eq!(a.nearest[20].real, Some(33));
+        assert!(a.nearest[20].correlation > 1.0 - 1e-6);
+        // blocks of 13 images: several synthetic and training blocks, the same bits
+        let b = run(13 * h * w * CHANNELS * 4);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        // serial (as if called from a worker): the same bits
+        let c = crate::backend::cpu::as_worker(|| run(1 << 20));
+        assert_eq!(format!("{a:?}"), format!("{c:?}"));
     }
 
     #[test]
