@@ -55,9 +55,16 @@ pub fn write_labelled_rows(path: &Path, rows: &[(String, Vec<Slice>)]) -> Result
         .unwrap_or(0)
         + 2 * gap;
     let cols = rows.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
-    let width = (label_w + cols * (tw + gap) + gap).max(text_width(TILE_TITLE, 1) + 2 * gap);
-    // one line above the tiles saying what they show
-    let head = 5 + 2 * gap;
+    let tiles_w = label_w + cols * (tw + gap) + gap;
+    // one line above the tiles saying what they show, at twice the size when it fits (at size
+    // 1 the font's "1" reads as an "I")
+    let title_scale = if text_width(TILE_TITLE, 2) + 2 * gap <= tiles_w {
+        2
+    } else {
+        1
+    };
+    let width = tiles_w.max(text_width(TILE_TITLE, title_scale) + 2 * gap);
+    let head = 5 * title_scale + 2 * gap;
     let height = head + rows.len() * (th + gap) + gap;
     let mut img = vec![255u8; width * height * 3];
     draw_text(
@@ -66,7 +73,7 @@ pub fn write_labelled_rows(path: &Path, rows: &[(String, Vec<Slice>)]) -> Result
         height,
         (gap, gap),
         TILE_TITLE,
-        1,
+        title_scale,
         [0, 0, 0],
     );
     for (r, (label, slices)) in rows.iter().enumerate() {
