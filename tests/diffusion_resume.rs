@@ -148,7 +148,7 @@ fn trains_samples_and_resumes_exactly() {
     }
 
     // the checkpoint rebuilds the generator; same seed, same images
-    let g = load_generator(&whole.join("last.safetensors"), None).unwrap();
+    let g = load_generator(&whole.join("last.safetensors"), None, Device::Cpu).unwrap();
     assert_eq!(g.weights, EmaChoice::Fast);
     let x = g.sample(Sampler::Ddim(5), 3, 2, 9).unwrap();
     assert_eq!(x.shape, [3, 5, 16, 16]);
@@ -172,7 +172,10 @@ fn trains_samples_and_resumes_exactly() {
     let mut w = brainsynth::io::checkpoint::CheckpointWriter::new();
     w.set_model_info("unet", "quick", 1);
     w.save(&other).unwrap();
-    let e = load_generator(&other, None).err().unwrap().to_string();
+    let e = load_generator(&other, None, Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("unet model, not a diffusion"), "{e}");
     // a store of the wrong size is refused with the size to use
     let e = train_diffusion(&cfg, &slices(32), &tmp("size"), None, &mut |_| {})

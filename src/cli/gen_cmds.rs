@@ -447,10 +447,7 @@ fn cmd_generate(mut args: Args) -> Result<(), CliError> {
             if psi != 1.0 {
                 return Err(usage("--psi applies to the GANs, not to a diffusion model"));
             }
-            let g = load_generator(&ckpt, weights)?;
-            if device != Device::Cpu {
-                g.store.set_device(device);
-            }
+            let g = load_generator(&ckpt, weights, device)?;
             let sampler = sampler.unwrap_or(Sampler::Ancestral);
             let t0 = std::time::Instant::now();
             let made = generate_diffusion(&g, sampler, n, seed, batch, &out)?;

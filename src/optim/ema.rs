@@ -2,7 +2,7 @@
 //! ema ← p + β·(ema − p), buffers copied as they are.
 
 use crate::nn::ParamStore;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
 
 /// How β is chosen at each update.
@@ -24,8 +24,13 @@ pub struct Ema {
     buffers: Vec<Tensor>,
 }
 
+/// A copy with its own storage, on `t`'s device.
 fn copy_of(t: &Tensor) -> Result<Tensor> {
-    Tensor::from_f64s(&t.to_vec_f64()?, t.shape(), t.dtype())
+    match t.device() {
+        Device::Cpu => Tensor::from_f64s(&t.to_vec_f64()?, t.shape(), t.dtype()),
+        // through the host: an exact copy, and never an alias of the live weights
+        d => t.detach().to_device(Device::Cpu)?.to_device(d),
+    }
 }
 
 impl Ema {
@@ -78,6 +83,12 @@ impl Ema {
         let params = store.params();
         self.check_names(&params.iter().map(|p| p.name.clone()).collect::<Vec<_>>())?;
         for (p, e) in params.iter().zip(&self.shadow) {
+            if p.tensor.device() != Device::Cpu {
+                // on the device, in its dtype (the host path below rounds once, in f64)
+                let pt = p.tensor.detach();
+                e.assign(&pt.add(&e.sub(&pt)?.mul_scalar(beta)?)?)?;
+                continue;
+            }
             let pv = p.tensor.to_vec_f64()?;
             let ev = e.to_vec_f64()?;
             let nv: Vec<f64> = pv

@@ -281,10 +281,7 @@ fn train_diffusion_job(
 }
 
 fn sample_diffusion(job: &GenJob, n: usize, seed: u64, out: &Path) -> Result<()> {
-    let g = load_generator(&job.dir.join("last.safetensors"), None)?;
-    if job.device != Device::Cpu {
-        g.store.set_device(job.device);
-    }
+    let g = load_generator(&job.dir.join("last.safetensors"), None, job.device)?;
     generate_diffusion(
         &g,
         job.profile.diffusion_sampler,

@@ -124,10 +124,11 @@ pub struct DiffusionTrainConfig {
 }
 
 impl DiffusionTrainConfig {
-    /// The process this run trains (fixed-large variance, as the study's flags imply).
+    /// The process this run trains (fixed-large variance, as the study's flags imply), sampling
+    /// on the run's device.
     pub fn diffusion(&self) -> Result<Diffusion> {
         let betas = self.noise_schedule.betas(self.diffusion_steps)?;
-        Ok(Diffusion::new(Schedule::new(betas, FixedVariance::Large)?))
+        Ok(Diffusion::new(Schedule::new(betas, FixedVariance::Large)?).on(self.device))
     }
 
     fn check(&self) -> Result<()> {
@@ -368,8 +369,14 @@ impl DiffusionGenerator {
 }
 
 /// Rebuild the generator in `path` (a `last`, `best` or snapshot file of a diffusion run) with
-/// the weights `weights` (None: those the run sampled its grids from).
-pub fn load_generator(path: &Path, weights: Option<EmaChoice>) -> Result<DiffusionGenerator> {
+/// the weights `weights` (None: those the run sampled its grids from), on `device` (where it
+/// samples, whichever device it was trained on).
+pub fn load_generator(
+    path: &Path,
+    weights: Option<EmaChoice>,
+    device: Device,
+) -> Result<DiffusionGenerator> {
+    crate::train::seg::check_device(device)?;
     let ck = Checkpoint::open(path)?;
     match ck.meta("model") {
         Some(KIND) => {}
@@ -407,9 +414,11 @@ pub fn load_generator(path: &Path, weights: Option<EmaChoice>) -> Result<Diffusi
         None => EmaChoice::parse(&meta::<String>(&ck, "sample_ema")?)?,
     };
     let store = ParamStore::with_dtype(0, DType::F32);
+    store.set_device(device);
     let model = DiffusionUNet::new(&store.root(), net)?;
     ck.load_network(weights.section(), &store)?;
-    let diffusion = Diffusion::new(Schedule::new(schedule.betas(steps)?, FixedVariance::Large)?);
+    let diffusion =
+        Diffusion::new(Schedule::new(schedule.betas(steps)?, FixedVariance::Large)?).on(device);
     Ok(DiffusionGenerator {
         net: model,
         store,

@@ -296,7 +296,8 @@ impl<'a> GanTrainer<'a> {
             )?)),
         };
         let mut zrng = StdRng::seed_from_u64(SplitMix64::derive(cfg.seed, 0x6A1D).next_u64());
-        let grid_z = Tensor::randn(&[cfg.grid, cfg.net.z_dim], DType::F32, &mut zrng);
+        let grid_z = Tensor::randn(&[cfg.grid, cfg.net.z_dim], DType::F32, &mut zrng)
+            .to_device(cfg.device)?;
         Ok(GanTrainer {
             rng: SplitMix64::derive(cfg.seed, 0x6A4),
             cfg,

@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use super::schedule::{Schedule, space_sections, space_timesteps};
 use crate::autograd::no_grad;
 use crate::ops::loss::mse_loss;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Device, Tensor};
 use crate::{Error, Result};
 
 const OP: &str = "diffusion";
@@ -66,6 +66,8 @@ pub struct Diffusion {
     /// Clamp the predicted x₀ to [−1, 1] when sampling (guided-diffusion's `clip_denoised`, on by
     /// default in its sampling script).
     pub clip_denoised: bool,
+    /// Where the sampling loops draw their noise (the model's device).
+    pub device: Device,
 }
 
 impl Diffusion {
@@ -73,7 +75,13 @@ impl Diffusion {
         Diffusion {
             schedule,
             clip_denoised: true,
+            device: Device::Cpu,
         }
+    }
+
+    /// This process, sampling on `device`.
+    pub fn on(self, device: Device) -> Self {
+        Diffusion { device, ..self }
     }
 
     pub fn num_steps(&self) -> usize {
@@ -85,6 +93,7 @@ impl Diffusion {
         Ok(Diffusion {
             schedule: self.schedule.respaced(use_timesteps)?,
             clip_denoised: self.clip_denoised,
+            device: self.device,
         })
     }
 
@@ -112,21 +121,26 @@ impl Diffusion {
             .collect()
     }
 
-    /// arr[t] per sample as [N, 1, 1, 1] in `dtype`, broadcast to `shape`.
-    fn extract(arr: &[f64], steps: &[usize], shape: &[usize], dtype: DType) -> Result<Tensor> {
+    /// arr[t] per sample as [N, 1, 1, 1] in the dtype and on the device of `like`, broadcast to
+    /// its shape.
+    fn extract(arr: &[f64], steps: &[usize], like: &Tensor) -> Result<Tensor> {
         let v: Vec<f64> = steps.iter().map(|&i| arr[i]).collect();
+        let shape = like.shape();
         let mut s = vec![1; shape.len()];
         s[0] = steps.len();
-        Tensor::from_f64s(&v, &s, dtype)?.broadcast_as(shape)
+        Tensor::from_f64s(&v, &s, like.dtype())?
+            .to_device(like.device())?
+            .broadcast_as(shape)
     }
 
-    /// The timesteps the model is conditioned on (through `timestep_map`).
-    pub fn model_timesteps(&self, steps: &[usize], dtype: DType) -> Result<Tensor> {
+    /// The timesteps the model is conditioned on (through `timestep_map`), in the dtype and on
+    /// the device of `like`.
+    pub fn model_timesteps(&self, steps: &[usize], like: &Tensor) -> Result<Tensor> {
         let v: Vec<f64> = steps
             .iter()
             .map(|&i| self.schedule.timestep_map[i] as f64)
             .collect();
-        Tensor::from_f64s(&v, &[steps.len()], dtype)
+        Tensor::from_f64s(&v, &[steps.len()], like.dtype())?.to_device(like.device())
     }
 
     fn check_x(x: &Tensor) -> Result<()> {
@@ -150,10 +164,9 @@ impl Diffusion {
         }
         let st = self.steps(t, x0.shape()[0])?;
         let s = &self.schedule;
-        let (sh, dt) = (x0.shape(), x0.dtype());
-        Self::extract(&s.sqrt_alphas_cumprod, &st, sh, dt)?
+        Self::extract(&s.sqrt_alphas_cumprod, &st, x0)?
             .mul(x0)?
-            .add(&Self::extract(&s.sqrt_one_minus_alphas_cumprod, &st, sh, dt)?.mul(noise)?)
+            .add(&Self::extract(&s.sqrt_one_minus_alphas_cumprod, &st, x0)?.mul(noise)?)
     }
 
     /// The ε-MSE loss (mean over every element) for given t \[N\] and ε: `training_losses` with
@@ -167,17 +180,16 @@ impl Diffusion {
     ) -> Result<Tensor> {
         let xt = self.q_sample(x0, t, noise)?;
         let st = self.steps(t, x0.shape()[0])?;
-        let eps = model(&xt, &self.model_timesteps(&st, x0.dtype())?)?;
+        let eps = model(&xt, &self.model_timesteps(&st, x0)?)?;
         mse_loss(&eps, noise)
     }
 
     /// q(x_{t−1} | x_t, x₀): the posterior mean (its variance is `schedule.posterior_variance`).
     pub fn q_posterior_mean(&self, x0: &Tensor, xt: &Tensor, steps: &[usize]) -> Result<Tensor> {
         let s = &self.schedule;
-        let (sh, dt) = (xt.shape(), xt.dtype());
-        Self::extract(&s.posterior_mean_coef1, steps, sh, dt)?
+        Self::extract(&s.posterior_mean_coef1, steps, xt)?
             .mul(x0)?
-            .add(&Self::extract(&s.posterior_mean_coef2, steps, sh, dt)?.mul(xt)?)
+            .add(&Self::extract(&s.posterior_mean_coef2, steps, xt)?.mul(xt)?)
     }
 
     /// The reverse step's mean and (fixed) variance at x_t, t, with the predicted x₀.
@@ -199,32 +211,32 @@ impl Diffusion {
         st: &[usize],
     ) -> Result<MeanVariance> {
         let s = &self.schedule;
-        let (sh, dt) = (x.shape(), x.dtype());
-        let eps = model(x, &self.model_timesteps(st, dt)?)?;
+        let sh = x.shape();
+        let eps = model(x, &self.model_timesteps(st, x)?)?;
         if eps.shape() != sh {
             return Err(Error::shape(
                 OP,
                 format!("the model returned {:?} for images {sh:?}", eps.shape()),
             ));
         }
-        let mut x0 = Self::extract(&s.sqrt_recip_alphas_cumprod, st, sh, dt)?
+        let mut x0 = Self::extract(&s.sqrt_recip_alphas_cumprod, st, x)?
             .mul(x)?
-            .sub(&Self::extract(&s.sqrt_recipm1_alphas_cumprod, st, sh, dt)?.mul(&eps)?)?;
+            .sub(&Self::extract(&s.sqrt_recipm1_alphas_cumprod, st, x)?.mul(&eps)?)?;
         if self.clip_denoised {
             x0 = x0.clamp(-1.0, 1.0)?;
         }
         Ok(MeanVariance {
             mean: self.q_posterior_mean(&x0, x, st)?,
-            variance: Self::extract(&s.model_variance, st, sh, dt)?,
-            log_variance: Self::extract(&s.model_log_variance, st, sh, dt)?,
+            variance: Self::extract(&s.model_variance, st, x)?,
+            log_variance: Self::extract(&s.model_log_variance, st, x)?,
             pred_xstart: x0,
         })
     }
 
     /// Per-sample 0/1 mask of t ≠ 0 (no noise is added at the last step).
-    fn nonzero_mask(st: &[usize], shape: &[usize], dt: DType) -> Result<Tensor> {
+    fn nonzero_mask(st: &[usize], like: &Tensor) -> Result<Tensor> {
         let m: Vec<f64> = st.iter().map(|&i| f64::from(u8::from(i != 0))).collect();
-        Self::extract(&m, &(0..st.len()).collect::<Vec<_>>(), shape, dt)
+        Self::extract(&m, &(0..st.len()).collect::<Vec<_>>(), like)
     }
 
     /// One ancestral step x_t → x_{t−1} = mean + [t ≠ 0]·exp(½ log σ²)·noise.
@@ -255,11 +267,8 @@ impl Diffusion {
         }
         let out = self.p_mean_variance_at(model, x, st)?;
         let sd = out.log_variance.mul_scalar(0.5)?.exp()?;
-        out.mean.add(
-            &Self::nonzero_mask(st, x.shape(), x.dtype())?
-                .mul(&sd)?
-                .mul(noise)?,
-        )
+        out.mean
+            .add(&Self::nonzero_mask(st, x)?.mul(&sd)?.mul(noise)?)
     }
 
     /// One DDIM step (`ddim_sample`) with η (0: deterministic, `noise` unused).
@@ -291,10 +300,10 @@ impl Diffusion {
         let (sh, dt) = (x.shape(), x.dtype());
         let out = self.p_mean_variance_at(model, x, st)?;
         // ε re-derived from the (clipped) x₀, as `_predict_eps_from_xstart`
-        let eps = Self::extract(&s.sqrt_recip_alphas_cumprod, st, sh, dt)?
+        let eps = Self::extract(&s.sqrt_recip_alphas_cumprod, st, x)?
             .mul(x)?
             .sub(&out.pred_xstart)?
-            .div(&Self::extract(&s.sqrt_recipm1_alphas_cumprod, st, sh, dt)?)?;
+            .div(&Self::extract(&s.sqrt_recipm1_alphas_cumprod, st, x)?)?;
         // ᾱ's are gathered in the data's dtype before the arithmetic, as guided-diffusion does:
         // near t = 0, 1 − ᾱ_prev is tiny and its rounding visibly moves the result
         let r = |v: f64| match dt {
@@ -322,9 +331,9 @@ impl Diffusion {
             })
             .collect();
         let idx: Vec<usize> = (0..st.len()).collect();
-        let mut y = Self::extract(&c_x0, &idx, sh, dt)?
+        let mut y = Self::extract(&c_x0, &idx, x)?
             .mul(&out.pred_xstart)?
-            .add(&Self::extract(&c_eps, &idx, sh, dt)?.mul(&eps)?)?;
+            .add(&Self::extract(&c_eps, &idx, x)?.mul(&eps)?)?;
         if eta > 0.0 {
             let noise =
                 noise.ok_or_else(|| Error::invalid(OP, "DDIM with η > 0 needs a noise tensor"))?;
@@ -339,7 +348,7 @@ impl Diffusion {
                 .zip(&sigma)
                 .map(|(&i, sg)| if i == 0 { 0.0 } else { *sg })
                 .collect();
-            y = y.add(&Self::extract(&m, &idx, sh, dt)?.mul(noise)?)?;
+            y = y.add(&Self::extract(&m, &idx, x)?.mul(noise)?)?;
         }
         Ok(y)
     }
@@ -354,12 +363,12 @@ impl Diffusion {
     ) -> Result<Tensor> {
         // sampling needs no graph (and would keep every step's alive)
         no_grad(|| {
-            let mut x = Tensor::randn(shape, dtype, rng);
+            let mut x = Tensor::randn(shape, dtype, rng).to_device(self.device)?;
             Self::check_x(&x)?;
             for i in (0..self.num_steps()).rev() {
                 let st = vec![i; shape[0]];
                 // drawn at every step, the last included, as guided-diffusion does
-                let noise = Tensor::randn(shape, dtype, rng);
+                let noise = Tensor::randn(shape, dtype, rng).to_device(self.device)?;
                 x = self.p_sample_at(model, &x, &st, &noise)?;
             }
             Ok(x)
@@ -376,11 +385,14 @@ impl Diffusion {
         rng: &mut StdRng,
     ) -> Result<Tensor> {
         no_grad(|| {
-            let mut x = Tensor::randn(shape, dtype, rng);
+            let mut x = Tensor::randn(shape, dtype, rng).to_device(self.device)?;
             Self::check_x(&x)?;
             for i in (0..self.num_steps()).rev() {
                 let st = vec![i; shape[0]];
-                let noise = (eta > 0.0).then(|| Tensor::randn(shape, dtype, rng));
+                let noise = match eta > 0.0 {
+                    true => Some(Tensor::randn(shape, dtype, rng).to_device(self.device)?),
+                    false => None,
+                };
                 x = self.ddim_at(model, &x, &st, eta, noise.as_ref())?;
             }
             Ok(x)

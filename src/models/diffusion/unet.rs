@@ -534,7 +534,7 @@ impl DiffusionUNet {
         let t = if t.dtype() == x.dtype() {
             t.clone()
         } else {
-            Tensor::from_f64s(&t.to_vec_f64()?, t.shape(), x.dtype())?
+            Tensor::from_f64s(&t.to_vec_f64()?, t.shape(), x.dtype())?.to_device(x.device())?
         };
         let temb = timestep_embedding(&t, c.model_channels, MAX_PERIOD)?;
         let emb = self.time_embed[1].forward(&self.time_embed[0].forward(&temb)?.silu()?)?;

@@ -208,7 +208,9 @@ impl SynthesisLayer {
         let map = match noise {
             Noise::Off => None,
             Noise::Const => Some(self.noise_const.reshape(&[1, 1, r, r])?),
-            Noise::Random(rng) => Some(Tensor::randn(&[n, 1, r, r], x.dtype(), rng)),
+            Noise::Random(rng) => {
+                Some(Tensor::randn(&[n, 1, r, r], x.dtype(), rng).to_device(x.device())?)
+            }
             Noise::Given(maps) => {
                 let m = maps.get(self.noise_index).ok_or_else(|| {
                     Error::invalid(

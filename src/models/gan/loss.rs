@@ -222,7 +222,7 @@ impl StyleGan2Loss {
         if self.config.style_mixing_prob > 0.0 && num_ws > 1 {
             let cutoff = rng.random_range(1..num_ws);
             let mix = rng.random::<f64>() < self.config.style_mixing_prob;
-            let z2 = Tensor::randn(z.shape(), z.dtype(), &mut &mut *rng);
+            let z2 = Tensor::randn(z.shape(), z.dtype(), &mut &mut *rng).to_device(z.device())?;
             if mix {
                 let ws2 = map.forward(&z2, 1.0, None, false)?;
                 ws = Tensor::cat(
@@ -254,7 +254,8 @@ impl StyleGan2Loss {
                 .collect();
             let s: f64 = taps.iter().sum();
             let taps: Vec<f64> = taps.iter().map(|t| t / s).collect();
-            let f = Tensor::from_f64s(&taps, &[taps.len()], img.dtype())?;
+            let f =
+                Tensor::from_f64s(&taps, &[taps.len()], img.dtype())?.to_device(img.device())?;
             return d.forward(&filter2d(img, &f, (0, 0, 0, 0), 1.0)?);
         }
         d.forward(img)
@@ -295,7 +296,8 @@ impl StyleGan2Loss {
                 }
                 let n = (gen_z.shape()[0] / self.config.pl_batch_shrink).max(1);
                 let (img, ws) = self.run_g(g, &gen_z.narrow(0, 0, n)?, false, rng)?;
-                let noise = Tensor::randn(img.shape(), img.dtype(), &mut &mut *rng);
+                let noise = Tensor::randn(img.shape(), img.dtype(), &mut &mut *rng)
+                    .to_device(img.device())?;
                 let (pen, new_mean) = path_length_penalty(
                     &img,
                     &ws,

@@ -279,7 +279,9 @@ impl Epilogue {
         let map = match noise {
             Noise::Off => None,
             Noise::Const => Some(buffers[self.layer].clone()),
-            Noise::Random(rng) => Some(Tensor::randn(&[n, 1, r, r], x.dtype(), rng)),
+            Noise::Random(rng) => {
+                Some(Tensor::randn(&[n, 1, r, r], x.dtype(), rng).to_device(x.device())?)
+            }
             Noise::Given(maps) => {
                 let m = maps.get(self.layer).ok_or_else(|| {
                     Error::invalid(
@@ -556,7 +558,7 @@ impl StyleGan1Generator {
         }
         let cutoff = rng.random_range(1..cur);
         let mix = rng.random::<f64>() < mixing_prob;
-        let z2 = Tensor::randn(z.shape(), z.dtype(), &mut &mut *rng);
+        let z2 = Tensor::randn(z.shape(), z.dtype(), &mut &mut *rng).to_device(z.device())?;
         if !mix {
             return Ok(ws);
         }

@@ -267,8 +267,8 @@ impl SynthesisInput {
         let g: Vec<f64> = (0..sz)
             .map(|i| scale * ((2 * i + 1) as f64 / sz as f64 - 1.0))
             .collect();
-        let gx = Tensor::from_f64s(&g, &[1, 1, 1, sz], w.dtype())?;
-        let gy = Tensor::from_f64s(&g, &[1, 1, sz, 1], w.dtype())?;
+        let gx = Tensor::from_f64s(&g, &[1, 1, 1, sz], w.dtype())?.to_device(w.device())?;
+        let gy = Tensor::from_f64s(&g, &[1, 1, sz, 1], w.dtype())?.to_device(w.device())?;
         let fx = freqs.narrow(2, 0, 1)?.reshape(&[n, c, 1, 1])?;
         let fy = freqs.narrow(2, 1, 1)?.reshape(&[n, c, 1, 1])?;
         let x = gx

@@ -353,7 +353,8 @@ impl<'a> ProgressiveGanTrainer<'a> {
         let d = cfg.net.discriminator(&ds)?;
         let core = ProgressiveCore::new(g, d, cfg.train.clone())?;
         let mut zrng = StdRng::seed_from_u64(SplitMix64::derive(cfg.seed, 0x6A1D).next_u64());
-        let grid_z = Tensor::randn(&[cfg.grid, core.g.z_dim()], DType::F32, &mut zrng);
+        let grid_z = Tensor::randn(&[cfg.grid, core.g.z_dim()], DType::F32, &mut zrng)
+            .to_device(cfg.device)?;
         Ok(ProgressiveGanTrainer {
             rng: SplitMix64::derive(cfg.seed, 0x6A4),
             cfg,
