@@ -89,7 +89,7 @@ pub fn timestep_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<Ten
     let freqs: Vec<f64> = (0..half)
         .map(|i| (-max_period.ln() * i as f64 / half as f64).exp())
         .collect();
-    let f = Tensor::from_f64s(&freqs, &[1, half], t.dtype())?;
+    let f = Tensor::from_f64s(&freqs, &[1, half], t.dtype())?.to_device(t.device())?;
     let args = t.reshape(&[n, 1])?.mul(&f)?;
     let emb = Tensor::cat(&[args.cos()?, args.sin()?], 1)?;
     if dim % 2 == 1 {

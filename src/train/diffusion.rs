@@ -358,7 +358,7 @@ impl DiffusionGenerator {
             let x =
                 self.diffusion
                     .sample(&eps, sampler, &[b, CHANNELS, s, s], DType::F32, &mut rng)?;
-            data.extend(x.to_vec_f32()?);
+            data.extend(x.to_device(Device::Cpu)?.to_vec_f32()?);
             done += b;
         }
         Ok(Nchw {
@@ -531,6 +531,7 @@ impl<'a> DiffusionTrainer<'a> {
             let eps = |x: &Tensor, t: &Tensor| net.forward(x, t);
             let mut rng = StdRng::seed_from_u64(GRID_SEED);
             d.sample(&eps, cfg.grid_sampler, &shape, DType::F32, &mut rng)?
+                .to_device(Device::Cpu)?
                 .to_vec_f32()
         };
         let data = match cfg.sample_ema {

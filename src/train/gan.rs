@@ -345,7 +345,7 @@ impl<'a> GanTrainer<'a> {
             img.shape()[2],
             img.shape()[3],
         ];
-        synthetic_slices(&img.to_vec_f32()?, shape, 0)
+        synthetic_slices(&img.to_device(Device::Cpu)?.to_vec_f32()?, shape, 0)
     }
 
     fn batch(&mut self) -> Result<Tensor> {

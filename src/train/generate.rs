@@ -103,7 +103,8 @@ fn generate_with(
         let z = Tensor::randn(&[b, z_dim], DType::F32, &mut rng).to_device(device)?;
         let img = sample(&z)?;
         let s = img.shape();
-        let slices = synthetic_slices(&img.to_vec_f32()?, [s[0], s[1], s[2], s[3]], done)?;
+        let host = img.to_device(Device::Cpu)?.to_vec_f32()?;
+        let slices = synthetic_slices(&host, [s[0], s[1], s[2], s[3]], done)?;
         for sl in &slices {
             writer.push(sl)?;
         }

@@ -106,7 +106,9 @@ impl Diffusion {
             ));
         }
         let n = self.num_steps();
-        t.to_vec_f64()?
+        // read on the host (t may live on the GPU with the model)
+        t.to_device(Device::Cpu)?
+            .to_vec_f64()?
             .into_iter()
             .map(|v| {
                 if v >= 0.0 && v < n as f64 && v.fract() == 0.0 {

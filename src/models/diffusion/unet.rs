@@ -17,7 +17,7 @@ use crate::nn::{Conv2d, Dropout, GroupNorm, Init, Linear, Scope};
 use crate::ops::Conv2dParams;
 use crate::ops::embedding::timestep_embedding;
 use crate::ops::resize::resize_nearest;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
 
 /// guided-diffusion's `normalization`: GroupNorm with 32 groups.
@@ -534,7 +534,12 @@ impl DiffusionUNet {
         let t = if t.dtype() == x.dtype() {
             t.clone()
         } else {
-            Tensor::from_f64s(&t.to_vec_f64()?, t.shape(), x.dtype())?.to_device(x.device())?
+            Tensor::from_f64s(
+                &t.to_device(Device::Cpu)?.to_vec_f64()?,
+                t.shape(),
+                x.dtype(),
+            )?
+            .to_device(x.device())?
         };
         let temb = timestep_embedding(&t, c.model_channels, MAX_PERIOD)?;
         let emb = self.time_embed[1].forward(&self.time_embed[0].forward(&temb)?.silu()?)?;

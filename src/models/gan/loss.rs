@@ -465,7 +465,8 @@ impl<G: StyleGenerator> GanTrainer<G> {
             if interval == 0 || !self.batch_idx.is_multiple_of(interval as u64) {
                 continue;
             }
-            let z = Tensor::randn(&[b, z_dim], self.g.store().dtype(), &mut &mut *rng);
+            let z = Tensor::randn(&[b, z_dim], self.g.store().dtype(), &mut &mut *rng)
+                .to_device(self.g.store().device())?;
             let is_g = matches!(phase, Phase::GMain | Phase::GReg);
             let (store, opt) = if is_g {
                 (self.g.store().clone(), &mut self.g_opt)

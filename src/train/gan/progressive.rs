@@ -392,7 +392,11 @@ impl<'a> ProgressiveGanTrainer<'a> {
     pub fn sample_grid(&self) -> Result<Vec<Slice>> {
         let img = self.g_ema()?.sample(&self.grid_z, Truncation::NONE)?;
         let s = img.shape();
-        synthetic_slices(&img.to_vec_f32()?, [s[0], s[1], s[2], s[3]], 0)
+        synthetic_slices(
+            &img.to_device(Device::Cpu)?.to_vec_f32()?,
+            [s[0], s[1], s[2], s[3]],
+            0,
+        )
     }
 
     fn write_samples(&mut self) -> Result<()> {
