@@ -20,7 +20,7 @@ for order in forward shuffle; do
     cargo test --release --features cuda-emu --lib backend::cuda
   BRAINSYNTH_EMU_ORDER=$order BRAINSYNTH_REQUIRE_GPU=1 BRAINSYNTH_CUDA_SYNC=1 \
     cargo test --release --features cuda-emu --test cuda_parity --test cuda_parity_models --test cuda_allocator \
-      --test cuda_smem_limit --test cuda_upload_cache --test cuda_kernel_cmds
+      --test cuda_smem_limit --test cuda_upload_cache --test cuda_kernel_cmds --test cuda_generators
 done
 echo "== brainsynth audit-kernels and bench-kernels on the emulator, reverse order"
 BRAINSYNTH_EMU_ORDER=reverse BRAINSYNTH_CUDA_SYNC=1 \

@@ -31,7 +31,7 @@ for l in sys.stdin:
     if test or bench or binary: shutil.copy(exe, ".devicebin/" + t["name"])' "$1"; }
 
 cargo test --release --features cuda --test cuda_parity --test cuda_parity_models --test cuda_allocator \
-  --test cuda_upload_cache --no-run --message-format=json | pick test
+  --test cuda_upload_cache --test cuda_generators --no-run --message-format=json | pick test
 cargo bench --features cuda --bench cuda_kernels --no-run --message-format=json | pick bench
 cargo build --release --features cuda --bin brainsynth --message-format=json | pick bin
 strip --strip-debug .devicebin/cuda_* .devicebin/brainsynth 2>/dev/null || true
@@ -46,7 +46,7 @@ nvidia-smi -L | tee "$out/gpu.txt"
 status=0
 # a GPU is expected here: any skip fails, and every launch is checked where it happens
 export BRAINSYNTH_REQUIRE_GPU=1 BRAINSYNTH_CUDA_SYNC=1
-for t in .devicebin/cuda_parity .devicebin/cuda_parity_models .devicebin/cuda_allocator .devicebin/cuda_upload_cache; do
+for t in .devicebin/cuda_parity .devicebin/cuda_parity_models .devicebin/cuda_allocator .devicebin/cuda_upload_cache .devicebin/cuda_generators; do
   "$t" --test-threads=1 2>&1 | tee -a "$out/tests.log" || status=1
 done
 # the same op cases as the parity tests, as users run them: one row per op, exit 1 on a failure

@@ -5,12 +5,6 @@
 //! devices differ only in rounding); then each writes its sample grid from the GPU (noise
 //! inputs, style mixing, the diffusion sampler). Skips with a printed reason when no GPU is
 //! present.
-//!
-//! Ignored for now (not in `.ci/cuda.sh`). On the emulator (2026-11-30, last run) all four GANs
-//! take their steps on the GPU with finite losses and their pre-update loss matching the CPU's,
-//! and the diffusion model trains and samples; what still fails: the GANs' sample grid
-//! (`validate`) reads a GPU tensor with `to_vec` somewhere on its path, and this test does not
-//! create the diffusion trainer's output folder before `write_grid`.
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -23,6 +17,7 @@ use brainsynth::models::diffusion::{BetaSchedule, Sampler};
 use brainsynth::models::gan::growing::{GrowthSchedule, ProgressiveConfig};
 use brainsynth::models::gan::progan::ProGanConfig;
 use brainsynth::models::gan::{Arch, GanConfig};
+use brainsynth::nn::ParamStore;
 use brainsynth::tensor::Device;
 use brainsynth::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer, EmaChoice};
 use brainsynth::train::gan::{
@@ -84,6 +79,32 @@ fn compare(what: &str, first: &str, gpu: &[Vec<(String, f64)>], cpu: &[Vec<(Stri
     );
 }
 
+/// A fresh output folder for a trainer (the runner makes it in real runs).
+fn out_dir(dir: &TempDir, sub: &str) -> std::path::PathBuf {
+    let p = dir.path().join(sub);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// The sample grid the trainer just wrote: one non-empty `samples-*.png` in `dir`.
+fn grid_written(dir: &std::path::Path) {
+    let grids: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("samples-") && n.ends_with(".png")
+        })
+        .collect();
+    assert_eq!(
+        grids.len(),
+        1,
+        "sample grids in {}: {grids:?}",
+        dir.display()
+    );
+    assert!(std::fs::metadata(&grids[0]).unwrap().len() > 0);
+}
+
 fn style_config(arch: Arch, device: Device) -> GanTrainConfig {
     GanTrainConfig {
         arch,
@@ -109,37 +130,58 @@ fn style_config(arch: Arch, device: Device) -> GanTrainConfig {
     }
 }
 
+/// Each parameter's values, read through the host.
+fn values(store: &ParamStore) -> Vec<(String, Vec<f64>)> {
+    store
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(Device::Cpu).unwrap().to_vec_f64().unwrap()))
+        .collect()
+}
+
+/// The names of the parameters whose values differ from `before`.
+fn moved(before: &[(String, Vec<f64>)], store: &ParamStore) -> Vec<String> {
+    before
+        .iter()
+        .zip(values(store))
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((n, _), _)| n.clone())
+        .collect()
+}
+
 fn style_gan(arch: Arch, tag: &str) {
     let Some(gpu) = gpu_or_skip(tag) else {
         return;
     };
     let reals = slices(16, 6);
     let dir = TempDir::new(tag);
+    // losses, and which parameters of G and D the steps updated
     let run = |device: Device, sub: &str| {
-        let mut t = GanTrainer::new(
-            style_config(arch, device),
-            &reals,
-            Some(dir.path().join(sub)),
-        )
-        .unwrap();
+        let mut t =
+            GanTrainer::new(style_config(arch, device), &reals, Some(out_dir(&dir, sub))).unwrap();
+        let (g0, d0) = (values(&t.g_store()), values(&t.d_store()));
         let l = losses(&mut t, 2);
-        (t, l)
+        let updated = (moved(&g0, &t.g_store()), moved(&d0, &t.d_store()));
+        (t, l, updated)
     };
-    let (_, cpu) = run(Device::Cpu, "cpu");
-    let (mut t, on_gpu) = run(gpu.device, "gpu");
+    let (_, cpu, cpu_moved) = run(Device::Cpu, "cpu");
+    let (mut t, on_gpu, gpu_moved) = run(gpu.device, "gpu");
+    // every parameter the CPU's steps changed, the GPU's changed too (an update that reads its
+    // gradients on the host would skip them all on the GPU)
+    assert!(!cpu_moved.0.is_empty() && !cpu_moved.1.is_empty());
+    assert_eq!(gpu_moved, cpu_moved, "{tag}: updated parameters (G, D)");
     compare(tag, "G", &on_gpu, &cpu);
     // the sample grid, sampled on the GPU
     t.validate(2).unwrap();
+    grid_written(&dir.path().join("gpu"));
 }
 
 #[test]
-#[ignore = "the generators do not train on a GPU yet: see the file's comment"]
 fn stylegan2_trains_and_samples_on_the_gpu() {
     style_gan(Arch::StyleGan2, "stylegan2_gpu");
 }
 
 #[test]
-#[ignore = "the generators do not train on a GPU yet: see the file's comment"]
 fn stylegan3_trains_and_samples_on_the_gpu() {
     style_gan(Arch::StyleGan3, "stylegan3_gpu");
 }
@@ -182,7 +224,7 @@ fn growing(make: impl Fn(Device) -> ProgressiveTrainConfig, tag: &str) {
     let dir = TempDir::new(tag);
     let run = |device: Device, sub: &str| {
         let mut t =
-            ProgressiveGanTrainer::new(make(device), &reals, Some(dir.path().join(sub))).unwrap();
+            ProgressiveGanTrainer::new(make(device), &reals, Some(out_dir(&dir, sub))).unwrap();
         let l = losses(&mut t, 3);
         (t, l)
     };
@@ -190,10 +232,10 @@ fn growing(make: impl Fn(Device) -> ProgressiveTrainConfig, tag: &str) {
     let (mut t, on_gpu) = run(gpu.device, "gpu");
     compare(tag, "D", &on_gpu, &cpu);
     t.validate(3).unwrap();
+    grid_written(&dir.path().join("gpu"));
 }
 
 #[test]
-#[ignore = "the generators do not train on a GPU yet: see the file's comment"]
 fn progan_trains_and_samples_on_the_gpu() {
     growing(
         |device| {
@@ -215,7 +257,6 @@ fn progan_trains_and_samples_on_the_gpu() {
 }
 
 #[test]
-#[ignore = "the generators do not train on a GPU yet: see the file's comment"]
 fn stylegan1_trains_and_samples_on_the_gpu() {
     growing(
         |device| {
@@ -240,7 +281,6 @@ fn stylegan1_trains_and_samples_on_the_gpu() {
 }
 
 #[test]
-#[ignore = "the generators do not train on a GPU yet: see the file's comment"]
 fn diffusion_trains_and_samples_on_the_gpu() {
     let Some(gpu) = gpu_or_skip("diffusion_gpu") else {
         return;
@@ -269,16 +309,18 @@ fn diffusion_trains_and_samples_on_the_gpu() {
     };
     let (cc, gc) = (cfg(Device::Cpu), cfg(gpu.device));
     let cpu = {
-        let mut t = DiffusionTrainer::new(&cc, &reals, &dir.path().join("cpu")).unwrap();
+        let mut t = DiffusionTrainer::new(&cc, &reals, &out_dir(&dir, "cpu")).unwrap();
         losses(&mut t, 2)
     };
-    let mut t = DiffusionTrainer::new(&gc, &reals, &dir.path().join("gpu")).unwrap();
+    let mut t = DiffusionTrainer::new(&gc, &reals, &out_dir(&dir, "gpu")).unwrap();
     let on_gpu = losses(&mut t, 2);
     compare("diffusion", "loss", &on_gpu, &cpu);
     // ancestral over 4 respaced steps, then DDIM
     t.write_grid(2).unwrap();
+    grid_written(&dir.path().join("gpu"));
     let mut c2 = gc.clone();
     c2.grid_sampler = Sampler::Ddim(4);
-    let mut t2 = DiffusionTrainer::new(&c2, &reals, &dir.path().join("gpu2")).unwrap();
+    let mut t2 = DiffusionTrainer::new(&c2, &reals, &out_dir(&dir, "gpu2")).unwrap();
     t2.write_grid(0).unwrap();
+    grid_written(&dir.path().join("gpu2"));
 }

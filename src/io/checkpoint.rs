@@ -29,7 +29,7 @@ use super::json::{self, Json};
 use crate::nn::ParamStore;
 use crate::optim::{Ema, Optimizer};
 use crate::rng::SplitMix64;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Device, Tensor};
 use crate::{Error, Result};
 
 /// Section of optimiser state.
@@ -233,6 +233,8 @@ pub fn encode(
     let mut data: Vec<u8> = Vec::new();
     for (i, (name, t)) in entries.iter().enumerate() {
         let begin = data.len();
+        // a GPU tensor's values are read through the host
+        let t = &t.to_device(Device::Cpu)?;
         match t.dtype() {
             DType::F32 => t
                 .to_vec_f32()?

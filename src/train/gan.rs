@@ -127,9 +127,21 @@ pub enum AnyGenerator {
 }
 
 impl AnyGenerator {
-    /// A generator of `arch` in a fresh store (initialised from `seed`).
+    /// A generator of `arch` in a fresh store on the CPU (initialised from `seed`).
     pub fn new(arch: Arch, cfg: &GanConfig, batch: usize, seed: u64) -> Result<AnyGenerator> {
+        Self::new_on(arch, cfg, batch, seed, Device::Cpu)
+    }
+
+    /// As [`AnyGenerator::new`], with the parameters and buffers on `device`.
+    pub fn new_on(
+        arch: Arch,
+        cfg: &GanConfig,
+        batch: usize,
+        seed: u64,
+        device: Device,
+    ) -> Result<AnyGenerator> {
         let store = ParamStore::with_dtype(seed, DType::F32);
+        store.set_device(device);
         Ok(match arch {
             Arch::StyleGan2 => AnyGenerator::StyleGan2(StyleGan2Generator::new(&store, cfg)?),
             Arch::StyleGan3 => AnyGenerator::StyleGan3(Box::new(StyleGan3Generator::new(
@@ -330,7 +342,14 @@ impl<'a> GanTrainer<'a> {
 
     /// G_ema (a separate generator holding the averaged weights and G's buffers).
     pub fn g_ema(&self) -> Result<AnyGenerator> {
-        let g = AnyGenerator::new(self.cfg.arch, &self.cfg.net, self.cfg.batch, self.cfg.seed)?;
+        // on the training device: the grid latents live there, and sampling is cheaper there
+        let g = AnyGenerator::new_on(
+            self.cfg.arch,
+            &self.cfg.net,
+            self.cfg.batch,
+            self.cfg.seed,
+            self.cfg.device,
+        )?;
         with_core!(&self.core, c => c.g_ema.copy_to(g.store()))?;
         Ok(g)
     }

@@ -157,7 +157,16 @@ fn backward_into(loss: &Tensor, params: &[Tensor]) -> Result<()> {
         .iter()
         .cloned()
         .zip(gs)
-        .filter(|(_, g)| g.to_vec_f64().is_ok_and(|v| v.iter().any(|&x| x != 0.0)))
+        .map(|(p, g)| {
+            // reduced where the gradient lives (one scalar read back from a GPU); NaN counts as
+            // non-zero, as it must reach `sanitize_grads`
+            let reached = g.abs()?.sum_all()?.item()? != 0.0;
+            Ok((p, g, reached))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|(_, _, reached)| *reached)
+        .map(|(p, g, _)| (p, g))
         .unzip();
     accumulate(&used_p, used_g)
 }

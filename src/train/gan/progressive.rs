@@ -379,6 +379,8 @@ impl<'a> ProgressiveGanTrainer<'a> {
     /// G_ema at the current growth.
     pub fn g_ema(&self) -> Result<GrowingSampler> {
         let store = ParamStore::with_dtype(self.cfg.seed, DType::F32);
+        // on the training device, where the grid latents live
+        store.set_device(self.cfg.device);
         let g = self.cfg.net.generator(&store)?;
         self.core.g_ema.copy_to(&store)?;
         Ok(GrowingSampler {
