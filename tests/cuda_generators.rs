@@ -1,10 +1,12 @@
 //! The five generators train and sample on the GPU: a tiny StyleGAN2, StyleGAN3-T, ProGAN,
 //! StyleGAN 1 and diffusion model each take their first training steps (every phase that
 //! runs at step 0: G main, G regulariser, D main, D regulariser) on the GPU and on the CPU from
-//! the same seed, and each step's reported losses agree (relative 1e-3, both in f32: the two
-//! devices differ only in rounding); then each writes its sample grid from the GPU (noise
-//! inputs, style mixing, the diffusion sampler). Skips with a printed reason when no GPU is
-//! present.
+//! the same seed. On both devices the same phases run with finite losses, the loss computed
+//! before any update agrees (relative 1e-4, both in f32), and the steps update exactly the same
+//! parameters (a step that reads its gradients on the host would skip them on the GPU; the
+//! values themselves part after an update, see `compare`). Then each writes its sample grid
+//! from the GPU (noise inputs, style mixing, the diffusion sampler). Skips with a printed
+//! reason when no GPU is present.
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -14,7 +16,9 @@ use gpu::*;
 
 use brainsynth::data::Slice;
 use brainsynth::models::diffusion::{BetaSchedule, Sampler};
-use brainsynth::models::gan::growing::{GrowthSchedule, ProgressiveConfig};
+use brainsynth::models::gan::growing::{
+    GrowingDiscriminator, GrowingGenerator, GrowthSchedule, ProgressiveConfig,
+};
 use brainsynth::models::gan::progan::ProGanConfig;
 use brainsynth::models::gan::{Arch, GanConfig};
 use brainsynth::nn::ParamStore;
@@ -225,11 +229,15 @@ fn growing(make: impl Fn(Device) -> ProgressiveTrainConfig, tag: &str) {
     let run = |device: Device, sub: &str| {
         let mut t =
             ProgressiveGanTrainer::new(make(device), &reals, Some(out_dir(&dir, sub))).unwrap();
+        let (g0, d0) = (values(t.core.g.store()), values(t.core.d.store()));
         let l = losses(&mut t, 3);
-        (t, l)
+        let updated = (moved(&g0, t.core.g.store()), moved(&d0, t.core.d.store()));
+        (t, l, updated)
     };
-    let (_, cpu) = run(Device::Cpu, "cpu");
-    let (mut t, on_gpu) = run(gpu.device, "gpu");
+    let (_, cpu, cpu_moved) = run(Device::Cpu, "cpu");
+    let (mut t, on_gpu, gpu_moved) = run(gpu.device, "gpu");
+    assert!(!cpu_moved.0.is_empty() && !cpu_moved.1.is_empty());
+    assert_eq!(gpu_moved, cpu_moved, "{tag}: updated parameters (G, D)");
     compare(tag, "D", &on_gpu, &cpu);
     t.validate(3).unwrap();
     grid_written(&dir.path().join("gpu"));
@@ -308,13 +316,21 @@ fn diffusion_trains_and_samples_on_the_gpu() {
         device,
     };
     let (cc, gc) = (cfg(Device::Cpu), cfg(gpu.device));
-    let cpu = {
+    let (cpu, cpu_moved) = {
         let mut t = DiffusionTrainer::new(&cc, &reals, &out_dir(&dir, "cpu")).unwrap();
-        losses(&mut t, 2)
+        let w0 = values(t.store());
+        (losses(&mut t, 2), moved(&w0, t.store()))
     };
     let mut t = DiffusionTrainer::new(&gc, &reals, &out_dir(&dir, "gpu")).unwrap();
+    let w0 = values(t.store());
     let on_gpu = losses(&mut t, 2);
     compare("diffusion", "loss", &on_gpu, &cpu);
+    assert!(!cpu_moved.is_empty());
+    assert_eq!(
+        moved(&w0, t.store()),
+        cpu_moved,
+        "diffusion: updated parameters"
+    );
     // ancestral over 4 respaced steps, then DDIM
     t.write_grid(2).unwrap();
     grid_written(&dir.path().join("gpu"));
