@@ -16,9 +16,7 @@ use gpu::*;
 
 use brainsynth::data::Slice;
 use brainsynth::models::diffusion::{BetaSchedule, Sampler};
-use brainsynth::models::gan::growing::{
-    GrowingDiscriminator, GrowingGenerator, GrowthSchedule, ProgressiveConfig,
-};
+use brainsynth::models::gan::growing::{GrowthSchedule, ProgressiveConfig};
 use brainsynth::models::gan::progan::ProGanConfig;
 use brainsynth::models::gan::{Arch, GanConfig};
 use brainsynth::nn::ParamStore;
