@@ -85,6 +85,22 @@ fn gan_step(c: &mut Criterion) {
     if which.is_empty() || which == "sg2" {
         let gs = ParamStore::new(1);
         let g = StyleGan2Generator::new(&gs, &GanConfig::bench_stylegan2()).unwrap();
+        // BRAINSYNTH_PROFILE=1: print where one `generate` batch's time goes, per kernel
+        if brainsynth::profile::enabled() {
+            let _off = brainsynth::autograd::no_grad_guard();
+            brainsynth::profile::disable();
+            g.forward(&z, 1.0, &mut Noise::Const, true).unwrap();
+            brainsynth::profile::reset();
+            brainsynth::profile::enable();
+            for _ in 0..3 {
+                g.forward(&z, 1.0, &mut Noise::Const, true).unwrap();
+            }
+            brainsynth::profile::disable();
+            eprintln!(
+                "sg2 generate b{BATCH}, profiled:\n{}",
+                brainsynth::profile::report(3)
+            );
+        }
         let mut group = c.benchmark_group("gan/sg2");
         group
             .sample_size(10)
