@@ -8,8 +8,9 @@
 //! their gradients of any order come from those ops; e.g. leaky ReLU's derivative is a constant
 //! mask that its second derivative re-applies.
 
+use crate::ops::elementwise::Unary;
 use crate::ops::upfirdn::upfirdn2d;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Kernel, StorageElem, Tensor};
 use crate::{Error, Result};
 
 /// Activation of [`bias_act`] (NVlabs `activation_funcs`).
@@ -59,6 +60,11 @@ pub fn bias_act(
     clamp: Option<f64>,
 ) -> Result<Tensor> {
     const OP: &str = "bias_act";
+    if let Some(c) = clamp
+        && (c.is_nan() || c < 0.0)
+    {
+        return Err(Error::invalid(OP, format!("clamp {c} must be ≥ 0")));
+    }
     let mut y = x.clone();
     if let Some(b) = b {
         if dim >= x.rank() || b.shape() != [x.shape()[dim]] {
@@ -71,6 +77,9 @@ pub fn bias_act(
                 ),
             ));
         }
+        if let Some(out) = bias_act_fused(x, b, dim, act, gain, clamp)? {
+            return Ok(out);
+        }
         let mut bs = vec![1; x.rank()];
         bs[dim] = x.shape()[dim];
         y = y.add(&b.reshape(&bs)?)?;
@@ -81,12 +90,141 @@ pub fn bias_act(
         y = y.mul_scalar(gain)?;
     }
     if let Some(c) = clamp {
-        if c.is_nan() || c < 0.0 {
-            return Err(Error::invalid(OP, format!("clamp {c} must be ≥ 0")));
-        }
         y = y.clamp(-c, c)?;
     }
     Ok(y)
+}
+
+/// The composite above in one pass over memory, for the CPU when no gradient is recorded
+/// (sampling: `generate`, sample grids, the fakes of a D step): each element goes through the
+/// same operations in the same order (x + b, the activation, · gain, clamp), so the result is
+/// bit for bit the composite's. Only the activations whose composite runs these scalar
+/// formulas (linear, relu, leaky relu); None when the composite must run.
+fn bias_act_fused(
+    x: &Tensor,
+    b: &Tensor,
+    dim: usize,
+    act: Act,
+    gain: Option<f64>,
+    clamp: Option<f64>,
+) -> Result<Option<Tensor>> {
+    let unary = match act {
+        Act::Linear => None,
+        Act::Relu => Some(Unary::Relu),
+        Act::Lrelu(a) => Some(Unary::LeakyRelu(a)),
+        _ => return Ok(None),
+    };
+    let recorded = crate::autograd::is_grad_enabled() && (x.requires_grad() || b.requires_grad());
+    if recorded || x.device() != Device::Cpu || b.device() != Device::Cpu {
+        return Ok(None);
+    }
+    let k = BiasActKernel {
+        channels: x.shape()[dim],
+        inner: x.shape()[dim + 1..].iter().product(),
+        unary,
+        gain: gain.unwrap_or_else(|| act.default_gain()),
+        clamp,
+    };
+    Tensor::run_kernel("bias_act", &[x, b], x.shape(), &k).map(Some)
+}
+
+/// One pass of [`bias_act`] (see [`bias_act_fused`]).
+struct BiasActKernel {
+    channels: usize,
+    /// Elements per channel run (the product of the dimensions after `dim`).
+    inner: usize,
+    unary: Option<Unary>,
+    gain: f64,
+    clamp: Option<f64>,
+}
+
+impl BiasActKernel {
+    /// Elements start.. of the output into `out`, from x and b: the activation, gain and clamp
+    /// chosen once, so that each combination is its own loop (branch-free, vectorised).
+    #[inline(always)]
+    fn run_chunk<T: StorageElem>(
+        &self,
+        x: &[T],
+        b: &[T],
+        start: usize,
+        out: &mut [std::mem::MaybeUninit<T>],
+    ) {
+        let s = match self.unary {
+            Some(Unary::LeakyRelu(s)) => T::from_f64(s),
+            _ => T::zero(),
+        };
+        macro_rules! go {
+            ($act:expr) => {
+                match (self.gain != 1.0, self.clamp.is_some()) {
+                    (true, true) => self.pass::<T, true, true>(x, b, start, out, $act),
+                    (true, false) => self.pass::<T, true, false>(x, b, start, out, $act),
+                    (false, true) => self.pass::<T, false, true>(x, b, start, out, $act),
+                    (false, false) => self.pass::<T, false, false>(x, b, start, out, $act),
+                }
+            };
+        }
+        // the same formulas as `apply_unary` for these activations
+        match self.unary {
+            None => go!(|v: T| v),
+            Some(Unary::Relu) => go!(|v: T| if v > T::zero() { v } else { T::zero() }),
+            Some(_) => go!(|v: T| if v > T::zero() { v } else { v * s }),
+        }
+    }
+
+    #[inline(always)]
+    fn pass<T: StorageElem, const SCALED: bool, const CLAMPED: bool>(
+        &self,
+        x: &[T],
+        b: &[T],
+        start: usize,
+        out: &mut [std::mem::MaybeUninit<T>],
+        act: impl Fn(T) -> T,
+    ) {
+        let inner = self.inner.max(1);
+        let gain = T::from_f64(self.gain);
+        let c = self.clamp.unwrap_or(0.0);
+        let (lo, hi) = (T::from_f64(-c), T::from_f64(c));
+        let mut i = 0;
+        while i < out.len() {
+            let row = (start + i) / inner;
+            let end = ((row + 1) * inner - start).min(out.len());
+            let bc = b[row % self.channels];
+            for (o, &v) in out[i..end].iter_mut().zip(&x[start + i..start + end]) {
+                let mut y = act(v + bc);
+                if SCALED {
+                    // the composite's `mul_scalar`: an affine map with offset 0
+                    y = y * gain + T::zero();
+                }
+                if CLAMPED {
+                    y = y.max(lo).min(hi);
+                }
+                o.write(y);
+            }
+            i = end;
+        }
+    }
+}
+
+impl Kernel for BiasActKernel {
+    fn run<T: StorageElem>(&self, inputs: &[&[T]]) -> Result<Vec<T>> {
+        let (x, b) = (inputs[0], inputs[1]);
+        let n = x.len();
+        // written once, never zeroed first
+        let mut out: Vec<T> = Vec::with_capacity(n);
+        crate::backend::cpu::par_chunks_mut(
+            &mut out.spare_capacity_mut()[..n],
+            1 << 15,
+            |start, chunk| {
+                crate::backend::cpu::vectorized(
+                    #[inline(always)]
+                    || self.run_chunk(x, b, start, chunk),
+                )
+            },
+        );
+        // SAFETY: the chunks cover 0..n and `run_chunk` writes every element of its chunk.
+        unsafe { out.set_len(n) };
+        Ok(out)
+    }
 }
 
 /// StyleGAN2's minibatch standard deviation layer (`MinibatchStdLayer`): the batch is split
