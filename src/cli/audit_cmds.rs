@@ -45,6 +45,11 @@ Options:
                      (default 0,1,2,3,4)
   --threshold T      best correlation above which an image counts as a likely copy
                      (default 0.95)
+  --residual         correlate residuals: every image minus the training images' mean image.
+                     Whole-image correlation of brain slices is dominated by the head's
+                     outline, so an average-looking head can score above 0.95 without
+                     copying anything; a copy still scores 1 on residuals (default: plain
+                     Pearson correlation, the study's measure)
   --pairs K          closest pairs drawn in closest.png (default 8)
   --device D         cpu, cuda or cuda:N (default cpu)
   --block-mb M       memory per block of normalised images, MiB (default 256)
@@ -96,6 +101,7 @@ fn cmd_audit_memorisation(mut a: Args) -> Result<(), CliError> {
         None => AuditConfig::default().channels,
     };
     let threshold = a.parse_or("--threshold", DEFAULT_THRESHOLD)?;
+    let residual = a.flag("--residual");
     let pairs = a.parse_or("--pairs", 8usize)?;
     let device: Device = a.parse_or("--device", Device::Cpu)?;
     let block_mb = a.parse_or("--block-mb", 256usize)?;
@@ -108,6 +114,7 @@ fn cmd_audit_memorisation(mut a: Args) -> Result<(), CliError> {
         threshold,
         device,
         block_bytes: block_mb << 20,
+        residual,
     };
 
     let mut synth = StoreReader::open(&synth_path)?;
@@ -153,7 +160,8 @@ fn cmd_audit_memorisation(mut a: Args) -> Result<(), CliError> {
         eprintln!("  {done}/{total} synthetic images, {el:.1} s, about {eta:.0} s left");
     })?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    write_outputs(&out, &result, &mut synth, &mut real, pairs)?;
+    let paths = (synth_path.as_path(), real_path.as_path());
+    write_outputs(&out, &result, &mut synth, &mut real, pairs, paths)?;
     print!("{}", summary_markdown(&result, &synth_path, &real_path));
     Ok(())
 }
@@ -172,12 +180,16 @@ fn abs_difference(a: &Slice, b: &Slice) -> Slice {
 fn summary_markdown(a: &Audit, synth: &Path, real: &Path) -> String {
     let mut s = format!(
         "# Memorisation audit\n\nSynthetic: `{}`; training images: `{}` ({} compared, {} \
-         constant and skipped); channels {:?}.\n\n",
+         constant and skipped); channels {:?}; {}.\n\n",
         synth.display(),
         real.display(),
         a.n_real,
         a.constant_real,
-        a.channels
+        a.channels,
+        match a.residual {
+            true => "residual correlation (each image minus the training images' mean image)",
+            false => "Pearson correlation of whole images",
+        }
     );
     match a.summary() {
         None => s.push_str("No synthetic image had a defined correlation (all constant).\n"),
@@ -215,6 +227,7 @@ fn write_outputs(
     synth: &mut dyn SliceSource,
     real: &mut dyn SliceSource,
     pairs: usize,
+    (synth_path, real_path): (&Path, &Path),
 ) -> Result<()> {
     let num = |v: f64| {
         if v.is_finite() {
@@ -250,6 +263,7 @@ fn write_outputs(
     let closest = a.closest(pairs);
     let json = Json::obj(vec![
         ("threshold", Json::num(a.threshold)),
+        ("residual", Json::Bool(a.residual)),
         (
             "channels",
             Json::Array(a.channels.iter().map(|&c| Json::num(c as f64)).collect()),
@@ -266,7 +280,7 @@ fn write_outputs(
     md.push_str(&format!(
         "{}\n## Closest pairs (closest.png, top to bottom)\n\n| rows | synthetic image | nearest \
          training image (subject, slice) | correlation |\n|---|---|---|---|\n",
-        summary_markdown(a, Path::new("--synthetic"), Path::new("--train"))
+        summary_markdown(a, synth_path, real_path)
     ));
     let mut rows = Vec::new();
     for (k, (i, n)) in closest.iter().enumerate() {
