@@ -226,8 +226,8 @@ enum Normalised {
     /// Plain Pearson: a table over the byte values ([`norm_table`]), boxed so both variants
     /// are small.
     Table(Box<[f32; 256]>),
-    /// Residual: the finished row ([`residual_row`]).
-    Row(Vec<f32>),
+    /// Residual: the finished row ([`residual_row`]), as its index in the block's row buffer.
+    Row(usize),
 }
 
 /// A block of normalised images (constant ones left out), laid out for the product.
@@ -252,6 +252,8 @@ fn load_block(
     let read = range
         .map(|i| src.slice(i))
         .collect::<Result<Vec<Slice>>>()?;
+    // residual rows, one per image read (empty for plain Pearson)
+    let mut rows: Vec<f32> = Vec::new();
     let found: Vec<Option<Normalised>> = match mean {
         None => {
             let mut t: Vec<Option<[f32; 256]>> = vec![None; read.len()];
@@ -268,7 +270,7 @@ fn load_block(
         }
         Some(m) => {
             let d = m.len();
-            let mut rows = vec![0.0f32; read.len() * d];
+            rows = vec![0.0f32; read.len() * d];
             let mut ok = vec![false; read.len()];
             let (rp, okp) = (SyncPtr(rows.as_mut_ptr()), SyncPtr(ok.as_mut_ptr()));
             par_tasks(
@@ -281,8 +283,8 @@ fn load_block(
                 },
             );
             ok.iter()
-                .zip(rows.chunks_exact(d.max(1)))
-                .map(|(&k, r)| k.then(|| Normalised::Row(r.to_vec())))
+                .enumerate()
+                .map(|(i, &k)| k.then_some(Normalised::Row(i)))
                 .collect()
         }
     };
@@ -311,7 +313,7 @@ fn load_block(
             Normalised::Table(t) => {
                 t[usize::from(slices[r].data[channels[p / plane] * plane + p % plane])]
             }
-            Normalised::Row(row) => row[p],
+            Normalised::Row(i) => rows[i * d + p],
         }
     };
     let mut data = vec![0.0f32; n * d];
@@ -356,7 +358,7 @@ fn load_block(
                             }
                         }
                     }
-                    Normalised::Row(v) => row.copy_from_slice(v),
+                    Normalised::Row(i) => row.copy_from_slice(&rows[i * d..(i + 1) * d]),
                 }
             },
         );

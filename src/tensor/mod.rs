@@ -607,11 +607,9 @@ impl Tensor {
         if let Some(dst) = &self.0.cuda {
             return self.assign_device(dst, src);
         }
-        // a host tensor takes a device tensor's values through a copy to the host
-        let vals = match src.device() {
-            Device::Cpu => src.to_vec_f64()?,
-            _ => src.to_device(Device::Cpu)?.to_vec_f64()?,
-        };
+        // a host tensor takes a device tensor's values through a copy to the host (a no-op
+        // for a host source)
+        let vals = src.to_device(Device::Cpu)?.to_vec_f64()?;
         let l = self.0.layout.clone();
         let mut dst = self.storage_write();
         let mut k = 0;

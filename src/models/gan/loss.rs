@@ -153,21 +153,15 @@ fn backward_into(loss: &Tensor, params: &[Tensor]) -> Result<()> {
             allow_unused: true,
         },
     )?;
-    let (used_p, used_g): (Vec<Tensor>, Vec<Tensor>) = params
-        .iter()
-        .cloned()
-        .zip(gs)
-        .map(|(p, g)| {
-            // reduced where the gradient lives (one scalar read back from a GPU); NaN counts as
-            // non-zero, as it must reach `sanitize_grads`
-            let reached = g.abs()?.sum_all()?.item()? != 0.0;
-            Ok((p, g, reached))
-        })
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .filter(|(_, _, reached)| *reached)
-        .map(|(p, g, _)| (p, g))
-        .unzip();
+    let (mut used_p, mut used_g) = (Vec::new(), Vec::new());
+    for (p, g) in params.iter().zip(gs) {
+        // reduced where the gradient lives (one scalar read back from a GPU); NaN counts as
+        // non-zero, as it must reach `sanitize_grads`
+        if g.abs()?.sum_all()?.item()? != 0.0 {
+            used_p.push(p.clone());
+            used_g.push(g);
+        }
+    }
     accumulate(&used_p, used_g)
 }
 
