@@ -124,6 +124,9 @@ pub struct PhaseStats {
 pub struct StyleGan2Loss {
     pub config: LossConfig,
     pub pl_mean: f64,
+    /// The N(0, 1) images of the path-length phase, drawn fresh from the phase's generator when
+    /// None; set, they are used as given (to reproduce another implementation's phase exactly).
+    pub pl_noise: Option<Tensor>,
 }
 
 /// Add `gs` into the parameters' accumulated gradients.
@@ -208,6 +211,7 @@ impl StyleGan2Loss {
         StyleGan2Loss {
             config,
             pl_mean: 0.0,
+            pl_noise: None,
         }
     }
 
@@ -299,8 +303,11 @@ impl StyleGan2Loss {
                 }
                 let n = (gen_z.shape()[0] / self.config.pl_batch_shrink).max(1);
                 let (img, ws) = self.run_g(g, &gen_z.narrow(0, 0, n)?, false, rng)?;
-                let noise = Tensor::randn(img.shape(), img.dtype(), &mut &mut *rng)
-                    .to_device(img.device())?;
+                let noise = match &self.pl_noise {
+                    Some(n) => n.to_device(img.device())?,
+                    None => Tensor::randn(img.shape(), img.dtype(), &mut &mut *rng)
+                        .to_device(img.device())?,
+                };
                 let (pen, new_mean) = path_length_penalty(
                     &img,
                     &ws,
