@@ -14,8 +14,8 @@ use brainsynth::data::store::{SliceStore, StoreWriter, read_store, write_store};
 use brainsynth::io::json::Json;
 use brainsynth::study::stage::{StageDir, StageState};
 use brainsynth::study::{
-    GenJob, GenTrained, GeneratorSpec, StudyData, StudyOptions, StudyProfile, Variant,
-    load_synthetic, run_study,
+    AuditRecord, GenJob, GenTrained, GeneratorSpec, ResidualRecord, StudyData, StudyOptions,
+    StudyProfile, Variant, load_synthetic, run_study,
 };
 use brainsynth::tensor::Device;
 use brainsynth::train::runner::StopReason;
@@ -209,6 +209,13 @@ fn stages_resume_skip_and_report() {
     assert_eq!(g.audit.n, 10);
     assert_eq!(g.audit.above_threshold, 10);
     assert!((g.audit.max - 1.0).abs() < 1e-5);
+    // and by the residual measure, which copies pass as well as the plain one
+    let res = g
+        .audit
+        .residual
+        .expect("the study's audit computes residuals");
+    assert_eq!(res.above_threshold, 10);
+    assert!((res.max - 1.0).abs() < 1e-5);
     assert_eq!(g.runs.len(), 2);
     // real + synthetic trains on 8 synthetic images and the real slices repeated once
     let mixed = &g.runs.iter().find(|(v, _)| v.with_real).unwrap().1;
@@ -240,6 +247,10 @@ fn stages_resume_skip_and_report() {
         "{md}"
     );
     assert!(md.contains("10 (> 0.95)"), "{md}");
+    assert!(
+        md.contains("| 1.000 | 1.000 | 10 |"),
+        "residual cells: {md}"
+    );
 
     // a third run skips every stage: no training, the same numbers
     let before = std::fs::read(out.join("copy/synthetic/unet/seed0/done.json")).unwrap();
@@ -249,6 +260,7 @@ fn stages_resume_skip_and_report() {
     assert!(!log.contains("training unet"), "{log}");
     assert_eq!(r2.real, r.real);
     assert_eq!(r2.generators[0].runs, r.generators[0].runs);
+    assert_eq!(r2.generators[0].audit, r.generators[0].audit);
     assert_eq!(
         std::fs::read(out.join("copy/synthetic/unet/seed0/done.json")).unwrap(),
         before
@@ -424,4 +436,34 @@ fn a_stage_folder_of_another_configuration_names_the_setting() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no config.json"), "{e}");
+}
+
+/// An audit record written before the study computed residuals reads back without them (its
+/// report shows "–"); one with them round-trips.
+#[test]
+fn audit_records_with_and_without_residuals_read_back() {
+    let old = r#"{"n": 3, "n_real": 7, "threshold": 0.95, "mean": 0.9, "median": 0.9,
+        "p99": 0.96, "max": 0.97, "above_threshold": 1, "distinct_real_above": 1,
+        "histogram": [[0.5, 2], [0.97, 1]]}"#;
+    let j = brainsynth::io::json::parse(old).unwrap();
+    let r = AuditRecord::from_json(&j).unwrap();
+    assert_eq!(r.residual, None);
+    assert_eq!(r.above_threshold, 1);
+    let with = AuditRecord {
+        residual: Some(ResidualRecord {
+            mean: 0.6,
+            max: 0.8,
+            above_threshold: 0,
+        }),
+        ..r.clone()
+    };
+    for rec in [r, with] {
+        let text = rec.to_json().to_pretty();
+        let back = AuditRecord::from_json(&brainsynth::io::json::parse(&text).unwrap()).unwrap();
+        assert_eq!(back, rec);
+    }
+    // a residual entry that is not a summary is an error, not a silent None
+    let bad = old.replace("\"n\": 3,", "\"n\": 3, \"residual\": {\"mean\": 0.5},");
+    let e = AuditRecord::from_json(&brainsynth::io::json::parse(&bad).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("max"), "{e}");
 }

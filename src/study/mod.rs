@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 pub use config::{StudyData, StudyOptions, StudyProfile};
 pub use generators::{GENERATORS, GenJob, GenTrained, GeneratorSpec, generator_by_name};
-pub use records::{AuditRecord, COLUMNS, MEAN, MeasuresRecord, SegRecord};
+pub use records::{AuditRecord, COLUMNS, MEAN, MeasuresRecord, ResidualRecord, SegRecord};
 pub use report::{dice_ratio, summarise};
 pub use variants::Variant;
 
@@ -793,7 +793,17 @@ fn audit_generator(
         ..AuditConfig::default()
     };
     let a = audit(&mut synth, &mut real, &cfg, &mut |_, _| {})?;
-    let r = AuditRecord::new(&a)?;
+    // the paper's plain measure, and residuals, which tell an average head from a copy
+    let residual = AuditConfig {
+        residual: true,
+        ..cfg
+    };
+    let r = AuditRecord::new(&a)?.with_residual(&audit(
+        &mut synth,
+        &mut real,
+        &residual,
+        &mut |_, _| {},
+    )?)?;
     log(&format!(
         "best correlation with one of {} training images: mean {:.3}, max {:.3}; {} of {} above {}",
         real.slices.len(),
@@ -803,6 +813,12 @@ fn audit_generator(
         r.n,
         r.threshold
     ));
+    if let Some(res) = r.residual {
+        log(&format!(
+            "residuals (minus the mean training image): mean {:.3}, max {:.3}; {} above {}",
+            res.mean, res.max, res.above_threshold, r.threshold
+        ));
+    }
     pictures::write_closest(
         &sd.path.join("closest.png"),
         &a,

@@ -148,6 +148,18 @@ pub struct AuditRecord {
     pub distinct_real_above: usize,
     /// (bin centre, count) over [`HIST_LO`, 1].
     pub histogram: Vec<(f64, usize)>,
+    /// The same synthetic images correlated after subtracting the training images' mean image
+    /// (`memorization --residual`): an average head scores low there, a copy still scores ~1.
+    /// None in records written before the study computed it.
+    pub residual: Option<ResidualRecord>,
+}
+
+/// The residual correlation's summary of one audit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResidualRecord {
+    pub mean: f64,
+    pub max: f64,
+    pub above_threshold: usize,
 }
 
 /// Lower end of the study's audit histograms (one range for every generator, so they overlay).
@@ -169,7 +181,21 @@ impl AuditRecord {
             above_threshold: s.above_threshold,
             distinct_real_above: s.distinct_real_above,
             histogram: a.histogram(HIST_LO, 50),
+            residual: None,
         })
+    }
+
+    /// This record with the summary of `residual`, the residual audit of the same images.
+    pub fn with_residual(mut self, residual: &Audit) -> Result<Self> {
+        let s = residual.summary().ok_or_else(|| {
+            Error::Data("every synthetic image equals the mean training image".into())
+        })?;
+        self.residual = Some(ResidualRecord {
+            mean: s.mean,
+            max: s.max,
+            above_threshold: s.above_threshold,
+        });
+        Ok(self)
     }
 
     pub fn to_json(&self) -> Json {
@@ -194,6 +220,16 @@ impl AuditRecord {
                         .map(|&(c, n)| Json::Array(vec![Json::num(c), Json::num(n as f64)]))
                         .collect(),
                 ),
+            ),
+            (
+                "residual",
+                self.residual.map_or(Json::Null, |r| {
+                    Json::obj(vec![
+                        ("mean", Json::num(r.mean)),
+                        ("max", Json::num(r.max)),
+                        ("above_threshold", Json::num(r.above_threshold as f64)),
+                    ])
+                }),
             ),
         ])
     }
@@ -226,6 +262,14 @@ impl AuditRecord {
             above_threshold: num(j, "above_threshold")? as usize,
             distinct_real_above: num(j, "distinct_real_above")? as usize,
             histogram,
+            residual: match field(j, "residual") {
+                None | Some(Json::Null) => None,
+                Some(r) => Some(ResidualRecord {
+                    mean: num(r, "mean")?,
+                    max: num(r, "max")?,
+                    above_threshold: num(r, "above_threshold")? as usize,
+                }),
+            },
         })
     }
 }
