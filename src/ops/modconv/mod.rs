@@ -148,32 +148,30 @@ pub fn modulated_conv2d(
         flip_weight: p.flip_weight,
     };
 
-    // per-sample weights [N, Cout, Cin, kh, kw] and demodulation coefficients [N, Cout]
-    let need_w = p.demodulate || p.fused;
-    let w = if need_w {
+    // demodulation coefficients [N, Cout]: Σ_{i,k} (w·s)² = Σ_i s² · Σ_k w², a [N, Cin] ×
+    // [Cin, Cout] product instead of building the [N, Cout, Cin, kh, kw] weights to square them
+    let dcoefs = if p.demodulate {
+        let wsq = weight.sqr()?.sum_axes(&[2, 3], false)?; // [Cout, Cin]
         Some(
-            weight
-                .reshape(&[1, cout, cin, kh, kw])?
-                .mul(&styles.reshape(&[n, 1, cin, 1, 1])?)?,
+            styles
+                .sqr()?
+                .matmul(&wsq.transpose(0, 1)?)?
+                .add_scalar(DEMOD_EPS)?
+                .rsqrt()?,
         )
     } else {
         None
     };
-    let dcoefs = match (&w, p.demodulate) {
-        (Some(w), true) => Some(
-            w.sqr()?
-                .sum_axes(&[2, 3, 4], false)?
-                .add_scalar(DEMOD_EPS)?
-                .rsqrt()?,
-        ),
-        _ => None,
-    };
 
     let y = if p.fused {
-        let mut w = w.ok_or_else(|| Error::invalid(OP, "internal: fused form without weights"))?;
-        if let Some(d) = &dcoefs {
-            w = w.mul(&d.reshape(&[n, cout, 1, 1, 1])?)?;
-        }
+        // per-sample weights w[o, i, k]·s[n, i]·d[n, o] in one broadcast product
+        let scale = match &dcoefs {
+            Some(d) => styles
+                .reshape(&[n, 1, cin, 1])?
+                .mul(&d.reshape(&[n, cout, 1, 1])?)?,
+            None => styles.reshape(&[n, 1, cin, 1])?,
+        };
+        let w = weight.reshape(&[1, cout, cin, kh * kw])?.mul(&scale)?;
         let xg = contiguous(x)?.reshape(&[1, n * cin, xs[2], xs[3]])?;
         let y = resample.conv2d(&xg, &w.reshape(&[n * cout, cin, kh, kw])?, n)?;
         let (oh, ow) = (y.shape()[2], y.shape()[3]);
