@@ -4,61 +4,25 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use brainsynth::models::gan::loss::{
     GanTrainer, LossConfig, Phase, StyleGan2Loss, TrainConfig, mirror,
 };
 use brainsynth::models::gan::{
-    Discriminator, GanConfig, Sg3Settings, StyleGan2Generator, StyleGan3Generator, load_named,
+    Discriminator, Sg3Settings, StyleGan2Generator, StyleGan3Generator, load_named,
 };
 use brainsynth::nn::ParamStore;
 use brainsynth::testing::rand_tensor;
 use brainsynth::{DType, Tensor};
-use common::fixtures::{Array, get, load};
+use common::fixtures::{get, load, rel_err, section, stylegan_tiny_config, tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-
-fn tensor(a: &Array) -> Tensor {
-    Tensor::from_slice(&a.data, &a.shape).unwrap()
-}
-
-fn rel_err(ours: &Tensor, r: &Array) -> f64 {
-    assert_eq!(ours.shape(), r.shape.as_slice());
-    let (mut num, mut den) = (0.0, 0.0);
-    for (a, b) in ours.to_vec_f64().unwrap().iter().zip(r.f64s()) {
-        num += (a - b) * (a - b);
-        den += b * b;
-    }
-    (num / den.max(1e-300)).sqrt()
-}
-
-fn tiny() -> GanConfig {
-    GanConfig {
-        z_dim: 16,
-        w_dim: 16,
-        resolution: 16,
-        channels: 5,
-        channel_base: 128,
-        channel_max: 16,
-        mapping_layers: 2,
-        conv_clamp: Some(256.0),
-        mbstd_group: 4,
-    }
-}
-
-fn section(m: &HashMap<String, Array>, prefix: &str) -> Vec<(String, Tensor)> {
-    m.iter()
-        .filter_map(|(k, a)| k.strip_prefix(prefix).map(|n| (n.to_string(), tensor(a))))
-        .collect()
-}
 
 #[test]
 fn dreg_phase_matches_nvlabs_accumulate_gradients() {
     let m = load("stylegan2.bin");
     let (gs, ds) = (ParamStore::new(1), ParamStore::new(2));
-    let g = StyleGan2Generator::new(&gs, &tiny()).unwrap();
-    let d = Discriminator::new(&ds, &tiny()).unwrap();
+    let g = StyleGan2Generator::new(&gs, &stylegan_tiny_config()).unwrap();
+    let d = Discriminator::new(&ds, &stylegan_tiny_config()).unwrap();
     load_named(&gs, &section(&m, "G.")).unwrap();
     load_named(&ds, &section(&m, "D.")).unwrap();
     let mut loss = StyleGan2Loss::new(LossConfig::stylegan2(8.0));
@@ -89,7 +53,7 @@ fn dreg_phase_matches_nvlabs_accumulate_gradients() {
 }
 
 fn run_steps(sg3: bool, seed: u64) -> Vec<f64> {
-    let cfg = tiny();
+    let cfg = stylegan_tiny_config();
     let (gs, ds) = (ParamStore::new(seed), ParamStore::new(seed + 1));
     let d = Discriminator::new(&ds, &cfg).unwrap();
     let r = rand_tensor(&[4, 5, 16, 16], seed + 2)

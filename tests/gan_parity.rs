@@ -16,27 +16,15 @@ use brainsynth::models::gan::{
 };
 use brainsynth::nn::ParamStore;
 use brainsynth::ops::loss::r1_penalty_with;
-use common::fixtures::{Array, check_rel, get, load, rel_err, section, tensor};
+use common::fixtures::{
+    Array, check_rel, get, load, rel_err, section, stylegan_tiny_config, tensor,
+};
 
 const TOL: f64 = 1e-4;
 const GAMMA: f64 = 8.0;
 
 fn check(what: &str, ours: &Tensor, reference: &Array) {
     check_rel(what, ours, reference, TOL);
-}
-
-fn tiny_config() -> GanConfig {
-    GanConfig {
-        z_dim: 16,
-        w_dim: 16,
-        resolution: 16,
-        channels: 5,
-        channel_base: 128,
-        channel_max: 16,
-        mapping_layers: 2,
-        conv_clamp: Some(256.0),
-        mbstd_group: 4,
-    }
 }
 
 fn discriminator_checks(m: &HashMap<String, Array>, cfg: &GanConfig, tag: &str) {
@@ -84,7 +72,7 @@ fn discriminator_checks(m: &HashMap<String, Array>, cfg: &GanConfig, tag: &str) 
 #[test]
 fn stylegan2_matches_nvlabs() {
     let m = load("stylegan2.bin");
-    let cfg = tiny_config();
+    let cfg = stylegan_tiny_config();
     let store = ParamStore::new(1);
     let g = StyleGan2Generator::new(&store, &cfg).unwrap();
     load_named(&store, &section(&m, "G.")).unwrap();
@@ -125,7 +113,7 @@ fn stylegan2_matches_nvlabs() {
 #[test]
 fn loading_refuses_other_shapes_and_names() {
     let m = load("stylegan2.bin");
-    let mut cfg = tiny_config();
+    let mut cfg = stylegan_tiny_config();
     cfg.channel_max = 8;
     let store = ParamStore::new(1);
     StyleGan2Generator::new(&store, &cfg).unwrap();
@@ -145,7 +133,7 @@ fn loading_refuses_other_shapes_and_names() {
         before
     );
     let dstore = ParamStore::new(1);
-    Discriminator::new(&dstore, &tiny_config()).unwrap();
+    Discriminator::new(&dstore, &stylegan_tiny_config()).unwrap();
     assert!(load_named(&dstore, &section(&m, "G.")).is_err());
 }
 
@@ -156,7 +144,7 @@ fn stylegan3_t_matches_nvlabs() {
         resolution: 32,
         channel_base: 256,
         channel_max: 8,
-        ..tiny_config()
+        ..stylegan_tiny_config()
     };
     let store = ParamStore::new(1);
     let g = StyleGan3Generator::new(&store, &cfg, &Sg3Settings::for_batch(32)).unwrap();
@@ -192,7 +180,7 @@ fn stylegan3_t_matches_nvlabs() {
     assert_ne!(store.get(&name).unwrap().item().unwrap(), before);
     let dcfg = GanConfig {
         resolution: 32,
-        ..tiny_config()
+        ..stylegan_tiny_config()
     };
     discriminator_checks(&m, &dcfg, "sg3");
 }
@@ -225,8 +213,8 @@ fn converted_checkpoint_loads_and_reproduces_images() {
     let ck = Checkpoint::from_bytes(&w.to_bytes().unwrap(), "converted.safetensors").unwrap();
     let (arch, gcfg, dcfg) = config_from_checkpoint(&ck).unwrap();
     assert_eq!(arch, Arch::StyleGan2);
-    assert_eq!(gcfg, tiny_config());
-    assert_eq!(dcfg, tiny_config());
+    assert_eq!(gcfg, stylegan_tiny_config());
+    assert_eq!(dcfg, stylegan_tiny_config());
     let store = ParamStore::new(7);
     let g = StyleGan2Generator::new(&store, &gcfg).unwrap();
     load_named(&store, &ck.section("G_ema")).unwrap();

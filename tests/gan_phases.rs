@@ -20,26 +20,12 @@ use brainsynth::models::gan::{
     load_named,
 };
 use brainsynth::nn::ParamStore;
-use common::fixtures::{Array, check_rel, get, load, section, tensor};
+use common::fixtures::{Array, check_rel, get, load, section, stylegan_tiny_config, tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 const TOL: f64 = 1e-4;
 const GAMMA: f64 = 8.0;
-
-fn tiny_config() -> GanConfig {
-    GanConfig {
-        z_dim: 16,
-        w_dim: 16,
-        resolution: 16,
-        channels: 5,
-        channel_base: 128,
-        channel_max: 16,
-        mapping_layers: 2,
-        conv_clamp: Some(256.0),
-        mbstd_group: 4,
-    }
-}
 
 /// StyleGAN2 with the noise constants instead of fresh noise (the fixture ran NVlabs' G with
 /// `noise_mode='const'`), non-fused as NVlabs trains.
@@ -145,85 +131,120 @@ fn phase(
         .unwrap()
 }
 
-#[test]
-fn stylegan2_phases_match_nvlabs() {
-    let base = load("stylegan2.bin");
-    let m = load("stylegan2_phases.bin");
-    let cfg = tiny_config();
-    let (gs, ds) = (ParamStore::new(1), ParamStore::new(2));
-    let g = ConstNoise(StyleGan2Generator::new(&gs, &cfg).unwrap());
-    let d = Discriminator::new(&ds, &cfg).unwrap();
+/// The fixture's networks loaded into `gs` (G, built by the caller) and a new D in `ds`, the
+/// phases' latents and the first N reals.
+struct Inputs {
+    m: HashMap<String, Array>,
+    d: Discriminator,
+    gs: ParamStore,
+    ds: ParamStore,
+    z: Tensor,
+    reals: Tensor,
+}
+
+fn inputs(arch: &str, gs: ParamStore, dcfg: &GanConfig) -> Inputs {
+    let base = load(&format!("{arch}.bin"));
+    let m = load(&format!("{arch}_phases.bin"));
+    let ds = ParamStore::new(2);
+    let d = Discriminator::new(&ds, dcfg).unwrap();
     load_named(&gs, &section(&base, "G.")).unwrap();
     load_named(&ds, &section(&base, "D.")).unwrap();
     let z = tensor(get(&m, "gen_z"));
     let reals = tensor(get(&base, "reals"))
         .narrow(0, 0, z.shape()[0])
         .unwrap();
+    Inputs {
+        m,
+        d,
+        gs,
+        ds,
+        z,
+        reals,
+    }
+}
+
+/// G main or D main against the fixture: the loss, the phase's network's gradients, none for the
+/// other network; after D main, the buffers it moved.
+fn main_phase(
+    loss: &mut StyleGan2Loss,
+    which: Phase,
+    g: &dyn StyleGenerator,
+    x: &Inputs,
+    cur_nimg: u64,
+) {
+    let st = phase(loss, which, g, &x.d, &x.reals, &x.z, 1.0, cur_nimg);
+    let (tag, key, own, other) = match which {
+        Phase::GMain => ("G main", "gmain", &x.gs, &x.ds),
+        _ => ("D main", "dmain", &x.ds, &x.gs),
+    };
+    scalar(
+        &format!("{tag} loss"),
+        st.loss,
+        get(&x.m, &format!("{key}_loss")),
+    );
+    check_grads(tag, own, &x.m, &format!("{key}."));
+    no_grads(&format!("{tag}, the other network"), other);
+    if which == Phase::DMain {
+        buffers_after(&x.gs, &x.m);
+    }
+}
+
+#[test]
+fn stylegan2_phases_match_nvlabs() {
+    let cfg = stylegan_tiny_config();
+    let gs = ParamStore::new(1);
+    let g = ConstNoise(StyleGan2Generator::new(&gs, &cfg).unwrap());
+    let x = inputs("stylegan2", gs, &cfg);
     let mut loss = StyleGan2Loss::new(LossConfig {
         style_mixing_prob: 0.0,
         ..LossConfig::stylegan2(GAMMA)
     });
-
-    let st = phase(&mut loss, Phase::GMain, &g, &d, &reals, &z, 1.0, 0);
-    scalar("G main loss", st.loss, get(&m, "gmain_loss"));
-    check_grads("G main", &gs, &m, "gmain.");
-    no_grads("G main, D", &ds);
+    main_phase(&mut loss, Phase::GMain, &g, &x, 0);
 
     loss.pl_mean = 0.5;
-    loss.pl_noise = Some(tensor(get(&m, "pl_noise")));
-    phase(&mut loss, Phase::GReg, &g, &d, &reals, &z, 4.0, 0);
-    scalar("G reg pl_mean", loss.pl_mean, get(&m, "greg_pl_mean"));
-    check_grads("G reg", &gs, &m, "greg.");
-    no_grads("G reg, D", &ds);
+    loss.pl_noise = Some(tensor(get(&x.m, "pl_noise")));
+    phase(&mut loss, Phase::GReg, &g, &x.d, &x.reals, &x.z, 4.0, 0);
+    scalar("G reg pl_mean", loss.pl_mean, get(&x.m, "greg_pl_mean"));
+    check_grads("G reg", &x.gs, &x.m, "greg.");
+    no_grads("G reg, D", &x.ds);
 
-    let st = phase(&mut loss, Phase::DMain, &g, &d, &reals, &z, 1.0, 0);
-    scalar("D main loss", st.loss, get(&m, "dmain_loss"));
-    check_grads("D main", &ds, &m, "dmain.");
-    no_grads("D main, G", &gs);
-    buffers_after(&gs, &m);
+    main_phase(&mut loss, Phase::DMain, &g, &x, 0);
 }
 
 #[test]
 fn stylegan3_phases_with_the_blur_match_nvlabs() {
-    let base = load("stylegan3.bin");
-    let m = load("stylegan3_phases.bin");
     let gcfg = GanConfig {
         resolution: 32,
         channel_base: 256,
         channel_max: 8,
-        ..tiny_config()
+        ..stylegan_tiny_config()
     };
     let dcfg = GanConfig {
         resolution: 32,
-        ..tiny_config()
+        ..stylegan_tiny_config()
     };
-    let (gs, ds) = (ParamStore::new(1), ParamStore::new(2));
+    let gs = ParamStore::new(1);
     let g = StyleGan3Generator::new(&gs, &gcfg, &Sg3Settings::for_batch(32)).unwrap();
-    let d = Discriminator::new(&ds, &dcfg).unwrap();
-    load_named(&gs, &section(&base, "G.")).unwrap();
-    load_named(&ds, &section(&base, "D.")).unwrap();
-    let z = tensor(get(&m, "gen_z"));
-    let reals = tensor(get(&base, "reals"))
-        .narrow(0, 0, z.shape()[0])
-        .unwrap();
+    let x = inputs("stylegan3", gs, &dcfg);
     // batch 4: the blur fades over 25 kimg; at 15 kimg σ = 4
     let mut loss = StyleGan2Loss::new(LossConfig::stylegan3(GAMMA, 4));
     assert_eq!(loss.config.blur_fade_kimg, 25.0);
     let cur_nimg = 15_000;
-
-    let st = phase(&mut loss, Phase::GMain, &g, &d, &reals, &z, 1.0, cur_nimg);
-    scalar("G main loss", st.loss, get(&m, "gmain_loss"));
-    check_grads("G main", &gs, &m, "gmain.");
-    no_grads("G main, D", &ds);
+    main_phase(&mut loss, Phase::GMain, &g, &x, cur_nimg);
 
     // no path-length phase for StyleGAN3: nothing happens
-    let st = phase(&mut loss, Phase::GReg, &g, &d, &reals, &z, 4.0, cur_nimg);
+    let st = phase(
+        &mut loss,
+        Phase::GReg,
+        &g,
+        &x.d,
+        &x.reals,
+        &x.z,
+        4.0,
+        cur_nimg,
+    );
     assert!(st.loss.is_nan());
-    no_grads("G reg", &gs);
+    no_grads("G reg", &x.gs);
 
-    let st = phase(&mut loss, Phase::DMain, &g, &d, &reals, &z, 1.0, cur_nimg);
-    scalar("D main loss", st.loss, get(&m, "dmain_loss"));
-    check_grads("D main", &ds, &m, "dmain.");
-    no_grads("D main, G", &gs);
-    buffers_after(&gs, &m);
+    main_phase(&mut loss, Phase::DMain, &g, &x, cur_nimg);
 }

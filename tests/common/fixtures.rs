@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use brainsynth::Tensor;
+use brainsynth::models::gan::GanConfig;
 
 /// One stored array: its shape and values (row-major).
 #[derive(Clone, Debug)]
@@ -100,4 +101,20 @@ pub fn section(m: &HashMap<String, Array>, prefix: &str) -> Vec<(String, Tensor)
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+/// The StyleGAN configuration of `make_stylegan.py`'s networks (StyleGAN2's G and both D's;
+/// StyleGAN3's G differs in resolution and widths).
+pub fn stylegan_tiny_config() -> GanConfig {
+    GanConfig {
+        z_dim: 16,
+        w_dim: 16,
+        resolution: 16,
+        channels: 5,
+        channel_base: 128,
+        channel_max: 16,
+        mapping_layers: 2,
+        conv_clamp: Some(256.0),
+        mbstd_group: 4,
+    }
 }
