@@ -40,6 +40,21 @@ fn progan_step(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(0);
     let reals = Tensor::rand_uniform(&[BATCH, 5, 64, 64], -1.0, 1.0, DType::F32, &mut rng);
     assert_eq!(core.plan().unwrap().growth.resolution(), 64);
+    // BRAINSYNTH_PROFILE=1: print where one step's time goes, per kernel (3 steps after a warm-up)
+    if brainsynth::profile::enabled() {
+        brainsynth::profile::disable();
+        core.step(&mut |_| Ok(reals.clone()), &mut rng).unwrap();
+        brainsynth::profile::reset();
+        brainsynth::profile::enable();
+        for _ in 0..3 {
+            core.step(&mut |_| Ok(reals.clone()), &mut rng).unwrap();
+        }
+        brainsynth::profile::disable();
+        eprintln!(
+            "progan step b{BATCH}, profiled:\n{}",
+            brainsynth::profile::report(3)
+        );
+    }
     let mut group = c.benchmark_group("progan");
     group
         .sample_size(10)

@@ -1,7 +1,9 @@
 //! The direct 3×3 conv kernel (AVX-512, f32; src/ops/conv/direct.rs) against the
 //! reference loops, on shapes that reach every micro-kernel size (1–6 output channels of a
 //! block, 1–4 vectors of a position block), images narrower than a vector, and one pixel.
-//! Also the stride-1 backward-data, which runs the same kernel on the flipped weight.
+//! Also the stride-1 backward-data, which runs the same kernel on the flipped weight, and the
+//! direct backward-weight (images at least 16 wide; every block size of 1–3 output channels,
+//! samples in more than one group).
 //! Tolerance: ‖direct − ref‖ / ‖ref‖ < 1e-5 and every element within 1e-5·max|ref|.
 //! On a CPU without AVX-512 the kernel declines: the test checks that it said so and left the
 //! output alone, still compares the fast path (then im2col + GEMM) with the reference, and
@@ -61,8 +63,12 @@ fn direct_conv3x3_matches_the_reference() {
         (1, 33, 12, 16, 16),
         (2, 8, 32, 64, 64),
         (1, 40, 20, 2, 30),
+        // backward-weight: a last block of one output channel over several samples, and
+        // dy past the kernel's 64 MiB, so the samples are taken in two groups
+        (3, 5, 7, 9, 20),
+        (5, 4, 64, 256, 256),
     ];
-    let mut declined = 0;
+    let (mut declined, mut bw_direct) = (0, 0);
     for (k, &(n, cin, cout, h, w)) in shapes.iter().enumerate() {
         let g = geom(n, cin, cout, h, w);
         let seed = 100 * k as u64;
@@ -93,6 +99,29 @@ fn direct_conv3x3_matches_the_reference() {
             &reference::conv2d_backward_data(&dy, &wt, &g),
             &format!("backward-data {g:?}"),
         );
+        // in f64: dW sums n·h·w products (327 680 in the largest shape), where the f32
+        // reference's own running sum drifts past the tolerance
+        let up = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+        let want_dw: Vec<f32> = reference::conv2d_backward_weight(&up(&x), &up(&dy), &g)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        let mut dw = vec![f32::NAN; want_dw.len()];
+        if direct_conv::conv3x3_backward_weight(&x, &dy, &g, &mut dw) {
+            check(&dw, &want_dw, &format!("backward-weight {g:?}"));
+            bw_direct += 1;
+        } else {
+            assert!(
+                !avx512() || w < 16,
+                "backward-weight declined {g:?} on a CPU with AVX-512"
+            );
+            assert!(dw.iter().all(|v| v.is_nan()), "wrote dW after declining");
+        }
+        check(
+            &fast_conv::conv2d_backward_weight(&x, &dy, &g),
+            &want_dw,
+            &format!("fast backward-weight {g:?}"),
+        );
     }
     if declined > 0 {
         println!(
@@ -102,8 +131,11 @@ fn direct_conv3x3_matches_the_reference() {
             shapes.len()
         );
     }
-    // with AVX-512 every shape above runs on the direct kernel, without it none does
+    // with AVX-512 every shape above runs on the direct kernel, without it none does; the
+    // backward-weight takes the images at least 16 wide
     assert_eq!(declined, if avx512() { 0 } else { shapes.len() });
+    let wide = shapes.iter().filter(|s| s.4 >= 16).count();
+    assert_eq!(bw_direct, if avx512() { wide } else { 0 });
 }
 
 fn avx512() -> bool {
@@ -137,4 +169,7 @@ fn direct_conv3x3_declines_other_geometries() {
     let mut y = vec![7f32; 50];
     assert!(!direct_conv::conv3x3(&x, &w, &g, &mut y));
     assert!(y.iter().all(|&v| v == 7.0));
+    let mut dw = vec![7f32; 2 * 9];
+    assert!(!direct_conv::conv3x3_backward_weight(&x, &x, &g, &mut dw));
+    assert!(dw.iter().all(|&v| v == 7.0));
 }

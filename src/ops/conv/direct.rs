@@ -1,5 +1,6 @@
 //! Direct 3×3 convolution (stride 1, padding 1, no dilation, one group) in f32 with AVX-512:
-//! the convs of U-Nets, and — through the flipped weight — their stride-1 backward-data.
+//! the convs of U-Nets, and — through the flipped weight — their stride-1 backward-data; and
+//! the backward-weight of the same convs on the same padded grid (`conv3x3_backward_weight`).
 //!
 //! im2col + GEMM writes every input pixel nine times into the column matrix and the GEMM then
 //! packs that matrix again; with few output channels (32, 64) those passes cost as much as the
@@ -205,6 +206,162 @@ unsafe fn micro<const M: usize, const V: usize>(
     for (mm, row) in acc.iter().enumerate() {
         for (j, &a) in row.iter().enumerate() {
             unsafe { _mm512_storeu_ps(out.add(mm * ld + j * LANES), a) };
+        }
+    }
+}
+
+/// Output channels per backward-weight micro-kernel call: M·9 accumulators + M dy vectors +
+/// one input vector fill AVX-512's 32 registers at M = 3.
+const BW_M: usize = 3;
+/// Narrower images leave im2col + GEMM faster: the two border columns of each row are work
+/// thrown away (measured in the quick ProGAN step: 8×8 no faster, 4×4 2.4× slower).
+const BW_MIN_W: usize = 16;
+/// Padded dy of this many bytes at most is held at once (samples are taken in groups).
+const BW_DY_BYTES: usize = 64 << 20;
+
+/// dW = conv2d backward-weight for the geometry [`applies`] accepts: x [n, cin, h, w] and
+/// dy [n, cout, h, w] into `dw` [cout, cin, 3, 3]. Returns false (leaving `dw` alone) when
+/// [`applies`] is false or the image is narrower than 16 pixels.
+///
+/// The same padded grid as the forward: dy is laid on it with zeros in the two border columns
+/// of each row (and past the last row), so dW[co, ci, t] = Σ_q dy[co, q]·xp[ci, q + offs[t]]
+/// over whole vectors of q with no bounds checks. Each (co, ci, tap) keeps 16 lane sums that
+/// run over the samples in order and are added up lane by lane at the end; every dW element
+/// is computed by one task in that fixed order, so the result does not depend on the thread
+/// count or on timing. The border positions multiply input values by dy's zeros, so an
+/// infinite input can make NaN dW elements that the reference leaves finite (any loss through
+/// such an input is non-finite anyway).
+pub fn conv3x3_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, dw: &mut [f32]) -> bool {
+    if !applies(g) || g.w < BW_MIN_W {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        run_backward_weight(x, dy, g, dw);
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, dy, dw);
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn run_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, dw: &mut [f32]) {
+    let (n, h, wd, cin, cout) = (g.n, g.h, g.w, g.cin, g.cout);
+    if n == 0 {
+        dw.fill(0.0);
+        return;
+    }
+    let pw = wd + 2;
+    let plane = (h + 2) * pw;
+    let nq = h * pw;
+    let nqr = nq.div_ceil(LANES) * LANES;
+    // reads reach q + offs[8] ≤ nqr − 1 + 2·pw + 2 ≤ plane + 16
+    let xlen = plane + 2 * LANES;
+    let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * pw + t % 3);
+    let blocks = cout.div_ceil(BW_M);
+    let coutp = blocks * BW_M;
+    // lane sums [ci][co (padded to blocks)][tap][lane]
+    let mut acc = vec![0f32; cin * coutp * 9 * LANES];
+    let per_sample = cout * nqr;
+    let group = (BW_DY_BYTES / (4 * per_sample).max(1)).clamp(1, n);
+    // only the interior of each row is ever written: borders and tails stay zero
+    let mut dyp = vec![0f32; group * per_sample];
+    let accp = SyncPtr(acc.as_mut_ptr());
+    for s0 in (0..n).step_by(group) {
+        let s1 = (s0 + group).min(n);
+        {
+            let dp = SyncPtr(dyp.as_mut_ptr());
+            par_tasks(
+                (s1 - s0) * cout,
+                || (),
+                |_, row| {
+                    let src = &dy[(s0 * cout + row) * h * wd..][..h * wd];
+                    for r in 0..h {
+                        // SAFETY: row `row` of dyp (nqr values) belongs to this task alone.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                src[r * wd..].as_ptr(),
+                                dp.get().add(row * nqr + r * pw),
+                                wd,
+                            )
+                        };
+                    }
+                },
+            );
+        }
+        let dyp = &dyp;
+        par_tasks(
+            cin,
+            || vec![0f32; xlen],
+            |xp: &mut Vec<f32>, ci| {
+                for s in s0..s1 {
+                    for r in 0..h {
+                        let src = &x[((s * cin + ci) * h + r) * wd..][..wd];
+                        xp[(r + 1) * pw + 1..][..wd].copy_from_slice(src);
+                    }
+                    for b in 0..blocks {
+                        let m = BW_M.min(cout - b * BW_M);
+                        let d = &dyp[((s - s0) * cout + b * BW_M) * nqr..][..m * nqr];
+                        // SAFETY: the lane sums of input channel ci belong to this task alone;
+                        // reads of d stay in its m rows, of xp below xlen (see above); the CPU
+                        // has AVX-512 (checked by `applies`).
+                        unsafe {
+                            let a = accp.get().add((ci * coutp + b * BW_M) * 9 * LANES);
+                            match m {
+                                1 => micro_bw::<1>(d.as_ptr(), nqr, xp.as_ptr(), &offs, a),
+                                2 => micro_bw::<2>(d.as_ptr(), nqr, xp.as_ptr(), &offs, a),
+                                _ => micro_bw::<3>(d.as_ptr(), nqr, xp.as_ptr(), &offs, a),
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    }
+    for co in 0..cout {
+        for ci in 0..cin {
+            for t in 0..9 {
+                let lanes = &acc[((ci * coutp + co) * 9 + t) * LANES..][..LANES];
+                dw[(co * cin + ci) * 9 + t] = lanes.iter().fold(0.0, |s, &v| s + v);
+            }
+        }
+    }
+}
+
+/// acc[mm][t][lane] += Σ_j dy[mm·ld + j·16 + lane] · xp[offs[t] + j·16 + lane] over the ld/16
+/// vectors j, for mm < M.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_bw<const M: usize>(
+    dy: *const f32,
+    ld: usize,
+    xp: *const f32,
+    offs: &[usize; 9],
+    acc: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY (whole body): the caller guarantees every address is inside its buffer.
+    let mut a: [[__m512; 9]; M] = std::array::from_fn(|mm| {
+        std::array::from_fn(|t| unsafe { _mm512_loadu_ps(acc.add((mm * 9 + t) * LANES)) })
+    });
+    let mut q = 0;
+    while q < ld {
+        let d: [__m512; M] =
+            std::array::from_fn(|mm| unsafe { _mm512_loadu_ps(dy.add(mm * ld + q)) });
+        for (t, &off) in offs.iter().enumerate() {
+            let v = unsafe { _mm512_loadu_ps(xp.add(off + q)) };
+            for mm in 0..M {
+                a[mm][t] = _mm512_fmadd_ps(d[mm], v, a[mm][t]);
+            }
+        }
+        q += LANES;
+    }
+    for (mm, row) in a.iter().enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            unsafe { _mm512_storeu_ps(acc.add((mm * 9 + t) * LANES), v) };
         }
     }
 }

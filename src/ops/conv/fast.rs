@@ -434,6 +434,20 @@ pub fn conv2d_backward_weight<T: StorageElem>(x: &[T], dy: &[T], g: &ConvGeom) -
     let (cig, cog, taps) = (g.cin / g.groups, g.cout / g.groups, g.kh * g.kw);
     let (k, p) = (cig * taps, g.oh * g.ow);
     let wlen = g.cout * k;
+    if T::DTYPE == crate::DType::F32 && super::direct::applies(g) {
+        let mut dw = vec![T::zero(); wlen];
+        // SAFETY: T is f32 (checked above), so the slices can be viewed as f32.
+        let (x32, dy32, dw32) = unsafe {
+            (
+                std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
+                std::slice::from_raw_parts(dy.as_ptr().cast::<f32>(), dy.len()),
+                std::slice::from_raw_parts_mut(dw.as_mut_ptr().cast::<f32>(), wlen),
+            )
+        };
+        if super::direct::conv3x3_backward_weight(x32, dy32, g, dw32) {
+            return dw;
+        }
+    }
     if wlen == 0 || g.n * p == 0 {
         return vec![T::zero(); wlen];
     }
