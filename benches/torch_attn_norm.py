@@ -6,7 +6,9 @@ Shapes: window attention as `shared/anchors/torch_cpu.py` (windows, heads, token
 the diffusion U-Net's multi-head attention (guided-diffusion `QKVAttentionLegacy`, written out
 here: qkv [B, heads*3*C, T], scale 1/sqrt(sqrt(C)) on q and k) at (B, heads, T, C) of the CPU
 anchors' diff32 / diff64 models at 64x64 (attention at 16x16 and 8x8, 4 heads); gn_silu
-(N, C, H=W, groups) without affine; affine instance norm (N, C, H=W) as the plain U-Net uses it.
+(N, C, H=W, groups) without affine; affine instance norm (N, C, H=W) as the plain U-Net uses it;
+affine layer norm over the last dim (tokens, C) at the Swin segmenter's shapes (`cpu_kernels`'
+LAYER_NORM_SHAPES).
 Forward+backward asks the gradients of every input that requires grad (x, weight, bias; q, k, v
 and the bias for attention; qkv for the legacy attention).
 
@@ -81,5 +83,16 @@ for n, c, hw in [(8, 32, 64), (8, 256, 8)]:
         return F.instance_norm(x, weight=w, bias=b, eps=1e-5)
 
     row("instnorm", (n, c, hw), f, lambda: f().backward(go))
+
+for t, c in [(32768, 48), (2048, 384)]:
+    x = torch.randn(t, c, requires_grad=True)
+    w = torch.randn(c, requires_grad=True)
+    b = torch.randn(c, requires_grad=True)
+    go = torch.randn_like(x)
+
+    def f():
+        return F.layer_norm(x, (c,), weight=w, bias=b, eps=1e-5)
+
+    row("layernorm", (t, c), f, lambda: f().backward(go))
 
 print("torch", torch.__version__, "threads", torch.get_num_threads())

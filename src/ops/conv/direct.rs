@@ -214,8 +214,13 @@ unsafe fn micro<const M: usize, const V: usize>(
 /// one input vector fill AVX-512's 32 registers at M = 3.
 const BW_M: usize = 3;
 /// Narrower images leave im2col + GEMM faster: the two border columns of each row are work
-/// thrown away (measured in the quick ProGAN step: 8×8 no faster, 4×4 2.4× slower).
+/// thrown away and the lane sums are loaded and stored per few vectors (measured, 2 threads:
+/// (n, cin, cout, hw) = (16, 256, 256, 8) 23.5 ms direct against 12.6 ms GEMM; at 16×16
+/// 40.5 against 50.7 ms).
 const BW_MIN_W: usize = 16;
+/// Input channels per backward-weight task, at most: their lane sums (cout·9·64 bytes each)
+/// and one sample's padded dy share L2.
+const BW_CHUNK: usize = 4;
 /// Padded dy of this many bytes at most is held at once (samples are taken in groups).
 const BW_DY_BYTES: usize = 64 << 20;
 
@@ -226,8 +231,8 @@ const BW_DY_BYTES: usize = 64 << 20;
 /// The same padded grid as the forward: dy is laid on it with zeros in the two border columns
 /// of each row (and past the last row), so dW[co, ci, t] = Σ_q dy[co, q]·xp[ci, q + offs[t]]
 /// over whole vectors of q with no bounds checks. Each (co, ci, tap) keeps 16 lane sums that
-/// run over the samples in order and are added up lane by lane at the end; every dW element
-/// is computed by one task in that fixed order, so the result does not depend on the thread
+/// run over a group of samples in order and are then added up lane by lane into dW (groups in
+/// order); every dW element is computed by one task in that fixed order, so the result does not depend on the thread
 /// count or on timing. The border positions multiply input values by dy's zeros, so an
 /// infinite input can make NaN dW elements that the reference leaves finite (any loss through
 /// such an input is non-finite anyway).
@@ -263,13 +268,17 @@ fn run_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, dw: &mut [f32]) {
     let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * pw + t % 3);
     let blocks = cout.div_ceil(BW_M);
     let coutp = blocks * BW_M;
-    // lane sums [ci][co (padded to blocks)][tap][lane]
-    let mut acc = vec![0f32; cin * coutp * 9 * LANES];
+    // input channels per task: a few, so that one sample's padded dy is read from L2 by all
+    // of them (read once per channel it streamed through L3), and enough tasks per thread
+    let chunk = (cin / (2 * worker_threads())).clamp(1, BW_CHUNK);
+    // one task's lane sums [ci − c0][co (padded to blocks)][tap][lane]
+    let acc_len = chunk * coutp * 9 * LANES;
     let per_sample = cout * nqr;
     let group = (BW_DY_BYTES / (4 * per_sample).max(1)).clamp(1, n);
     // only the interior of each row is ever written: borders and tails stay zero
     let mut dyp = vec![0f32; group * per_sample];
-    let accp = SyncPtr(acc.as_mut_ptr());
+    dw.fill(0.0);
+    let dwp = SyncPtr(dw.as_mut_ptr());
     for s0 in (0..n).step_by(group) {
         let s1 = (s0 + group).min(n);
         {
@@ -294,40 +303,51 @@ fn run_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, dw: &mut [f32]) {
         }
         let dyp = &dyp;
         par_tasks(
-            cin,
-            || vec![0f32; xlen],
-            |xp: &mut Vec<f32>, ci| {
+            cin.div_ceil(chunk),
+            || (vec![0f32; chunk * xlen], vec![0f32; acc_len]),
+            |(xp, acc): &mut (Vec<f32>, Vec<f32>), task| {
+                let (c0, c1) = (task * chunk, ((task + 1) * chunk).min(cin));
+                acc.fill(0.0);
                 for s in s0..s1 {
-                    for r in 0..h {
-                        let src = &x[((s * cin + ci) * h + r) * wd..][..wd];
-                        xp[(r + 1) * pw + 1..][..wd].copy_from_slice(src);
-                    }
-                    for b in 0..blocks {
-                        let m = BW_M.min(cout - b * BW_M);
-                        let d = &dyp[((s - s0) * cout + b * BW_M) * nqr..][..m * nqr];
-                        // SAFETY: the lane sums of input channel ci belong to this task alone;
-                        // reads of d stay in its m rows, of xp below xlen (see above); the CPU
-                        // has AVX-512 (checked by `applies`).
-                        unsafe {
-                            let a = accp.get().add((ci * coutp + b * BW_M) * 9 * LANES);
-                            match m {
-                                1 => micro_bw::<1>(d.as_ptr(), nqr, xp.as_ptr(), &offs, a),
-                                2 => micro_bw::<2>(d.as_ptr(), nqr, xp.as_ptr(), &offs, a),
-                                _ => micro_bw::<3>(d.as_ptr(), nqr, xp.as_ptr(), &offs, a),
+                    // a sample's dy stays in L2 while the chunk's channels run over it
+                    for ci in c0..c1 {
+                        let xc = &mut xp[(ci - c0) * xlen..][..xlen];
+                        for r in 0..h {
+                            let src = &x[((s * cin + ci) * h + r) * wd..][..wd];
+                            xc[(r + 1) * pw + 1..][..wd].copy_from_slice(src);
+                        }
+                        for b in 0..blocks {
+                            let m = BW_M.min(cout - b * BW_M);
+                            let d = &dyp[((s - s0) * cout + b * BW_M) * nqr..][..m * nqr];
+                            let a = &mut acc[((ci - c0) * coutp + b * BW_M) * 9 * LANES..]
+                                [..m * 9 * LANES];
+                            // SAFETY: reads of d stay in its m rows, of xc below xlen (see
+                            // above), the lane sums in `a`; the CPU has AVX-512 (checked by
+                            // `applies`).
+                            unsafe {
+                                let (d, xc, a) = (d.as_ptr(), xc.as_ptr(), a.as_mut_ptr());
+                                match m {
+                                    1 => micro_bw::<1>(d, nqr, xc, &offs, a),
+                                    2 => micro_bw::<2>(d, nqr, xc, &offs, a),
+                                    _ => micro_bw::<3>(d, nqr, xc, &offs, a),
+                                }
                             }
+                        }
+                    }
+                }
+                // this group's sums, lane by lane, added to dW (groups in order)
+                for ci in c0..c1 {
+                    for co in 0..cout {
+                        for t in 0..9 {
+                            let lanes = &acc[(((ci - c0) * coutp + co) * 9 + t) * LANES..][..LANES];
+                            let sum = lanes.iter().fold(0.0, |s, &v| s + v);
+                            // SAFETY: dW's input channels c0..c1 belong to this task alone.
+                            unsafe { *dwp.get().add((co * cin + ci) * 9 + t) += sum };
                         }
                     }
                 }
             },
         );
-    }
-    for co in 0..cout {
-        for ci in 0..cin {
-            for t in 0..9 {
-                let lanes = &acc[((ci * coutp + co) * 9 + t) * LANES..][..LANES];
-                dw[(co * cin + ci) * 9 + t] = lanes.iter().fold(0.0, |s, &v| s + v);
-            }
-        }
     }
 }
 
