@@ -298,6 +298,11 @@ fn gemm<T: StorageElem>(
         }
     };
     let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    // Opaque strides: inlined where a stride is the constant 1 (Pᵀ·dO, dSᵀ·Q: a transposed
+    // A), the compiler rewrote the tiles' A loads into code 19× slower than the same product
+    // with A row-major (measured, 1 thread: dV 51.7 ms against 2.7 ms for dQ over the 64
+    // blocks of mha (16, 4, 256, 24); 2.8 ms with this line). Same arithmetic, same order.
+    let (ars, acs) = std::hint::black_box((ars, acs));
     // accumulator tiles that fit the register file (32 × 512-bit or 16 × 256-bit registers):
     // f32 8×32 or 4×16, f64 4×32 or 4×8
     let single = TypeId::of::<T>() == TypeId::of::<f32>();
