@@ -40,6 +40,29 @@ fn bench(c: &mut Criterion) {
         let mut rng = StdRng::seed_from_u64(1);
         let x0 = Tensor::randn(&[BATCH, 5, 64, 64], DType::F32, &mut rng);
         println!("diff{w}: {} parameters", store.num_params());
+        // BRAINSYNTH_PROFILE=1: print where one training step's time goes, per kernel (3 steps
+        // after a warm-up)
+        if brainsynth::profile::enabled() {
+            brainsynth::profile::disable();
+            let mut step = || {
+                let (t, noise) = draw_t_noise(&d, &x0, &mut rng).unwrap();
+                train_step(
+                    &model, &d, &store, &mut opt, &x0, &t, &noise, None, None, &mut rng,
+                )
+                .unwrap();
+            };
+            step();
+            brainsynth::profile::reset();
+            brainsynth::profile::enable();
+            for _ in 0..3 {
+                step();
+            }
+            brainsynth::profile::disable();
+            eprintln!(
+                "diff{w} train step b{BATCH}, profiled:\n{}",
+                brainsynth::profile::report(3)
+            );
+        }
         g.bench_function(format!("train_step_w{w}_b{BATCH}"), |b| {
             b.iter(|| {
                 let (t, noise) = draw_t_noise(&d, &x0, &mut rng).unwrap();
