@@ -154,6 +154,16 @@ fn large_broadcasts_split_over_threads_match_per_element() {
     for (i, &g) in got.iter().enumerate() {
         assert_eq!(g, xv[i] + bv[(i / 1024) % 16]);
     }
+    // StyleGAN's per-sample weights: w [1, O, I, 9] · s [N, O, I, 1], rows of 9 whose starts
+    // step over two outer dimensions, threads starting mid-way
+    let w = f32s(&[1, 24, 20, 9], 3);
+    let st = f32s(&[16, 24, 20, 1], 4);
+    let got = w.mul(&st).unwrap().to_vec_f32().unwrap();
+    let (wv, sv) = (w.to_vec_f32().unwrap(), st.to_vec_f32().unwrap());
+    assert_eq!(got.len(), 16 * 24 * 20 * 9);
+    for (i, &g) in got.iter().enumerate() {
+        assert_eq!(g, wv[i % (24 * 20 * 9)] * sv[i / 9]);
+    }
     let s = x.sum_axes(&[0, 2, 3], false).unwrap().to_vec_f64().unwrap();
     for (c, &v) in s.iter().enumerate() {
         let want: f64 = (0..4)

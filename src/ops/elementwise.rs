@@ -461,16 +461,19 @@ impl BinaryKernel {
         let rank = shape.len();
         let inner = shape[rank - 1];
         let (ia, ib) = (ka[rank - 1], kb[rank - 1]);
+        // the first row's multi-index over the outer dimensions and its starts in a and b;
+        // later rows step it like an odometer (a division per dimension and row cost more
+        // than short rows themselves: StyleGAN's per-sample weights are rows of 9)
+        let mut idx = vec![0usize; rank - 1];
+        let (mut row, mut pa, mut pb) = (first_row, 0, 0);
+        for d in (0..rank - 1).rev() {
+            idx[d] = row % shape[d];
+            row /= shape[d];
+            pa += idx[d] * ka[d];
+            pb += idx[d] * kb[d];
+        }
         {
-            for (r, o) in rows.chunks_mut(inner).enumerate() {
-                // the row's start in a and b from its multi-index over the outer dimensions
-                let (mut row, mut pa, mut pb) = (first_row + r, 0, 0);
-                for d in (0..rank - 1).rev() {
-                    let i = row % shape[d];
-                    row /= shape[d];
-                    pa += i * ka[d];
-                    pb += i * kb[d];
-                }
+            for o in rows.chunks_mut(inner) {
                 match (ia, ib) {
                     (1, 1) => {
                         for ((o, &p), &q) in o.iter_mut().zip(&a[pa..]).zip(&b[pb..]) {
@@ -494,6 +497,17 @@ impl BinaryKernel {
                             *o = f(a[pa + i * ia], b[pb + i * ib]);
                         }
                     }
+                }
+                for d in (0..rank - 1).rev() {
+                    idx[d] += 1;
+                    pa += ka[d];
+                    pb += kb[d];
+                    if idx[d] < shape[d] {
+                        break;
+                    }
+                    pa -= ka[d] * shape[d];
+                    pb -= kb[d] * shape[d];
+                    idx[d] = 0;
                 }
             }
         }

@@ -179,18 +179,24 @@ fn pass_1d<T: StorageElem>(
         n_out * inner,
         n_out * inner * taps.len(),
         |l, d| {
-            let s = &src[l * n_in * inner..(l + 1) * n_in * inner];
-            for (i, r) in runs.iter().enumerate() {
-                let drow = &mut d[i * inner..(i + 1) * inner];
-                for m in 0..r.count {
-                    let w = taps[r.t0 + m * up];
-                    let j = r.ix0 + m;
-                    let srow = &s[j * inner..(j + 1) * inner];
-                    for (o, &v) in drow.iter_mut().zip(srow) {
-                        *o += w * v;
+            // compiled for the CPU's vector width (the loops below are its whole cost)
+            crate::backend::cpu::vectorized(
+                #[inline(always)]
+                || {
+                    let s = &src[l * n_in * inner..(l + 1) * n_in * inner];
+                    for (i, r) in runs.iter().enumerate() {
+                        let drow = &mut d[i * inner..(i + 1) * inner];
+                        for m in 0..r.count {
+                            let w = taps[r.t0 + m * up];
+                            let j = r.ix0 + m;
+                            let srow = &s[j * inner..(j + 1) * inner];
+                            for (o, &v) in drow.iter_mut().zip(srow) {
+                                *o += w * v;
+                            }
+                        }
                     }
-                }
-            }
+                },
+            )
         },
     );
     dst
@@ -259,43 +265,50 @@ impl Kernel for UpfirdnKernel {
         let down = p.down.0;
         let mut out = vec![T::zero(); self.planes * oh * ow];
         par_rows(&mut out, oh * ow, oh * ow * fh * fw, |plane, o| {
-            let xp = &x[plane * h * w..(plane + 1) * h * w];
-            for (oy, ry) in rows.iter().enumerate() {
-                let orow = &mut o[oy * ow..(oy + 1) * ow];
-                for my in 0..ry.count {
-                    let iy = ry.ix0 + my;
-                    let xrow = &xp[iy * w..(iy + 1) * w];
-                    let trow = &taps[(ry.t0 + my * p.up.1) * fw..][..fw];
-                    // edge columns tap by tap
-                    for ox in (0..lo).chain(hi..ow) {
-                        let rx = &cols[ox];
-                        let acc = &mut orow[ox];
-                        for mx in 0..rx.count {
-                            *acc += trow[rx.t0 + mx * p.up.0] * xrow[rx.ix0 + mx];
+            // compiled for the CPU's vector width: the span loops vectorise (no FMA
+            // contraction, so the same bits as before)
+            crate::backend::cpu::vectorized(
+                #[inline(always)]
+                || {
+                    let xp = &x[plane * h * w..(plane + 1) * h * w];
+                    for (oy, ry) in rows.iter().enumerate() {
+                        let orow = &mut o[oy * ow..(oy + 1) * ow];
+                        for my in 0..ry.count {
+                            let iy = ry.ix0 + my;
+                            let xrow = &xp[iy * w..(iy + 1) * w];
+                            let trow = &taps[(ry.t0 + my * p.up.1) * fw..][..fw];
+                            // edge columns tap by tap
+                            for ox in (0..lo).chain(hi..ow) {
+                                let rx = &cols[ox];
+                                let acc = &mut orow[ox];
+                                for mx in 0..rx.count {
+                                    *acc += trow[rx.t0 + mx * p.up.0] * xrow[rx.ix0 + mx];
+                                }
+                            }
+                            if lo == hi {
+                                continue;
+                            }
+                            // interior columns one tap at a time over the whole span (vectorises);
+                            // each output still adds its taps in the order of the loop above, so the
+                            // sums are the same bits
+                            let start = cols[lo].ix0;
+                            let span = &mut orow[lo..hi];
+                            for (mx, &t) in trow.iter().enumerate() {
+                                let xs = &xrow[start + mx..];
+                                if down == 1 {
+                                    for (a, &v) in span.iter_mut().zip(xs) {
+                                        *a += t * v;
+                                    }
+                                } else {
+                                    for (a, &v) in span.iter_mut().zip(xs.iter().step_by(down)) {
+                                        *a += t * v;
+                                    }
+                                }
+                            }
                         }
                     }
-                    if lo == hi {
-                        continue;
-                    }
-                    // interior columns one tap at a time over the whole span (vectorises);
-                    // each output still adds its taps in the order of the loop above, so the
-                    // sums are the same bits
-                    let start = cols[lo].ix0;
-                    let span = &mut orow[lo..hi];
-                    for (mx, &t) in trow.iter().enumerate() {
-                        let xs = &xrow[start + mx..];
-                        if down == 1 {
-                            for (a, &v) in span.iter_mut().zip(xs) {
-                                *a += t * v;
-                            }
-                        } else {
-                            for (a, &v) in span.iter_mut().zip(xs.iter().step_by(down)) {
-                                *a += t * v;
-                            }
-                        }
-                    }
-                }
-            }
+                },
+            )
         });
         Ok(out)
     }
