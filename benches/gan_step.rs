@@ -85,15 +85,18 @@ fn gan_step(c: &mut Criterion) {
     if which.is_empty() || which == "sg2" {
         let gs = ParamStore::new(1);
         let g = StyleGan2Generator::new(&gs, &GanConfig::bench_stylegan2()).unwrap();
+        // `generate` on the CPU runs the non-fused modulated conv (`AnyGenerator::sample`);
+        // NVlabs' (the anchor's) inference runs the fused form, the same product
+        let fused = false;
         // BRAINSYNTH_PROFILE=1: print where one `generate` batch's time goes, per kernel
         if brainsynth::profile::enabled() {
             let _off = brainsynth::autograd::no_grad_guard();
             brainsynth::profile::disable();
-            g.forward(&z, 1.0, &mut Noise::Const, true).unwrap();
+            g.forward(&z, 1.0, &mut Noise::Const, fused).unwrap();
             brainsynth::profile::reset();
             brainsynth::profile::enable();
             for _ in 0..3 {
-                g.forward(&z, 1.0, &mut Noise::Const, true).unwrap();
+                g.forward(&z, 1.0, &mut Noise::Const, fused).unwrap();
             }
             brainsynth::profile::disable();
             eprintln!(
@@ -109,7 +112,7 @@ fn gan_step(c: &mut Criterion) {
         group.bench_function(format!("generate b{BATCH}"), |b| {
             b.iter(|| {
                 let _off = brainsynth::autograd::no_grad_guard();
-                g.forward(&z, 1.0, &mut Noise::Const, true).unwrap()
+                g.forward(&z, 1.0, &mut Noise::Const, fused).unwrap()
             })
         });
         group.finish();
