@@ -229,11 +229,11 @@ const BW_DY_BYTES: usize = 64 << 20;
 /// [`applies`] is false or the image is narrower than 16 pixels.
 ///
 /// The same padded grid as the forward: dy is laid on it with zeros in the two border columns
-/// of each row (and past the last row), so dW[co, ci, t] = Σ_q dy[co, q]·xp[ci, q + offs[t]]
+/// of each row (and past the last row), so dW[co, ci, t] = Σ_q dy[co, q]·xp[ci, q + offs\[t\]]
 /// over whole vectors of q with no bounds checks. Each (co, ci, tap) keeps 16 lane sums that
 /// run over a group of samples in order and are then added up lane by lane into dW (groups in
-/// order); every dW element is computed by one task in that fixed order, so the result does not depend on the thread
-/// count or on timing. The border positions multiply input values by dy's zeros, so an
+/// order); every dW element is computed by one task in that fixed order, so the result does
+/// not depend on the thread count or on timing. The border positions multiply input values by dy's zeros, so an
 /// infinite input can make NaN dW elements that the reference leaves finite (any loss through
 /// such an input is non-finite anyway).
 pub fn conv3x3_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, dw: &mut [f32]) -> bool {
