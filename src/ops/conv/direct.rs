@@ -106,10 +106,8 @@ fn run(x: &[f32], w: &[f32], g: &ConvGeom, y: &mut [f32]) {
             xp.clear();
             xp.resize(xlen, 0.0);
             for ci in 0..cin {
-                for r in 0..h {
-                    let src = &x[((s * cin + ci) * h + r) * wd..][..wd];
-                    xp[ci * plane + (r + 1) * pw + 1..][..wd].copy_from_slice(src);
-                }
+                let src = &x[(s * cin + ci) * h * wd..][..h * wd];
+                pad_channel(src, h, wd, &mut xp[ci * plane..]);
             }
             out.resize(MR * nqr, 0.0);
             for b in b0..b1 {
@@ -139,6 +137,15 @@ fn run(x: &[f32], w: &[f32], g: &ConvGeom, y: &mut [f32]) {
             }
         },
     );
+}
+
+/// Copy one channel `src` [h, w] into the interior of its zero-bordered plane `dst` (row pitch
+/// w + 2; the borders are left as they are).
+#[cfg(target_arch = "x86_64")]
+fn pad_channel(src: &[f32], h: usize, w: usize, dst: &mut [f32]) {
+    for r in 0..h {
+        dst[(r + 1) * (w + 2) + 1..][..w].copy_from_slice(&src[r * w..][..w]);
+    }
 }
 
 /// Call the micro-kernel instance for `m` channels and `nv` vectors.
@@ -233,9 +240,9 @@ const BW_DY_BYTES: usize = 64 << 20;
 /// over whole vectors of q with no bounds checks. Each (co, ci, tap) keeps 16 lane sums that
 /// run over a group of samples in order and are then added up lane by lane into dW (groups in
 /// order); every dW element is computed by one task in that fixed order, so the result does
-/// not depend on the thread count or on timing. The border positions multiply input values by dy's zeros, so an
-/// infinite input can make NaN dW elements that the reference leaves finite (any loss through
-/// such an input is non-finite anyway).
+/// not depend on the thread count or on timing. The border positions multiply input values by
+/// dy's zeros, so an infinite input can make NaN dW elements that the reference leaves finite
+/// (any loss through such an input is non-finite anyway).
 pub fn conv3x3_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, dw: &mut [f32]) -> bool {
     if !applies(g) || g.w < BW_MIN_W {
         return false;
@@ -312,10 +319,7 @@ fn run_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom, dw: &mut [f32]) {
                     // a sample's dy stays in L2 while the chunk's channels run over it
                     for ci in c0..c1 {
                         let xc = &mut xp[(ci - c0) * xlen..][..xlen];
-                        for r in 0..h {
-                            let src = &x[((s * cin + ci) * h + r) * wd..][..wd];
-                            xc[(r + 1) * pw + 1..][..wd].copy_from_slice(src);
-                        }
+                        pad_channel(&x[(s * cin + ci) * h * wd..][..h * wd], h, wd, xc);
                         for b in 0..blocks {
                             let m = BW_M.min(cout - b * BW_M);
                             let d = &dyp[((s - s0) * cout + b * BW_M) * nqr..][..m * nqr];

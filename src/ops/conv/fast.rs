@@ -100,6 +100,20 @@ impl Tiles {
     }
 }
 
+/// `v` as f32 values when T is f32 (the direct kernels' element type).
+fn as_f32<T: StorageElem>(v: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (checked), so the slice is viewed as itself.
+    (T::DTYPE == crate::DType::F32)
+        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+fn as_f32_mut<T: StorageElem>(v: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`.
+    (T::DTYPE == crate::DType::F32)
+        .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
+}
+
 /// 1×1, stride 1, no padding: the columns are the input itself.
 fn pointwise(g: &ConvGeom) -> bool {
     g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.pad == (0, 0)
@@ -259,18 +273,11 @@ pub fn conv2d<T: StorageElem>(x: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
 }
 
 fn forward_into<T: StorageElem>(x: &[T], w: &[T], g: &ConvGeom, y: &mut [T]) {
-    if T::DTYPE == crate::DType::F32 && super::direct::applies(g) {
-        // SAFETY: T is f32 (checked above), so the slices can be viewed as f32.
-        let (x32, w32, y32) = unsafe {
-            (
-                std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
-                std::slice::from_raw_parts(w.as_ptr().cast::<f32>(), w.len()),
-                std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), y.len()),
-            )
-        };
-        if super::direct::conv3x3(x32, w32, g, y32) {
-            return;
-        }
+    if super::direct::applies(g)
+        && let (Some(x32), Some(w32), Some(y32)) = (as_f32(x), as_f32(w), as_f32_mut(y))
+        && super::direct::conv3x3(x32, w32, g, y32)
+    {
+        return;
     }
     let (cig, cog) = (g.cin / g.groups, g.cout / g.groups);
     let (k, p) = (cig * g.kh * g.kw, g.oh * g.ow);
@@ -436,15 +443,9 @@ pub fn conv2d_backward_weight<T: StorageElem>(x: &[T], dy: &[T], g: &ConvGeom) -
     let wlen = g.cout * k;
     if T::DTYPE == crate::DType::F32 && super::direct::applies(g) {
         let mut dw = vec![T::zero(); wlen];
-        // SAFETY: T is f32 (checked above), so the slices can be viewed as f32.
-        let (x32, dy32, dw32) = unsafe {
-            (
-                std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
-                std::slice::from_raw_parts(dy.as_ptr().cast::<f32>(), dy.len()),
-                std::slice::from_raw_parts_mut(dw.as_mut_ptr().cast::<f32>(), wlen),
-            )
-        };
-        if super::direct::conv3x3_backward_weight(x32, dy32, g, dw32) {
+        if let (Some(x32), Some(dy32), Some(dw32)) = (as_f32(x), as_f32(dy), as_f32_mut(&mut dw))
+            && super::direct::conv3x3_backward_weight(x32, dy32, g, dw32)
+        {
             return dw;
         }
     }
